@@ -1,0 +1,236 @@
+"""Compiles a cell `Graph` into pure JAX functions with one matmul per distinct `W` operand.
+
+    cell = compile_cell(parse(text))
+    params = cell.init(jax.random.key(0), hidden=128, init_scale=1.0)
+    h, c = cell.step(params, (h, c), x)          # x, h, c: (..., hidden)
+
+All `W` nodes that read the same value share ONE matmul on concatenated weights (what flax's
+`OptimizedLSTMCell` does by hand): the LSTM step is two matmuls, one on x and one on h, and the GRU
+step three (x, h and r*h). Identical pure sub-expressions (`tanh(h)` written twice) are computed
+once, so they also share their matmul.
+
+Parameters are a dict with one entry per fused matmul, keyed by the operand as written (`"x"`,
+`"h"`, `"r*h"`): `{"kernel": (H, k*H), "bias": (k*H,)}`, column block k belonging to the k-th `W`
+that reads it. Kernels are (in, out), `y = a @ kernel + bias`, as in flax. `cell.linears` lists
+each `W` by its label (`graph.linear_labels()`, e.g. `"f.h"` for the forget gate's W_hf) and
+`get_linear` / `set_linear` read and write one `W`'s kernel and bias by that label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from cells.graph import CONST, LINEAR, SOURCES, Graph
+
+Params = dict[str, dict[str, jax.Array]]
+Carry = tuple[jax.Array, jax.Array]
+
+_UNARY = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "relu": jax.nn.relu,
+    "identity": lambda a: a,
+}
+_BINARY = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply}
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """Where one `W` node's parameters live: column block `block` of fused matmul `group`."""
+
+    label: str
+    group: str
+    block: int
+    bias: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Matmul:
+    """One fused matmul: the value it reads and the `W` nodes it serves, in block order."""
+
+    key: str
+    operand: int
+    nodes: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CompiledCell:
+    """A cell as pure JAX functions (see the module docstring).
+
+    Attributes:
+      graph: the source graph.
+      matmuls: the fused matmuls in evaluation order.
+      linears: label -> location of every `W` node's parameters.
+    """
+
+    graph: Graph
+    matmuls: tuple[Matmul, ...]
+    linears: Mapping[str, Linear]
+    _value_of: tuple[int, ...]  # node -> the node whose value it shares (common sub-expressions)
+
+    @property
+    def has_memory(self) -> bool:
+        """Whether the cell has a memory cell c (the carry's c is passed through otherwise)."""
+        return self.graph.c_new is not None
+
+    def init(self, key: jax.Array, hidden: int, init_scale: float | jax.Array = 1.0) -> Params:
+        """Draws parameters: kernels uniform in [-s/sqrt(H), s/sqrt(H)], biases at `bias=`.
+
+        Args:
+          key: a JAX PRNG key.
+          hidden: H, the width of every value.
+          init_scale: s; may be a traced value, so one compiled program serves every scale.
+
+        Returns:
+          The parameter dict (see the module docstring).
+        """
+        limit = init_scale / math.sqrt(hidden)
+        keys = jax.random.split(key, len(self.matmuls))
+        params = {}
+        for k, matmul in zip(keys, self.matmuls):
+            width = hidden * len(matmul.nodes)
+            kernel = jax.random.uniform(k, (hidden, width), jnp.float32, -1.0, 1.0) * limit
+            bias = jnp.repeat(
+                jnp.array([self.graph.nodes[i].bias for i in matmul.nodes], jnp.float32), hidden
+            )
+            params[matmul.key] = {"kernel": kernel, "bias": bias}
+        return params
+
+    def initial_carry(self, batch_shape: tuple[int, ...], hidden: int) -> Carry:
+        """Zero (h, c) for a batch of the given shape."""
+        zeros = jnp.zeros((*batch_shape, hidden), jnp.float32)
+        return zeros, zeros
+
+    def step(self, params: Params, carry: Carry, x: jax.Array) -> Carry:
+        """One time step: (h, c), x -> (h_new, c_new); c is passed through if the cell has none.
+
+        Args:
+          params: from `init` (or with the same structure).
+          carry: (h, c), each (..., H).
+          x: the input, (..., H).
+
+        Returns:
+          (h_new, c_new), each (..., H).
+        """
+        h, c = carry
+        graph = self.graph
+        hidden = h.shape[-1]
+        values: dict[int, Any] = {}
+        fused: dict[str, jax.Array] = {}
+        matmul_of = {i: m for m in self.matmuls for i in m.nodes}
+        inputs = {"x": x, "h": h, "c": c}
+        for i, node in enumerate(graph.nodes):
+            if self._value_of[i] != i:
+                values[i] = values[self._value_of[i]]
+            elif node.op in SOURCES:
+                values[i] = inputs[node.op]
+            elif node.op == CONST:
+                values[i] = jnp.float32(1.0)
+            elif node.op == LINEAR:
+                matmul = matmul_of[i]
+                if matmul.key not in fused:
+                    p = params[matmul.key]
+                    fused[matmul.key] = values[matmul.operand] @ p["kernel"] + p["bias"]
+                block = matmul.nodes.index(i)
+                values[i] = fused[matmul.key][..., block * hidden : (block + 1) * hidden]
+            elif node.op in _UNARY:
+                values[i] = _UNARY[node.op](values[node.inputs[0]])
+            else:
+                left, right = node.inputs
+                values[i] = _BINARY[node.op](values[left], values[right])
+        c_new = values[graph.c_new] if graph.c_new is not None else c
+        return values[graph.h_new], c_new
+
+    def unroll(self, params: Params, carry: Carry, xs: jax.Array) -> tuple[Carry, jax.Array]:
+        """Runs the cell over time with `lax.scan`; xs is (T, ..., H); returns (carry, hs)."""
+
+        def body(carry, x):
+            carry = self.step(params, carry, x)
+            return carry, carry[0]
+
+        return jax.lax.scan(body, carry, xs)
+
+    def get_linear(self, params: Params, label: str) -> tuple[jax.Array, jax.Array]:
+        """Returns (kernel (H, H), bias (H,)) of the `W` node `label`."""
+        where = self._linear(label)
+        p = params[where.group]
+        hidden = p["kernel"].shape[0]
+        cols = slice(where.block * hidden, (where.block + 1) * hidden)
+        return p["kernel"][:, cols], p["bias"][cols]
+
+    def set_linear(
+        self,
+        params: Params,
+        label: str,
+        kernel: jax.Array | None = None,
+        bias: jax.Array | None = None,
+    ) -> Params:
+        """Returns a copy of `params` with the kernel and/or bias of `W` node `label` replaced.
+
+        Args:
+          params: the cell's parameters.
+          label: a key of `self.linears` (e.g. "f.h").
+          kernel: (H, H), applied as `a @ kernel`; None keeps the current one.
+          bias: (H,); None keeps the current one.
+        """
+        where = self._linear(label)
+        p = params[where.group]
+        hidden = p["kernel"].shape[0]
+        cols = slice(where.block * hidden, (where.block + 1) * hidden)
+        new = dict(p)
+        if kernel is not None:
+            new["kernel"] = p["kernel"].at[:, cols].set(jnp.asarray(kernel, jnp.float32))
+        if bias is not None:
+            new["bias"] = p["bias"].at[cols].set(jnp.asarray(bias, jnp.float32))
+        return {**params, where.group: new}
+
+    def _linear(self, label: str) -> Linear:
+        if label not in self.linears:
+            raise KeyError(f"no W node '{label}' in this cell (known: {', '.join(self.linears)})")
+        return self.linears[label]
+
+
+def compile_cell(graph: Graph) -> CompiledCell:
+    """Plans the fused evaluation of `graph` (cheap; JAX traces `step` when it is first called).
+
+    Args:
+      graph: a validated cell graph.
+
+    Returns:
+      A `CompiledCell` whose `init` and `step` are pure and usable under jit, vmap and scan.
+    """
+    value_of = _common_subexpressions(graph)
+    labels = graph.linear_labels()
+    by_operand: dict[int, list[int]] = {}
+    for i in graph.linear_nodes():
+        by_operand.setdefault(value_of[graph.nodes[i].inputs[0]], []).append(i)
+    matmuls, linears, keys = [], {}, set()
+    for operand, nodes in by_operand.items():
+        key = graph.nodes[operand].name or graph.expression(operand).replace(" ", "")
+        base, n = key, 1
+        while key in keys:
+            n += 1
+            key = f"{base}~{n}"
+        keys.add(key)
+        matmuls.append(Matmul(key, operand, tuple(nodes)))
+        for block, i in enumerate(nodes):
+            linears[labels[i]] = Linear(labels[i], key, block, graph.nodes[i].bias)
+    return CompiledCell(graph, tuple(matmuls), linears, tuple(value_of))
+
+
+def _common_subexpressions(graph: Graph) -> list[int]:
+    """For each node, the first node that computes the same value (W nodes are never merged)."""
+    first: dict[tuple, int] = {}
+    value_of: list[int] = []
+    for i, node in enumerate(graph.nodes):
+        inputs = tuple(value_of[j] for j in node.inputs)
+        if node.op in ("add", "mul"):
+            inputs = tuple(sorted(inputs))
+        key = ("W", i) if node.op == LINEAR else (node.op, inputs)
+        value_of.append(first.setdefault(key, i))
+    return value_of

@@ -1,0 +1,1 @@
+"""The search side of cellsearch; for now, the `cellsearch` command line (`search.cli`)."""
