@@ -263,16 +263,23 @@ def _stable_topological_order(nodes, keep: set[int], canon) -> list[int]:
     for i, inputs in waiting.items():
         for j in inputs:
             readers.setdefault(j, []).append(i)
-    ready = [i for i, inputs in waiting.items() if not inputs]
+    rank = {op: r for r, op in enumerate((*SOURCES, CONST))}
+
+    def priority(i: int) -> tuple[int, int]:
+        # sources and the constant first, in a fixed order: where they were first read is noise
+        op = nodes[i].op
+        return (0, rank[op]) if op in rank else (1, i)
+
+    ready = [(priority(i), i) for i, inputs in waiting.items() if not inputs]
     heapq.heapify(ready)
     order = []
     while ready:
-        i = heapq.heappop(ready)
+        _, i = heapq.heappop(ready)
         order.append(i)
         for k in readers.get(i, ()):
             waiting[k].discard(i)
             if not waiting[k]:
-                heapq.heappush(ready, k)
+                heapq.heappush(ready, (priority(k), k))
     if len(order) != len(keep):
         raise CellValidationError("the graph has a cycle")
     return order

@@ -68,7 +68,10 @@ def parse(text: str, source: str | None = None) -> Graph:
       CellSyntaxError: the text is not in the cell language.
       CellValidationError: the text does not describe a usable cell.
     """
-    return _Parser(source).run(text)
+    try:
+        return _Parser(source).run(text)
+    except (RecursionError, MemoryError):
+        raise CellSyntaxError("the cell is nested too deeply to parse", None, source) from None
 
 
 class _Parser:
@@ -82,6 +85,10 @@ class _Parser:
         self.shared: dict[str, int] = {}  # sources and the constant: one node each
         self.later: dict[str, int] = {}  # names assigned somewhere, for "used before assigned"
 
+    def snippet(self, node: ast.AST) -> str:
+        """The text of `node` as the user wrote it."""
+        return ast.get_source_segment(self.text, node) or ast.unparse(node)
+
     def syntax(self, message: str) -> CellSyntaxError:
         return CellSyntaxError(message, self.line or None, self.source)
 
@@ -89,10 +96,13 @@ class _Parser:
         return CellValidationError(message, line if line is not None else self.line or None, self.source)
 
     def run(self, text: str) -> Graph:
+        self.text = text
         try:
             module = ast.parse(text, mode="exec")
         except SyntaxError as error:
             token = (error.text or "").strip()
+            if len(token) > 40:
+                token = token[:37] + "..."
             self.line = error.lineno or 0
             detail = f" near '{token}'" if token else ""
             raise self.syntax(f"invalid syntax{detail} ({error.msg})") from None
@@ -129,7 +139,7 @@ class _Parser:
         target = statement.targets[0]
         if not isinstance(target, ast.Name):
             raise self.syntax(
-                f"cannot assign to '{ast.unparse(target)}': the left side must be a plain name"
+                f"cannot assign to '{self.snippet(target)}': the left side must be a plain name"
             )
         name = target.id
         if name in SOURCES:
@@ -144,7 +154,7 @@ class _Parser:
                 f"'{name} = {value.id}' only renames a value: an assignment must apply an op"
             )
         if isinstance(value, ast.Constant):
-            raise self.invalid(f"'{name} = {ast.unparse(value)}' assigns a constant")
+            raise self.invalid(f"'{name} = {self.snippet(value)}' assigns a constant")
         index = self.expression(value)
         self.nodes[index] = Node(
             self.nodes[index].op, self.nodes[index].inputs, self.nodes[index].bias, name
@@ -172,13 +182,13 @@ class _Parser:
         if isinstance(node, ast.UnaryOp):
             symbol = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not", ast.Invert: "~"}[type(node.op)]
             raise self.syntax(
-                f"unary '{symbol}' in '{ast.unparse(node)}' is not allowed "
+                f"unary '{symbol}' in '{self.snippet(node)}' is not allowed "
                 "(only binary +, -, *; write 1 - a for a complement)"
             )
         if isinstance(node, ast.Call):
             return self.call(node)
         kind = _EXPRESSION_TEXT.get(type(node), type(node).__name__)
-        raise self.syntax(f"{kind} '{ast.unparse(node)}' is not part of the cell language")
+        raise self.syntax(f"{kind} '{self.snippet(node)}' is not part of the cell language")
 
     def name(self, name: str) -> int:
         if name in SOURCES:
@@ -206,14 +216,14 @@ class _Parser:
             raise self.syntax(
                 f"constant {value!r} is not allowed: 1 is the only constant (use bias= for offsets)"
             )
-        raise self.syntax(f"constant {ast.unparse(node)} is not part of the cell language")
+        raise self.syntax(f"constant {self.snippet(node)} is not part of the cell language")
 
     def call(self, node: ast.Call) -> int:
         func = node.func
         if not isinstance(func, ast.Name):
             kind = _EXPRESSION_TEXT.get(type(func), type(func).__name__)
             raise self.syntax(
-                f"{kind} '{ast.unparse(func)}' is not allowed: ops are {', '.join(OPS)}"
+                f"{kind} '{self.snippet(func)}' is not allowed: ops are {', '.join(OPS)}"
             )
         op = func.id
         if op not in OPS:
@@ -237,7 +247,7 @@ class _Parser:
 
     def bias(self, node: ast.expr) -> float:
         sign = 1.0
-        text = ast.unparse(node)
+        text = self.snippet(node)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
             node = node.operand

@@ -1,0 +1,92 @@
+"""The `cellsearch` command line, run as a user runs it: a subprocess of the installed script."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cells import BASELINES, parse
+
+
+def cellsearch(*args, cwd=None):
+    exe = shutil.which("cellsearch")
+    command = [exe] if exe else [sys.executable, "-m", "search.cli"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_show_prints_canonical_equations_and_counts():
+    result = cellsearch("show", "lstm", "--hidden", "10")
+    assert result.returncode == 0, result.stderr
+    equations = "\n".join(line for line in result.stdout.splitlines() if not line.startswith("#"))
+    assert parse(equations) == parse(BASELINES["lstm"])
+    assert "parameters per layer at H=10: 880 (8 W nodes)" in result.stdout
+    assert "matmuls per step: 2 (on x, h)" in result.stdout
+
+
+def test_show_list_names_every_baseline():
+    result = cellsearch("show", "--list")
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == list(BASELINES)
+
+
+def test_show_latex():
+    result = cellsearch("show", "gru", "--latex")
+    assert result.returncode == 0
+    assert result.stdout.startswith("\\begin{aligned}")
+
+
+def test_show_reads_a_cell_file(tmp_path):
+    path = tmp_path / "mine.cell"
+    path.write_text("z = sigmoid(W(x) + W(h))\nh_new = z * h + (1 - z) * tanh(W(x))\n")
+    result = cellsearch("show", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "h_new = z * h + (1 - z) * tanh(W(x))" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("h_new = tanh(W(x) + W(h)\n", "line 1: invalid syntax"),
+        ("r = sigmoid(W(x) + W(h))\nh_new = softmax(W(r * h))\n", "line 2: unknown op 'softmax'"),
+        ("h_new = tanh(W(x))\n", "the cell ignores its input 'h'"),
+        ("import os\nh_new = tanh(W(x) + W(h))\n", "line 1: import statement is not allowed"),
+    ],
+)
+def test_bad_cell_file_is_one_line_naming_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.cell"
+    path.write_text(content)
+    result = cellsearch("show", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert f"cellsearch: error: {path}: " in result.stderr and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["show", "no_such_cell"], "'no_such_cell' is neither a baseline cell"),
+        (["show"], "show needs a cell name or file"),
+        (["show", "lstm", "--hidden", "0"], "--hidden must be a positive integer"),
+    ],
+)
+def test_usage_errors_are_one_line(args, message):
+    result = cellsearch(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+
+
+def test_binary_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "blob.cell"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    result = cellsearch("show", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot read {path}" in result.stderr
+
+
+def test_help_everywhere():
+    for args in (["--help"], ["show", "--help"]):
+        result = cellsearch(*args)
+        assert result.returncode == 0 and "usage: cellsearch" in result.stdout

@@ -1,0 +1,316 @@
+"""The JAX compiler: numerical equivalence with flax and with the paper's equations, and fusion."""
+
+import flax.linen as linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cells import BASELINES, baseline, compile_cell, parse
+
+H, B, T = 16, 3, 30
+RTOL, ATOL = 1e-5, 1e-6
+sigmoid = jax.nn.sigmoid
+
+
+def random_inputs(seed=0, steps=T):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    xs = jax.random.normal(keys[0], (steps, B, H))
+    h = jax.random.normal(keys[1], (B, H)) * 0.5
+    c = jax.random.normal(keys[2], (B, H)) * 0.5
+    return xs, h, c
+
+
+def random_params(cell, seed=1):
+    """Parameters with every bias random too, so bias placement is tested, not just kernels."""
+    params = cell.init(jax.random.key(seed), H, init_scale=2.0)
+    return jax.tree_util.tree_map(
+        lambda a: a + 0.3 * jax.random.normal(jax.random.key(seed + 7), a.shape), params
+    )
+
+
+def close(a, b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=RTOL, atol=ATOL)
+
+
+# ------------------------------------------------------------------------------ against flax
+# paper notation -> flax gate letter: candidate i = flax g, input gate j = flax i
+FLAX_GATE = {"i": "g", "j": "i", "f": "f", "o": "o"}
+
+
+def randomize(tree, seed):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return treedef.unflatten([0.4 * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves)])
+
+
+def lstm_from_flax(cell, flax_params, x_kernel_key, copy_biases=True):
+    """Our LSTM parameters holding flax's weights (flax keeps only the hidden-side bias)."""
+    params = cell.init(jax.random.key(0), H)
+    for ours, theirs in FLAX_GATE.items():
+        hidden = flax_params[f"h{theirs}"]
+        params = cell.set_linear(params, f"{ours}.x", kernel=flax_params[x_kernel_key(theirs)]["kernel"],
+                                 bias=jnp.zeros(H) if copy_biases else None)  # fmt: skip
+        params = cell.set_linear(params, f"{ours}.h", kernel=hidden["kernel"],
+                                 bias=hidden["bias"] if copy_biases else None)  # fmt: skip
+    return params
+
+
+def run_flax_linen(module, params, carry, xs):
+    def body(carry, x):
+        carry, out = module.apply({"params": params}, carry, x)
+        return carry, out
+
+    return jax.lax.scan(body, carry, xs)
+
+
+@pytest.mark.parametrize("name", ["lstm", "lstm_b"])
+def test_lstm_matches_flax_linen_lstm_cell(name):
+    xs, h, c = random_inputs()
+    module = linen.LSTMCell(H)
+    flax_params = randomize(module.init(jax.random.key(3), (c, h), xs[0])["params"], seed=4)
+    cell = compile_cell(baseline(name))
+    if name == "lstm_b":
+        # our lstm_b initialises the forget bias to 1 and every other bias to 0: copy kernels only,
+        # and give flax zero biases plus the +1 on hf that its docs recommend adding after init
+        flax_params = {k: v | ({"bias": jnp.zeros(H)} if "bias" in v else {})
+                       for k, v in flax_params.items()}  # fmt: skip
+        flax_params["hf"]["bias"] = flax_params["hf"]["bias"] + 1.0
+    params = lstm_from_flax(cell, flax_params, lambda g: f"i{g}", copy_biases=name == "lstm")
+    (c1, h1), _ = module.apply({"params": flax_params}, (c, h), xs[0])
+    h1_ours, c1_ours = cell.step(params, (h, c), xs[0])
+    close(h1_ours, h1)
+    close(c1_ours, c1)
+    (cT, hT), hs = run_flax_linen(module, flax_params, (c, h), xs)
+    (hT_ours, cT_ours), hs_ours = jax.jit(cell.unroll)(params, (h, c), xs)
+    close(hs_ours, hs)
+    close(hT_ours, hT)
+    close(cT_ours, cT)
+
+
+def test_lstm_b_initial_biases_are_one_on_the_forget_gate_only():
+    cell = compile_cell(baseline("lstm_b"))
+    params = cell.init(jax.random.key(0), H)
+    for label in cell.linears:
+        _, bias = cell.get_linear(params, label)
+        np.testing.assert_array_equal(bias, np.full(H, 1.0 if label == "f.h" else 0.0))
+
+
+@pytest.mark.parametrize("name", ["lstm", "lstm_b"])
+def test_lstm_matches_flax_nnx_lstm_cell(name):
+    xs, h, c = random_inputs(seed=5)
+    module = nnx.LSTMCell(H, H, rngs=nnx.Rngs(6))
+    state = nnx.state(module, nnx.Param)
+    flax_params = randomize(nnx.to_pure_dict(state), seed=7)
+    if name == "lstm_b":
+        flax_params["hf"]["bias"] = flax_params["hf"]["bias"] + 1.0
+    nnx.replace_by_pure_dict(state, flax_params)
+    nnx.update(module, state)
+    cell = compile_cell(baseline(name))
+    params = lstm_from_flax(cell, flax_params, lambda g: "if_" if g == "f" else f"i{g}")
+    carry = (c, h)
+    for t in range(T):
+        carry, _ = module(carry, xs[t])
+    (hT, cT), _ = jax.jit(cell.unroll)(params, (h, c), xs)
+    close(hT, carry[1])
+    close(cT, carry[0])
+
+
+def test_reset_after_gru_matches_flax_linen_gru_cell():
+    xs, h, _ = random_inputs(seed=8)
+    module = linen.GRUCell(H)
+    flax_params = randomize(module.init(jax.random.key(9), h, xs[0])["params"], seed=10)
+    cell = compile_cell(baseline("gru_reset_after"))
+    params = cell.init(jax.random.key(0), H)
+    for gate, label in (("r", "r"), ("z", "z"), ("n", "cand")):
+        params = cell.set_linear(params, f"{label}.x", flax_params[f"i{gate}"]["kernel"],
+                                 flax_params[f"i{gate}"]["bias"])  # fmt: skip
+        hidden = flax_params[f"h{gate}"]
+        params = cell.set_linear(params, f"{label}.h", hidden["kernel"],
+                                 hidden.get("bias", jnp.zeros(H)))  # fmt: skip
+    h1, _ = module.apply({"params": flax_params}, h, xs[0])
+    close(cell.step(params, (h, jnp.zeros_like(h)), xs[0])[0], h1)
+    hT, hs = run_flax_linen(module, flax_params, h, xs)
+    (hT_ours, _), hs_ours = jax.jit(cell.unroll)(params, (h, jnp.zeros_like(h)), xs)
+    close(hs_ours, hs)
+    close(hT_ours, hT)
+
+
+def test_paper_gru_differs_from_reset_after_gru():
+    xs, h, c = random_inputs()
+    before, after = compile_cell(baseline("gru")), compile_cell(baseline("gru_reset_after"))
+    params = random_params(before)
+    shared = after.init(jax.random.key(0), H)
+    for label in after.linears:
+        kernel, bias = before.get_linear(params, label.replace("cand.h", "cand.r*h"))
+        shared = after.set_linear(shared, label, kernel, bias)
+    a = before.step(params, (h, c), xs[0])[0]
+    b = after.step(shared, (h, c), xs[0])[0]
+    assert float(jnp.max(jnp.abs(a - b))) > 1e-3
+
+
+# ---------------------------------------------------------- against the paper's equations in jnp
+def reference(name, W, x, h, c):
+    """The paper's equations written out in jax.numpy; W(label, a) = a @ K + b of that W node."""
+
+    def lstm(output_gate=sigmoid, forget=True, input_gate=True, output=True):
+        i = jnp.tanh(W("i.x", x) + W("i.h", h))
+        j = sigmoid(W("j.x", x) + W("j.h", h)) if input_gate else 1.0
+        f = sigmoid(W("f.x", x) + W("f.h", h)) if forget else 1.0
+        o = output_gate(W("o.x", x) + W("o.h", h)) if output else 1.0
+        c_new = c * f + i * j
+        return jnp.tanh(c_new) * o, c_new
+
+    if name == "tanh":
+        return jnp.tanh(W("h_new.x", x) + W("h_new.h", h)), c
+    if name in ("lstm", "lstm_b"):
+        return lstm()
+    if name == "lstm_paper_tanh_o":
+        return lstm(output_gate=jnp.tanh)
+    if name == "lstm_f":
+        return lstm(forget=False)
+    if name == "lstm_i":
+        return lstm(input_gate=False)
+    if name == "lstm_o":
+        return lstm(output=False)
+    if name == "lstm_cifg":
+        i = jnp.tanh(W("i.x", x) + W("i.h", h))
+        f = sigmoid(W("f.x", x) + W("f.h", h))
+        o = sigmoid(W("o.x", x) + W("o.h", h))
+        c_new = c * f + i * (1 - f)
+        return jnp.tanh(c_new) * o, c_new
+    if name == "gru":
+        r = sigmoid(W("r.x", x) + W("r.h", h))
+        z = sigmoid(W("z.x", x) + W("z.h", h))
+        cand = jnp.tanh(W("cand.x", x) + W("cand.r*h", r * h))
+        return z * h + (1 - z) * cand, c
+    if name == "gru_reset_after":
+        r = sigmoid(W("r.x", x) + W("r.h", h))
+        z = sigmoid(W("z.x", x) + W("z.h", h))
+        cand = jnp.tanh(W("cand.x", x) + r * W("cand.h", h))
+        return (1 - z) * cand + z * h, c
+    if name == "mgu":
+        f = sigmoid(W("f.x", x) + W("f.h", h))
+        cand = jnp.tanh(W("cand.x", x) + W("cand.f*h", f * h))
+        return (1 - f) * h + f * cand, c
+    # MUT1-3, paper section 3 (x has width H, so raw-x terms are exact)
+    if name == "mut1":
+        z = sigmoid(W("z.x", x))
+        r = sigmoid(W("r.x", x) + W("r.h", h))
+        return jnp.tanh(W("h_new.r*h", r * h) + jnp.tanh(x)) * z + h * (1 - z), c
+    if name == "mut2":
+        z = sigmoid(W("z.x", x) + W("z.h", h))
+        r = sigmoid(x + W("r.h", h))
+        return jnp.tanh(W("h_new.r*h", r * h) + W("h_new.x", x)) * z + h * (1 - z), c
+    if name == "mut3":
+        z = sigmoid(W("z.x", x) + W("z.tanh(h)", jnp.tanh(h)))
+        r = sigmoid(W("r.x", x) + W("r.h", h))
+        return jnp.tanh(W("h_new.r*h", r * h) + W("h_new.x", x)) * z + h * (1 - z), c
+    raise AssertionError(f"no reference for {name}")
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baseline_matches_the_papers_equations(name):
+    cell = compile_cell(baseline(name))
+    params = random_params(cell)
+
+    def W(label, a):
+        kernel, bias = cell.get_linear(params, label)
+        return a @ kernel + bias
+
+    xs, h, c = random_inputs(seed=11)
+    h1, c1 = cell.step(params, (h, c), xs[0])
+    h1_ref, c1_ref = reference(name, W, xs[0], h, c)
+    close(h1, h1_ref)
+    close(c1, c1_ref)
+
+    def ref_body(carry, x):
+        carry = reference(name, W, x, *carry)
+        return carry, carry[0]
+
+    (hT_ref, cT_ref), hs_ref = jax.lax.scan(ref_body, (h, c), xs)
+    (hT, cT), hs = jax.jit(cell.unroll)(params, (h, c), xs)
+    close(hs, hs_ref)
+    close(cT, cT_ref)
+    assert np.all(np.isfinite(np.asarray(hs)))
+
+
+# --------------------------------------------------------------------------------- structure
+def count_dot_generals(cell):
+    params = cell.init(jax.random.key(0), H)
+    jaxpr = jax.make_jaxpr(cell.step)(params, cell.initial_carry((B,), H), jnp.ones((B, H)))
+    return sum(eqn.primitive.name == "dot_general" for eqn in jaxpr.jaxpr.eqns)
+
+
+@pytest.mark.parametrize("name, matmuls", [("lstm", 2), ("lstm_b", 2), ("gru", 3), ("tanh", 2),
+                                           ("gru_reset_after", 2), ("mut1", 3), ("mut3", 4)])  # fmt: skip
+def test_w_nodes_reading_one_value_share_one_matmul(name, matmuls):
+    cell = compile_cell(baseline(name))
+    assert count_dot_generals(cell) == matmuls == len(cell.matmuls)
+
+
+def test_identical_subexpressions_share_their_matmul():
+    cell = compile_cell(parse("z = sigmoid(W(tanh(h)) + W(x))\nh_new = z * W(tanh(h)) + W(x)"))
+    assert [m.key for m in cell.matmuls] == ["tanh(h)", "x"]
+    assert count_dot_generals(cell) == 2
+
+
+def test_parameter_shapes_are_pinned():
+    cell = compile_cell(baseline("gru"))
+    params = cell.init(jax.random.key(0), H)
+    shapes = jax.tree_util.tree_map(lambda a: a.shape, params)
+    assert shapes == {
+        "x": {"kernel": (H, 3 * H), "bias": (3 * H,)},
+        "h": {"kernel": (H, 2 * H), "bias": (2 * H,)},
+        "r*h": {"kernel": (H, H), "bias": (H,)},
+    }
+    assert sum(a.size for a in jax.tree_util.tree_leaves(params)) == baseline("gru").num_params(H)
+
+
+def test_init_is_uniform_in_scale_over_sqrt_hidden():
+    cell = compile_cell(baseline("lstm"))
+    params = cell.init(jax.random.key(0), 64, init_scale=2.8)
+    kernel = np.asarray(params["h"]["kernel"])
+    limit = 2.8 / np.sqrt(64)
+    assert kernel.max() <= limit and kernel.min() >= -limit
+    assert kernel.max() > 0.95 * limit and kernel.min() < -0.95 * limit
+    assert abs(kernel.std() - limit / np.sqrt(3)) < 0.02 * limit
+    # init_scale may be traced: one compiled init serves every scale
+    traced = jax.jit(lambda s: cell.init(jax.random.key(0), 64, s))(2.8)
+    np.testing.assert_allclose(traced["h"]["kernel"], kernel, rtol=1e-6)
+
+
+def test_step_works_under_vmap_and_unbatched():
+    cell = compile_cell(baseline("mut2"))
+    params = random_params(cell)
+    xs, h, c = random_inputs()
+    batched = cell.step(params, (h, c), xs[0])[0]
+    mapped = jax.vmap(lambda hh, cc, x: cell.step(params, (hh, cc), x))(h, c, xs[0])[0]
+    single = cell.step(params, (h[1], c[1]), xs[0][1])[0]
+    close(mapped, batched)
+    close(single, batched[1])
+
+
+def test_set_linear_and_get_linear_address_one_w():
+    cell = compile_cell(baseline("lstm"))
+    params = cell.init(jax.random.key(0), H)
+    kernel = jnp.arange(H * H, dtype=jnp.float32).reshape(H, H)
+    updated = cell.set_linear(params, "f.h", kernel=kernel, bias=jnp.full(H, 3.0))
+    got_kernel, got_bias = cell.get_linear(updated, "f.h")
+    np.testing.assert_array_equal(got_kernel, kernel)
+    np.testing.assert_array_equal(got_bias, np.full(H, 3.0))
+    for label in cell.linears:
+        if label != "f.h":
+            np.testing.assert_array_equal(cell.get_linear(updated, label)[0],
+                                          cell.get_linear(params, label)[0])  # fmt: skip
+    with pytest.raises(KeyError, match="no W node 'q.h'"):
+        cell.get_linear(params, "q.h")
+
+
+def test_cell_without_memory_passes_c_through():
+    cell = compile_cell(baseline("gru"))
+    xs, h, c = random_inputs()
+    _, c1 = cell.step(random_params(cell), (h, c), xs[0])
+    np.testing.assert_array_equal(c1, c)
+    assert not cell.has_memory and compile_cell(baseline("lstm")).has_memory
