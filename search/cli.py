@@ -7,8 +7,11 @@ Each subcommand is a small function `cmd_<name>(args) -> int`; user mistakes rai
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import pathlib
 import sys
+import tomllib
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
 from cells.baselines import describe
@@ -65,6 +68,82 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """Parses `key=value` strings; values are TOML literals (1, 0.5, true, "s"), else strings."""
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got '{pair}'")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        out[key] = value
+    return out
+
+
+def trial_spec_from_args(cell: str, task: str, preset_name: str, seed: int, overrides: dict):
+    """A TrialSpec from a preset plus `--set` overrides, validated; UsageError names a bad key."""
+    from tasks import TASKS, Budget, HParams, TrialSpec
+
+    if task not in TASKS:
+        raise UsageError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    hparams, budget, options = {}, {}, {}
+    budget_fields = {f.name for f in dataclasses.fields(Budget)}
+    for key, value in overrides.items():
+        if key in HParams._fields:
+            hparams[key] = value
+        elif key in budget_fields:
+            budget[key] = value
+        elif key.startswith("task."):
+            options[key.removeprefix("task.")] = value
+        else:
+            known = ", ".join([*HParams._fields, *sorted(budget_fields), "task.<option>"])
+            raise UsageError(f"unknown --set key '{key}' (known: {known})")
+    try:
+        base = TrialSpec.from_preset(cell, task, preset_name)
+        spec = TrialSpec.from_preset(
+            cell, task, preset_name, base.hparams._replace(**hparams), seed, budget, options
+        )
+        spec.validate()
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from None
+    return spec
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    name, graph = load_cell(args.cell)
+    spec = trial_spec_from_args(
+        graph.text() if name not in BASELINES else name,
+        args.task, args.preset, args.seed, parse_overrides(args.set),
+    )  # fmt: skip
+    from tqdm import tqdm
+
+    from tasks import train_trial
+
+    with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",
+              disable=args.quiet, file=sys.stderr) as bar:  # fmt: skip
+
+        def progress(step: int, loss: float) -> None:
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        result = train_trial(spec, progress)
+    row = result.row()
+    row.pop("traceback", None)
+    text = json.dumps(row)
+    print(text)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+    if result.status == "error":
+        print(f"cellsearch: trial failed: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellsearch",
@@ -82,6 +161,25 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--latex", action="store_true", help="print the equations as LaTeX")
     show.add_argument("--list", action="store_true", help="list the baseline cells")
     show.set_defaults(run=cmd_show)
+
+    train = commands.add_parser(
+        "train",
+        help="train one cell on one task and print the result row as JSON",
+        description="Train one trial (cell, task, hyperparameters, seed, budget) with a progress "
+        "bar, then print its result row as one JSON object.",
+    )
+    train.add_argument("cell", help="a baseline name or a cell text file")
+    train.add_argument("task", help="memorize, arith, xml, ptb, jsb, nottingham, musedata, piano")
+    train.add_argument("--preset", default="quick",
+                       help="budget preset: quick, small, paper, zaremba_small (default quick)")
+    train.add_argument("--seed", type=int, default=0, help="seed of init, dropout and data")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a hyperparameter (lr, clip, init_scale, layers, dropout), "
+                       "a budget field (steps, hidden, batch, seq_len, ...) or a task option "
+                       "(task.max_digits=5); repeatable")
+    train.add_argument("--out", help="also append the row to this JSON-lines file")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=cmd_train)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""The network around a cell: input projection -> stacked cells -> readout, as flax NNX modules.
+
+Every weight starts uniform in [-s/sqrt(H), s/sqrt(H)] with s the trial's `init_scale` (which may be
+a traced value, so one compiled initialiser serves every scale); the cell's biases start at their
+`bias=` values, the other biases at 0. Dropout acts on the non-recurrent connections only: the
+input of each layer and the input of the readout (Zaremba et al. 2014).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from cells import CompiledCell
+
+Carry = list[tuple[jax.Array, jax.Array]]  # (h, c) per layer
+
+
+class CellLayer(nnx.Module):
+    """One layer of a compiled cell; its fused kernels and biases are NNX parameters."""
+
+    def __init__(self, cell: CompiledCell, hidden: int, init_scale, rngs: nnx.Rngs):
+        params = cell.init(rngs.params(), hidden, init_scale)
+        self.cell = cell
+        self.kernels = nnx.List([nnx.Param(params[m.key]["kernel"]) for m in cell.matmuls])
+        self.biases = nnx.List([nnx.Param(params[m.key]["bias"]) for m in cell.matmuls])
+
+    def params(self) -> dict:
+        """The parameters in the layout `CompiledCell.step` expects."""
+        return {
+            m.key: {"kernel": self.kernels[i][...], "bias": self.biases[i][...]}
+            for i, m in enumerate(self.cell.matmuls)
+        }
+
+    def __call__(self, carry, xs):
+        """Runs the layer over time; xs is (T, B, H); returns (final carry, hs)."""
+        return self.cell.unroll(self.params(), carry, xs)
+
+
+class RNNModel(nnx.Module):
+    """Embedding (token ids) or linear projection (88-key frames) -> cells -> linear readout.
+
+    Args:
+      cell: the compiled cell, used in every layer.
+      n_inputs: vocabulary size, or 88 for frames.
+      n_outputs: classes (softmax) or keys (sigmoid).
+      tokens: whether inputs are token ids.
+      layers: number of stacked cells.
+      hidden: H.
+      init_scale: s of the uniform initialisation.
+      rngs: NNX random streams.
+    """
+
+    def __init__(self, cell, *, n_inputs, n_outputs, tokens, layers, hidden, init_scale, rngs):
+        limit = init_scale / math.sqrt(hidden)
+
+        def uniform(key, shape, dtype=jnp.float32):
+            return jax.random.uniform(key, shape, dtype, -1.0, 1.0) * limit
+
+        if tokens:
+            self.embed = nnx.Embed(n_inputs, hidden, embedding_init=uniform, rngs=rngs)
+        else:
+            self.embed = nnx.Linear(n_inputs, hidden, kernel_init=uniform, rngs=rngs)
+        self.layers = nnx.List([CellLayer(cell, hidden, init_scale, rngs) for _ in range(layers)])
+        self.readout = nnx.Linear(hidden, n_outputs, kernel_init=uniform, rngs=rngs)
+
+    def __call__(self, carry: Carry, inputs, dropout, key) -> tuple[Carry, jax.Array]:
+        """Runs the network over a batch.
+
+        Args:
+          carry: (h, c) per layer, each (B, H).
+          inputs: (B, T) token ids or (B, T, 88) frames.
+          dropout: the drop probability (a traced scalar; 0 disables).
+          key: PRNG key for dropout.
+
+        Returns:
+          (final carry, outputs (B, T, n_outputs) logits).
+        """
+        xs = jnp.swapaxes(self.embed(inputs), 0, 1)  # time-major for lax.scan
+        keys = jax.random.split(key, len(self.layers) + 1)
+        new_carry = []
+        for layer, layer_carry, k in zip(self.layers, carry, keys):
+            layer_carry, xs = layer(layer_carry, _dropout(xs, dropout, k))
+            new_carry.append(layer_carry)
+        logits = self.readout(_dropout(xs, dropout, keys[-1]))
+        return new_carry, jnp.swapaxes(logits, 0, 1)
+
+
+def _dropout(x, rate, key):
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def zero_carry(layers: int, batch: int, hidden: int) -> Carry:
+    zeros = jnp.zeros((batch, hidden), jnp.float32)
+    return [(zeros, zeros) for _ in range(layers)]
+
+
+def step_losses(logits, targets, tokens: bool):
+    """Negative log-likelihood of each step, (B, T): cross-entropy, or BCE summed over the keys."""
+    if tokens:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)

@@ -1,0 +1,394 @@
+"""The trainer: (cell, task, hyperparameters, seed, budget) -> one honest result row.
+
+    result = train_trial(TrialSpec.from_preset("lstm", "arith", "quick", HParams(lr=1.0)))
+    result.row()   # a flat JSON-ready dict: spec, metrics, status, timings, provenance
+
+Speed comes from compiling ONE program per (cell, task, layers, H, batch, sequence length, steps per
+call): the learning rate, clip, init scale and dropout are traced arguments, so every
+hyperparameter setting reuses it, and each call runs `steps_per_call` SGD steps in a `lax.scan`.
+Programs are compiled ahead of time (so compile seconds are measured exactly) and cached.
+
+The loss follows the paper's protocol (paper.md section 10): the negative log-likelihood is SUMMED
+over the scored time steps of a sequence and AVERAGED over the batch; gradients are clipped to the
+global norm `clip` and applied with plain SGD. A non-finite training loss stops the trial with
+status `diverged`; an exception in the trial is status `error` with its message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.metadata
+import itertools
+import math
+import platform
+import subprocess
+import time
+import traceback
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
+from tasks.hparams import Budget, HParams, preset
+from tasks.model import RNNModel, step_losses, zero_carry
+from tasks.registry import STATS, Task, make_task
+from tasks.synthetic import Batch
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """Everything that determines a trial.
+
+    Attributes:
+      cell: a baseline name or cell text.
+      task: a task name.
+      hparams: the sampled hyperparameters.
+      budget: steps and sizes.
+      seed: seeds the initialisation, dropout and the training data of synthetic tasks.
+      task_options: the task's options as sorted (name, value) pairs.
+    """
+
+    cell: str
+    task: str
+    hparams: HParams = HParams()
+    budget: Budget = Budget(steps=100, hidden=32, batch=32)
+    seed: int = 0
+    task_options: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def from_preset(
+        cls,
+        cell: str,
+        task: str,
+        preset_name: str = "quick",
+        hparams: HParams | None = None,
+        seed: int = 0,
+        budget_overrides: dict | None = None,
+        task_options: dict | None = None,
+    ) -> "TrialSpec":
+        """A spec with the budget and task options of a preset, then the given overrides."""
+        chosen = preset(preset_name, task)
+        budget = dataclasses.replace(chosen.budget, **(budget_overrides or {}))
+        options = {**chosen.task_options, **(task_options or {})}
+        hparams = hparams or chosen.hparams or HParams()
+        return cls(cell, task, hparams, budget, seed, tuple(sorted(options.items())))
+
+    def graph(self) -> Graph:
+        return baseline(self.cell) if self.cell in BASELINES else parse(self.cell)
+
+    def make_task(self) -> Task:
+        return make_task(self.task, **dict(self.task_options))
+
+    def validate(self) -> None:
+        """Raises ValueError/CellError naming the first problem."""
+        self.graph()
+        task = self.make_task()
+        self.hparams.validate()
+        self.budget.validate()
+        task.sequence_length(self.budget.seq_len)
+
+
+@dataclasses.dataclass
+class TrialResult:
+    """The outcome of one trial (see `row()` for the stored form)."""
+
+    spec: TrialSpec
+    status: str  # "ok", "diverged" or "error"
+    valid: dict[str, float] = dataclasses.field(default_factory=dict)
+    test: dict[str, float] = dataclasses.field(default_factory=dict)
+    score: float | None = None  # the task's higher-is-better score on validation
+    steps_done: int = 0
+    train_loss: float | None = None  # mean NLL per scored step over the last call
+    loss_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    error: str | None = None
+    provenance: dict = dataclasses.field(default_factory=dict)
+
+    def row(self) -> dict:
+        """A flat JSON-ready dict: non-finite numbers become None (JSON has no NaN)."""
+        spec = self.spec
+        graph = None
+        try:
+            graph = spec.graph()
+        except (CellError, ValueError):
+            pass
+        row = {
+            "cell": spec.cell if spec.cell in BASELINES else None,
+            "cell_text": graph.text() if graph else spec.cell,
+            "task": spec.task,
+            "task_options": dict(spec.task_options),
+            "seed": spec.seed,
+            **{k: v for k, v in spec.hparams._asdict().items()},
+            **{f"budget_{k}": v for k, v in dataclasses.asdict(spec.budget).items()},
+            "status": self.status,
+            "score": self.score,
+            "steps_done": self.steps_done,
+            "train_loss": self.train_loss,
+            **{f"valid_{k}": v for k, v in self.valid.items()},
+            **{f"test_{k}": v for k, v in self.test.items()},
+            "train_seconds": round(self.train_seconds, 3),
+            "compile_seconds": round(self.compile_seconds, 3),
+            "eval_seconds": round(self.eval_seconds, 3),
+            "steps_per_second": round(self.steps_done / self.train_seconds, 2)
+            if self.train_seconds > 0 else None,
+            "loss_curve": self.loss_curve,
+            "error": self.error,
+            **self.provenance,
+        }  # fmt: skip
+        return _json_safe(row)
+
+
+def _json_safe(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------- the program
+class Program:
+    """The compiled init, train and eval functions of one (cell, task, shape) combination."""
+
+    def __init__(self, graph: Graph, task: Task, layers: int, hidden: int, batch: int,
+                 seq_len: int, steps_per_call: int):  # fmt: skip
+        cell = compile_cell(graph)
+        self.task, self.layers, self.hidden, self.batch = task, layers, hidden, batch
+        self.seq_len, self.steps_per_call = seq_len, steps_per_call
+        tokens = task.tokens
+
+        def build(key, init_scale):
+            return RNNModel(cell, n_inputs=task.n_inputs, n_outputs=task.n_outputs, tokens=tokens,
+                            layers=layers, hidden=hidden, init_scale=init_scale,
+                            rngs=nnx.Rngs(params=key))  # fmt: skip
+
+        graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(jax.random.key(0), 1.0)))
+
+        def init(key, init_scale):
+            return nnx.state(build(key, init_scale), nnx.Param)
+
+        def forward(params, carry, batch: Batch, dropout, key):
+            model = nnx.merge(graphdef, params)
+            zeros = zero_carry(layers, batch.mask.shape[0], hidden)
+            carry = jax.tree_util.tree_map(lambda z, c: jnp.where(batch.reset, z, c), zeros, carry)
+            carry, logits = model(carry, batch.inputs, dropout, key)
+            return carry, logits
+
+        def loss_fn(params, carry, batch, dropout, key):
+            carry, logits = forward(params, carry, batch, dropout, key)
+            nll = step_losses(logits, batch.targets, tokens) * batch.mask
+            objective = nll.sum() / batch.mask.shape[0]  # summed over time, mean over batch
+            return objective, (carry, nll.sum() / jnp.maximum(batch.mask.sum(), 1.0))
+
+        def train(params, carry, batches: Batch, lr, clip, dropout, key):
+            tx = optax.chain(optax.clip_by_global_norm(clip), optax.sgd(lr))
+            opt_state = tx.init(params)  # SGD without momentum: the state is empty
+
+            def one_step(state, inputs):
+                params, carry = state
+                batch, k = inputs
+                grads, (carry, loss) = jax.grad(loss_fn, has_aux=True)(
+                    params, carry, batch, dropout, k
+                )
+                updates, _ = tx.update(grads, opt_state, params)
+                params = optax.apply_updates(params, updates)
+                return (params, jax.lax.stop_gradient(carry)), loss
+
+            keys = jax.random.split(key, steps_per_call)
+            (params, carry), losses = jax.lax.scan(one_step, (params, carry), (batches, keys))
+            return params, carry, losses
+
+        def evaluate_one(carry, batch: Batch, params):
+            carry, logits = forward(params, carry, batch, 0.0, jax.random.key(0))
+            nll = step_losses(logits, batch.targets, tokens) * batch.mask
+            stats = {name: jnp.float32(0.0) for name in STATS}
+            stats["nll"], stats["count"] = nll.sum(), batch.mask.sum()
+            if tokens:
+                hit = (jnp.argmax(logits, -1) == batch.targets).astype(jnp.float32)
+                scored = batch.mask.sum(1) > 0
+                stats["correct"] = (hit * batch.mask).sum()
+                stats["aux_correct"] = (hit * batch.aux_mask).sum()
+                stats["aux_count"] = batch.aux_mask.sum()
+                exact = ((hit * batch.mask).sum(1) == batch.mask.sum(1)) & scored
+                stats["seq_exact"] = exact.sum().astype(jnp.float32)
+                stats["seqs"] = scored.sum().astype(jnp.float32)
+            return carry, stats
+
+        def evaluate(params, carry, batches: Batch):
+            carry, stats = jax.lax.scan(lambda c, b: evaluate_one(c, b, params), carry, batches)
+            return carry, jax.tree_util.tree_map(jnp.sum, stats)
+
+        self._functions = {"init": init, "train": train, "eval": evaluate}
+        self._compiled: dict[str, Callable] = {}
+        self.compile_seconds = 0.0
+
+    def call(self, name: str, *args):
+        """Calls function `name`, compiling it ahead of time on first use (timed)."""
+        if name not in self._compiled:
+            start = time.perf_counter()
+            self._compiled[name] = jax.jit(self._functions[name]).lower(*args).compile()
+            self.compile_seconds += time.perf_counter() - start
+        return self._compiled[name](*args)
+
+
+@functools.lru_cache(maxsize=32)
+def program(graph: Graph, task: Task, layers: int, hidden: int, batch: int, seq_len: int,
+            steps_per_call: int) -> Program:  # fmt: skip
+    """The cached `Program` for one combination (hyperparameters are not part of the key)."""
+    return Program(graph, task, layers, hidden, batch, seq_len, steps_per_call)
+
+
+# ------------------------------------------------------------------------------- the trial
+def train_trial(
+    spec: TrialSpec, progress: Callable[[int, float], None] | None = None
+) -> TrialResult:
+    """Trains and evaluates one trial; never raises for a bad trial (status `error` instead).
+
+    Args:
+      spec: the trial.
+      progress: called as progress(steps_done, train_loss) after each jitted call.
+
+    Returns:
+      The `TrialResult`; `score` is the task's validation score (None unless status is `ok`).
+    """
+    result = TrialResult(spec, status="error")
+    try:
+        spec.validate()
+        task = spec.make_task()
+        result.provenance = provenance(task)
+        _run(spec, task, result, progress)
+    except Exception as error:  # a trial's failure is a result, not a crash of the search
+        result.status = "error"
+        result.error = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        result.provenance.setdefault("traceback", traceback.format_exc(limit=8)[-2000:])
+    return result
+
+
+def _run(spec: TrialSpec, task: Task, result: TrialResult, progress) -> None:
+    budget, hp = spec.budget, spec.hparams
+    seq_len = task.sequence_length(budget.seq_len)
+    k = budget.steps_per_call
+    prog = program(spec.graph(), task, hp.layers, budget.hidden, budget.batch, seq_len, k)
+    compile_before = prog.compile_seconds
+    f32 = np.float32
+    key_init, key_train = jax.random.split(jax.random.key(spec.seed))
+
+    start = time.perf_counter()
+    params = prog.call("init", key_init, f32(hp.init_scale))
+    carry = zero_carry(hp.layers, budget.batch, budget.hidden)
+    batches = task.train_batches(budget.batch, seq_len, spec.seed)
+    chunk = _stack([next(batches) for _ in range(k)])
+    status, step = "ok", 0
+    while step < budget.steps:
+        lr = budget.lr_at(hp.lr, step)
+        params, carry, losses = prog.call(
+            "train", params, carry, chunk, f32(lr), f32(hp.clip), f32(hp.dropout),
+            jax.random.fold_in(key_train, step),
+        )  # fmt: skip
+        if step + k < budget.steps:  # prepare the next chunk while the device computes
+            chunk = _stack([next(batches) for _ in range(k)])
+        losses = np.asarray(losses)
+        finite = np.isfinite(losses)
+        if not finite.all():
+            status = "diverged"
+            step += int(np.argmin(finite))
+            break
+        step += k
+        result.train_loss = float(losses.mean())
+        result.loss_curve.append((step, round(result.train_loss, 5)))
+        if progress:
+            progress(step, result.train_loss)
+    result.steps_done = step
+    result.train_seconds = time.perf_counter() - start - (prog.compile_seconds - compile_before)
+    result.status = status
+    if status == "ok":
+        eval_start, compile_start = time.perf_counter(), prog.compile_seconds
+        for split in ("valid", "test"):
+            metrics = _evaluate(prog, task, params, budget, seq_len, split)
+            setattr(result, split, metrics)
+        result.eval_seconds = (
+            time.perf_counter() - eval_start - (prog.compile_seconds - compile_start)
+        )
+        if not all(math.isfinite(v) for v in result.valid.values()):
+            result.status = "diverged"
+        else:
+            result.score = float(task.score(result.valid))
+    result.compile_seconds = prog.compile_seconds - compile_before
+
+
+def _evaluate(prog: Program, task: Task, params, budget: Budget, seq_len: int, split: str) -> dict:
+    """Sums the statistics of `task.eval_batches`, `steps_per_call` batches per jitted call."""
+    carry = zero_carry(prog.layers, budget.batch, budget.hidden)
+    totals, group = [], []
+    batches = task.eval_batches(split, budget.batch, seq_len, budget.eval_sequences)
+    for batch in itertools.chain(batches, [None]):
+        if batch is not None:
+            group.append(_pad_rows(batch, budget.batch))
+        if group and (len(group) == prog.steps_per_call or batch is None):
+            # an unscored, state-keeping filler completes the last group without a new shape
+            filler = Batch(*(np.zeros_like(a) for a in group[0][:4]), reset=False)
+            group += [filler] * (prog.steps_per_call - len(group))
+            carry, stats = prog.call("eval", params, carry, _stack(group))
+            totals.append(stats)
+            group = []
+    summed = {name: float(sum(float(t[name]) for t in totals)) for name in STATS}
+    return task.metrics(summed)
+
+
+def _stack(batches: list[Batch]) -> Batch:
+    return Batch(*(np.stack(parts) for parts in zip(*batches)))
+
+
+def _pad_rows(batch: Batch, rows: int) -> Batch:
+    """Pads a short final batch with unscored rows, so evaluation never changes shape."""
+    missing = rows - batch.mask.shape[0]
+    if missing == 0:
+        return batch
+    pad = lambda a: np.concatenate([a, np.zeros((missing, *a.shape[1:]), a.dtype)])  # noqa: E731
+    return Batch(*(pad(a) for a in batch[:4]), reset=batch.reset)
+
+
+# ------------------------------------------------------------------------------ provenance
+@functools.cache
+def _versions() -> dict:
+    packages = ("cellsearch", "jax", "jaxlib", "flax", "optax", "numpy")
+    out = {}
+    for name in packages:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+@functools.cache
+def code_version() -> str:
+    """The git commit of the source tree (with `+dirty` if it has changes), else the version."""
+    root = __file__.rsplit("/tasks/", 1)[0]
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return f"cellsearch-{_versions()['cellsearch']}"  # fmt: skip
+
+
+def provenance(task: Task) -> dict:
+    """What a row needs to be reproduced, besides its spec."""
+    return {
+        "data_checksum": task.data_checksum(),
+        "code_version": code_version(),
+        "versions": {**_versions(), "python": platform.python_version()},
+        "device": jax.devices()[0].device_kind,
+    }
