@@ -101,7 +101,7 @@ class Memorize(MemorizeOptions, Task):
         return len(self.alphabet)
 
     def sequence_length(self, seq_len: int) -> int:
-        return self.length - 1
+        return self.length
 
     def train_batches(self, batch, seq_len, seed):
         rng = np.random.default_rng(seed)

@@ -73,6 +73,7 @@ class MemorizeOptions:
 
     @property
     def length(self) -> int:
+        """Steps per sequence: k symbols, '=', then k - 1 teacher-forced answer symbols."""
         return 2 * self.symbols
 
     def validate(self) -> None:

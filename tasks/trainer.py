@@ -109,6 +109,7 @@ class TrialResult:
     compile_seconds: float = 0.0
     eval_seconds: float = 0.0
     error: str | None = None
+    sequence_length: int | None = None  # steps per training sequence, as the task fixed it
     provenance: dict = dataclasses.field(default_factory=dict)
 
     def row(self) -> dict:
@@ -125,6 +126,7 @@ class TrialResult:
             "task": spec.task,
             "task_options": dict(spec.task_options),
             "seed": spec.seed,
+            "sequence_length": self.sequence_length,
             **{k: v for k, v in spec.hparams._asdict().items()},
             **{f"budget_{k}": v for k, v in dataclasses.asdict(spec.budget).items()},
             "status": self.status,
@@ -275,7 +277,7 @@ def train_trial(
 
 def _run(spec: TrialSpec, task: Task, result: TrialResult, progress) -> None:
     budget, hp = spec.budget, spec.hparams
-    seq_len = task.sequence_length(budget.seq_len)
+    seq_len = result.sequence_length = task.sequence_length(budget.seq_len)
     k = budget.steps_per_call
     prog = program(spec.graph(), task, hp.layers, budget.hidden, budget.batch, seq_len, k)
     compile_before = prog.compile_seconds
@@ -299,8 +301,11 @@ def _run(spec: TrialSpec, task: Task, result: TrialResult, progress) -> None:
         losses = np.asarray(losses)
         finite = np.isfinite(losses)
         if not finite.all():
-            status = "diverged"
-            step += int(np.argmin(finite))
+            status, first_bad = "diverged", int(np.argmin(finite))
+            if first_bad:  # keep what was measured before the loss stopped being finite
+                result.train_loss = float(losses[:first_bad].mean())
+                result.loss_curve.append((step + first_bad, round(result.train_loss, 5)))
+            step += first_bad
             break
         step += k
         result.train_loss = float(losses.mean())

@@ -1,5 +1,6 @@
 """The `cellsearch` command line, run as a user runs it: a subprocess of the installed script."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -90,3 +91,37 @@ def test_help_everywhere():
     for args in (["--help"], ["show", "--help"]):
         result = cellsearch(*args)
         assert result.returncode == 0 and "usage: cellsearch" in result.stdout
+
+
+# ------------------------------------------------------------------------------------ train
+def test_train_prints_one_json_row(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    result = cellsearch("train", "gru", "arith", "--set", "steps=20", "--set", "hidden=16",
+                        "--set", "task.max_digits=2", "--set", "lr=0.5", "--seed", "3",
+                        "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["status"] == "ok" and row["cell"] == "gru" and row["seed"] == 3
+    assert row["lr"] == 0.5 and row["task_options"] == {"max_digits": 2}
+    assert json.loads(out.read_text()) == row
+    assert "gru on arith" in result.stderr  # the progress bar
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "lstm", "nope"], "unknown task 'nope'"),
+        (["train", "lstm", "arith", "--set", "speed=3"], "unknown --set key 'speed'"),
+        (["train", "lstm", "arith", "--set", "steps"], "--set expects key=value"),
+        (["train", "lstm", "arith", "--set", "lr=-1"], "lr must be > 0, got -1"),
+        (["train", "lstm", "arith", "--set", "task.digits=3"], "unknown option 'digits' for task arith"),
+        (["train", "lstm", "arith", "--preset", "huge"], "unknown preset 'huge'"),
+        (["train", "lstm", "ptb", "--set", "seq_len=0"], "task ptb needs seq_len >= 1"),
+        (["train", "lstm", "ptb", "--set", "hidden=0"], "hidden must be >= 1, got 0"),
+    ],
+)
+def test_train_usage_errors_are_one_line(args, message):
+    result = cellsearch(*args)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert message in result.stderr

@@ -1,0 +1,117 @@
+"""The trainer: real (tiny) training runs, compile reuse, divergence and error as results."""
+
+import json
+import math
+
+import jax
+import pytest
+
+from tasks import TASKS, Budget, HParams, TrialSpec, sample_settings, train_trial
+
+TINY = {"steps": 60, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_sequences": 16}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_lstm_loss_decreases_on_every_task(task):
+    budget = TINY | ({"seq_len": 20} if task not in ("memorize", "arith") else {})
+    if task == "memorize":  # nothing but memory beats log(26): give it enough steps to start
+        budget |= {"steps": 300, "hidden": 32, "batch": 32, "steps_per_call": 50}
+    lr = 1.0 if task == "memorize" else 0.5
+    spec = TrialSpec.from_preset("lstm", task, "quick", HParams(lr=lr, clip=5.0), 0, budget)
+    result = train_trial(spec)
+    assert result.status == "ok", result.error
+    curve = [loss for _, loss in result.loss_curve]
+    assert len(curve) == 6 and result.steps_done == budget["steps"]
+    assert curve[-1] < 0.95 * curve[0], curve
+    assert result.score is not None and 0 < result.score <= 1
+    assert set(result.valid) == set(result.test) and math.isfinite(result.valid["nll"])
+
+
+def test_lstm_learns_memorize_within_the_stated_budget():
+    # calibrated: about 0.93 per-symbol accuracy (0.72 of whole sequences) at seed 0
+    spec = TrialSpec.from_preset("lstm", "memorize", "quick", HParams(lr=1.0, clip=5.0, init_scale=1.0),
+                                 seed=0, budget_overrides={"steps": 2000, "hidden": 32})  # fmt: skip
+    result = train_trial(spec)
+    assert result.status == "ok"
+    assert result.valid["accuracy"] >= 0.85
+    assert result.valid["sequence_accuracy"] >= 0.5
+
+
+def test_no_recompilation_across_hyperparameter_settings():
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    settings = sample_settings(("gru", "arith", 0), 5, grid={"lr": (0.1, 0.5, 1.0, 2.0, 5.0),
+                               "clip": (1.0, 5.0), "init_scale": (0.7, 1.4, 2.8)})  # fmt: skip
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        results = []
+        for hp in settings:
+            spec = TrialSpec.from_preset("gru", "arith", "quick", hp._replace(dropout=0.1), 1,
+                                         TINY | {"steps": 20})  # fmt: skip
+            compiles_before = len(compiles)
+            results.append(train_trial(spec))
+            if len(results) > 1:
+                assert len(compiles) == compiles_before, f"recompiled for {hp}"
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert results[0].compile_seconds > 0 and all(r.compile_seconds == 0 for r in results[1:])
+    assert len({r.score for r in results}) > 1  # the settings really differed
+
+
+def test_nan_producing_setting_is_recorded_as_diverged():
+    relu_rnn = "h_new = relu(W(x) + W(h))"
+    spec = TrialSpec.from_preset(relu_rnn, "arith", "quick", HParams(lr=1e4, clip=1e4, init_scale=2.8),
+                                 budget_overrides=TINY)  # fmt: skip
+    result = train_trial(spec)
+    assert result.status == "diverged"
+    assert result.steps_done < 60 and result.score is None and result.error is None
+    row = result.row()
+    json.dumps(row, allow_nan=False)  # no NaN reaches a stored row
+    assert row["status"] == "diverged" and row["cell_text"] == relu_rnn + "\n"
+
+
+def test_a_failing_trial_is_an_error_row_not_an_exception(monkeypatch, tmp_path):
+    monkeypatch.setenv("CELLSEARCH_DATA", str(tmp_path))  # no data files there
+    result = train_trial(TrialSpec.from_preset("lstm", "piano", "quick", budget_overrides=TINY))
+    assert result.status == "error"
+    assert "SHA256SUMS: missing" in result.error and result.score is None
+
+
+def test_row_records_what_reproduces_the_trial():
+    spec = TrialSpec.from_preset("mut1", "xml", "quick", HParams(lr=0.3, clip=2.5, layers=2), 7,
+                                 TINY | {"seq_len": 20})  # fmt: skip
+    row = train_trial(spec).row()
+    json.dumps(row, allow_nan=False)
+    assert row["cell"] == "mut1" and row["cell_text"].startswith("z = sigmoid(W(x))")
+    assert (row["task"], row["seed"], row["lr"], row["clip"], row["layers"]) == ("xml", 7, 0.3, 2.5, 2)
+    assert row["task_options"] == {"name_max": 4} and row["budget_hidden"] == 16
+    assert row["data_checksum"].startswith("synthetic:xml:v1:")
+    assert row["code_version"] and row["versions"]["jax"] == jax.__version__
+    assert row["sequence_length"] == 20 and row["steps_per_second"] > 0
+
+
+def test_ptb_row_records_the_data_checksum():
+    row = train_trial(TrialSpec.from_preset("tanh", "ptb", "quick", budget_overrides=TINY | {"eval_sequences": 2})).row()
+    assert row["status"] == "ok" and row["data_checksum"].startswith("sha256:")
+    assert row["valid_perplexity"] == pytest.approx(math.exp(row["valid_nll"]))
+
+
+def test_sample_settings_never_repeats_and_continues():
+    first = sample_settings(("lstm", "arith", 0), 20)
+    more = sample_settings(("lstm", "arith", 0), 20, start=20)
+    assert first == sample_settings(("lstm", "arith", 0), 20)
+    assert len(set(first + more)) == 40
+    assert first != sample_settings(("gru", "arith", 0), 20)
+    everything = sample_settings(("x",), 10_000)
+    assert len(everything) == len(set(everything)) == 6 * 7 * 5 * 4
+    with pytest.raises(ValueError, match="the grid of 'lr' is empty"):
+        sample_settings(("x",), 1, grid={"lr": ()})
+
+
+def test_zaremba_learning_rate_schedule():
+    budget = Budget(steps=100, hidden=1, batch=1, lr_decay=0.5, lr_decay_start=40, lr_decay_every=20)
+    assert [budget.lr_at(1.0, s) for s in (0, 39, 40, 59, 60, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.125]
