@@ -9,6 +9,7 @@ equations in the same order (`cells.hashing` identifies cells up to renaming and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import math
 import re
@@ -95,6 +96,9 @@ class Graph:
         nodes = list(nodes)
         if c_new is not None and c_new == h_new:
             raise CellValidationError("h_new and c_new are the same value; give each its own op")
+        for sink, index in (("h_new", h_new), ("c_new", c_new)):
+            if index is not None and (nodes[index].op in SOURCES or nodes[index].op == CONST):
+                raise CellValidationError(f"{sink} must be computed by an op", subject=sink)
         shared: dict[str, int] = {}  # source/const op -> first index, so each appears once
 
         def canon(i: int) -> int:
@@ -158,6 +162,20 @@ class Graph:
     def linear_nodes(self) -> list[int]:
         """Indices of the `W` nodes, in canonical order."""
         return [i for i, node in enumerate(self.nodes) if node.op == LINEAR]
+
+    @functools.cached_property
+    def hash(self) -> str:
+        """Canonical structural hash, invariant to names, order and commutation (cells.hashing)."""
+        from cells.hashing import structural_hash
+
+        return structural_hash(self)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Functional fingerprint: outputs on fixed random inputs and parameters (cells.hashing)."""
+        from cells.hashing import fingerprint
+
+        return fingerprint(self)
 
     def num_params(self, hidden: int) -> int:
         """Trainable parameters of one layer of this cell: an H×H matrix and H biases per `W`."""
@@ -239,6 +257,14 @@ class Graph:
             base = f"{owner[i]}.{arg}"
             counts[base] = counts.get(base, 0) + 1
             labels[i] = base if counts[base] == 1 else f"{base}~{counts[base]}"
+        return labels
+
+    def node_labels(self) -> dict[int, str]:
+        """A short readable label per node: its name, its W label, or `op in owner`."""
+        owner = self._owners()
+        labels = {i: f"{node.op} in {owner.get(i, '?')}" for i, node in enumerate(self.nodes)}
+        labels.update({i: f"W {label}" for i, label in self.linear_labels().items()})
+        labels.update({i: node.name for i, node in enumerate(self.nodes) if node.name})
         return labels
 
     def _owners(self) -> dict[int, str]:

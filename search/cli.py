@@ -65,6 +65,35 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"(on {', '.join(m.key for m in compiled.matmuls)})"
     )
     print(f"# memory cell: {'yes' if compiled.has_memory else 'no'}")
+    print(f"# hash: {graph.hash}  fingerprint: {graph.fingerprint}")
+    return 0
+
+
+def cmd_mutate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from search.mutation import Deduper, mutate
+
+    if args.n < 1:
+        raise UsageError(f"--n must be a positive integer, got {args.n}")
+    name, graph = load_cell(args.cell)
+    rng = np.random.default_rng(args.seed)
+    seen = Deduper()
+    seen.add(graph)
+    children, draws = 0, 0
+    while children < args.n:
+        draws += 1
+        if draws > 50 * args.n:
+            raise UsageError(f"found only {children} distinct children of {name} in {draws} draws")
+        child = mutate(graph, rng)
+        if not seen.add(child.graph):
+            continue
+        children += 1
+        print(f"# child {children} of {name}: {child.graph.hash}  {child.graph.fingerprint}")
+        for transform in child.transforms:
+            print(f"#   {transform}")
+        print(child.graph.text())
+    print(f"# {draws} draws: {seen.report()} (the parent counted as seen)")
     return 0
 
 
@@ -153,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser(
         "show",
-        help="print a cell's canonical equations and parameter count",
+        help="print a cell's canonical equations, parameter count, hash and fingerprint",
         description="Print a cell's canonical equations, parameter count and fused matmuls.",
     )
     show.add_argument("cell", nargs="?", help="a baseline name (see --list) or a cell text file")
@@ -161,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--latex", action="store_true", help="print the equations as LaTeX")
     show.add_argument("--list", action="store_true", help="list the baseline cells")
     show.set_defaults(run=cmd_show)
+
+    mutate = commands.add_parser(
+        "mutate",
+        help="print distinct valid mutants of a cell",
+        description="Apply the paper's mutation operator and print N distinct valid children "
+        "with their hash, fingerprint and the transforms that made each.",
+    )
+    mutate.add_argument("cell", help="a baseline name or a cell text file")
+    mutate.add_argument("--n", type=int, default=10, help="number of children (default 10)")
+    mutate.add_argument("--seed", type=int, default=0, help="seed of every random decision")
+    mutate.set_defaults(run=cmd_mutate)
 
     train = commands.add_parser(
         "train",

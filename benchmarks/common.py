@@ -1,0 +1,48 @@
+"""Helpers shared by the benchmarks: machine facts, min/median/max, and writing JSON + Markdown."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+
+
+def machine() -> dict:
+    import jax
+
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+    }
+
+
+def summary(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values),
+            "n": len(values)}  # fmt: skip
+
+
+def write(results: dict, out: str, table: str) -> None:
+    """Writes `out`.json and `out`.md (the Markdown table preceded by the machine line)."""
+    path = pathlib.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    header = (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), {m['device']}, "
+              f"jax {m['jax']}, Python {m['python']}.\n\n")  # fmt: skip
+    path.with_suffix(".md").write_text(header + table + "\n")
+    print(header + table)
