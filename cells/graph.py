@@ -114,22 +114,37 @@ class Graph:
             if i not in reachable:
                 reachable.add(i)
                 stack.extend(canon(j) for j in nodes[i].inputs)
-        order = _stable_topological_order(nodes, reachable, canon)
+        inputs_of = {i: tuple(canon(j) for j in nodes[i].inputs) for i in reachable}
+        fanout = dict.fromkeys(reachable, 0)
+        for i in reachable:
+            for j in inputs_of[i]:
+                fanout[j] += 1
+        sinks = {canon(h_new): "h_new"} | ({canon(c_new): "c_new"} if c_new is not None else {})
+        trivial = {i for i in reachable if nodes[i].op in SOURCES or nodes[i].op == CONST}
+        names = {}
+        for i in reachable - trivial:
+            name = sinks.get(i) or (nodes[i].name if nodes[i].name not in SINKS else None)
+            names[i] = name if name or fanout[i] < 2 else ""  # "": shared, named below
+        names = {i: name for i, name in names.items() if name is not None}
+        try:
+            order = _text_order(inputs_of, trivial, names, rank={op: r for r, op in enumerate(
+                (*SOURCES, CONST))}, ops={i: nodes[i].op for i in reachable})  # fmt: skip
+        except RecursionError:  # an unnamed cycle: only code that builds nodes by hand can make one
+            raise CellValidationError("the graph has a cycle") from None
         position = {old: new for new, old in enumerate(order)}
-        remapped = []
+        taken, counter, remapped = set(names.values()), 0, []
         for old in order:
             node = nodes[old]
-            inputs = tuple(position[canon(j)] for j in node.inputs)
-            name = node.op if node.op in SOURCES else (None if node.op == CONST else node.name)
-            if name in SINKS:
-                name = None  # re-attached below to whichever nodes are the sinks now
+            name = node.op if node.op in SOURCES else names.get(old)
+            if name == "":
+                counter += 1
+                while f"u{counter}" in taken:
+                    counter += 1
+                name = f"u{counter}"
+            inputs = tuple(position[j] for j in inputs_of[old])
             remapped.append(dataclasses.replace(node, inputs=inputs, name=name))
         h_idx = position[canon(h_new)]
         c_idx = position[canon(c_new)] if c_new is not None else None
-        remapped[h_idx] = dataclasses.replace(remapped[h_idx], name="h_new")
-        if c_idx is not None:
-            remapped[c_idx] = dataclasses.replace(remapped[c_idx], name="c_new")
-        remapped = _name_shared_values(remapped)
         graph = cls(tuple(remapped), h_idx, c_idx)
         graph.validate()
         return graph
@@ -279,34 +294,43 @@ class Graph:
         return owner
 
 
-def _stable_topological_order(nodes, keep: set[int], canon) -> list[int]:
-    """Indices in `keep`, each after its inputs, otherwise in their given order.
+def _text_order(inputs_of, trivial, names, rank, ops) -> list[int]:
+    """The node order in which `text()` writes a graph.
 
-    Text written top to bottom is already in this order, so rendering keeps the author's order.
+    Sources and the constant come first; then each named value (an assignment), after the named
+    values it reads and otherwise in the order the nodes were given (so text written top to bottom
+    keeps its order), preceded by the unnamed nodes of its expression in left-to-right post-order.
     """
-    waiting = {i: {canon(j) for j in nodes[i].inputs} for i in keep}
+
+    def unnamed_subtree(i: int) -> list[int]:
+        out = []
+        for j in inputs_of[i]:
+            if j not in trivial and j not in names:
+                out += unnamed_subtree(j)
+        return out + [i]
+
+    def named_inputs(i: int) -> set[int]:
+        found = set()
+        for j in unnamed_subtree(i)[:-1] + [i]:
+            found |= {k for k in inputs_of[j] if k in names}
+        return found
+
+    waiting = {i: named_inputs(i) for i in names}
     readers: dict[int, list[int]] = {}
-    for i, inputs in waiting.items():
-        for j in inputs:
+    for i, needed in waiting.items():
+        for j in needed:
             readers.setdefault(j, []).append(i)
-    rank = {op: r for r, op in enumerate((*SOURCES, CONST))}
-
-    def priority(i: int) -> tuple[int, int]:
-        # sources and the constant first, in a fixed order: where they were first read is noise
-        op = nodes[i].op
-        return (0, rank[op]) if op in rank else (1, i)
-
-    ready = [(priority(i), i) for i, inputs in waiting.items() if not inputs]
+    ready = [i for i, needed in waiting.items() if not needed]
     heapq.heapify(ready)
-    order = []
+    order = sorted(trivial, key=lambda i: rank[ops[i]])
     while ready:
-        _, i = heapq.heappop(ready)
-        order.append(i)
+        i = heapq.heappop(ready)
+        order += unnamed_subtree(i)
         for k in readers.get(i, ()):
             waiting[k].discard(i)
             if not waiting[k]:
-                heapq.heappush(ready, (priority(k), k))
-    if len(order) != len(keep):
+                heapq.heappush(ready, k)
+    if len(order) != len(inputs_of):
         raise CellValidationError("the graph has a cycle")
     return order
 
@@ -321,25 +345,6 @@ def ancestors(nodes: tuple[Node, ...] | list[Node], index: int) -> set[int]:
             found.add(j)
             stack.extend(nodes[j].inputs)
     return found
-
-
-def _name_shared_values(nodes: list[Node]) -> list[Node]:
-    """Names each unnamed computed node that more than one operand slot reads (u1, u2, ...)."""
-    fanout = [0] * len(nodes)
-    for node in nodes:
-        for j in node.inputs:
-            fanout[j] += 1
-    taken = {node.name for node in nodes if node.name}
-    counter = 0
-    out = []
-    for i, node in enumerate(nodes):
-        if node.name is None and node.op != CONST and fanout[i] > 1:
-            counter += 1
-            while f"u{counter}" in taken:
-                counter += 1
-            node = dataclasses.replace(node, name=f"u{counter}")
-        out.append(node)
-    return out
 
 
 _PRECEDENCE = {"add": 1, "sub": 1, "mul": 2}

@@ -1,6 +1,7 @@
 """The `cellsearch` command line, run as a user runs it: a subprocess of the installed script."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -125,3 +126,26 @@ def test_train_usage_errors_are_one_line(args, message):
     assert result.returncode == 2, result.stdout
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     assert message in result.stderr
+
+
+# ----------------------------------------------------------------------------------- mutate
+def test_mutate_prints_distinct_valid_children_reproducibly():
+    first = cellsearch("mutate", "lstm", "--n", "20", "--seed", "0")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == cellsearch("mutate", "lstm", "--n", "20", "--seed", "0").stdout
+    blocks = first.stdout.split("# child ")[1:]
+    assert len(blocks) == 20
+    hashes = []
+    for block in blocks:
+        header, *lines = block.splitlines()
+        hashes.append(re.search(r"v1-[0-9a-f]{16}", header)[0])
+        graph = parse("\n".join(line for line in lines if not line.startswith("#")))
+        assert graph.hash == hashes[-1]
+    assert len(set(hashes)) == 20
+
+
+def test_show_prints_hash_and_fingerprint():
+    result = cellsearch("show", "gru")
+    from cells import baseline
+
+    assert f"# hash: {baseline('gru').hash}  fingerprint: {baseline('gru').fingerprint}" in result.stdout
