@@ -173,6 +173,84 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from search.config import load_config
+    from search.executor import RayExecutor
+    from search.loop import run_search
+
+    config = load_config(args.config, parse_overrides(args.set))
+    out = args.out or f"runs/{config.name}"
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    bar = tqdm(total=config.max_trials, desc=f"{config.strategy} -> {out}", unit="trial",
+               disable=args.quiet, file=sys.stderr)  # fmt: skip
+
+    def progress(p) -> None:
+        bar.n = p.trials
+        rate = 3600 * p.ran / p.seconds if p.seconds > 0 else 0
+        best = f"{p.best[0][:24]} {p.best[1]:.3f}" if p.best else "-"
+        bar.set_postfix_str(f"failed={p.failures} best={best} {rate:.0f}/h", refresh=True)
+
+    def executor():
+        return RayExecutor(workers=args.workers, address=args.address,
+                           gpus_per_worker=args.gpus_per_worker, retries=config.retries)  # fmt: skip
+
+    with bar:
+        summary = run_search(config, out, executor, progress)
+    best = f"{summary.best[0]} (Jozefowicz score {summary.best[1]:.4f})" if summary.best else "none"
+    print(f"{out}: {summary.trials} trials ({summary.ran} run now, {summary.replayed} from the "
+          f"store) in {summary.rounds} rounds; best cell: {best}")  # fmt: skip
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from results import load
+
+    frame = load(args.runs)
+    if frame.empty:
+        print("no trials yet")
+        return 0
+    ok = frame[frame["status"] == "ok"]
+    best = ok.pivot_table(index="cell_hash", columns="task", values="score", aggfunc="max",
+                          observed=True)  # fmt: skip
+    stats = frame.groupby("cell_hash", observed=True).agg(
+        trials=("trial", "size"),
+        diverged=("status", lambda s: float((s == "diverged").mean())),
+        name=("cell_name", "first"),
+    )
+    board = stats.join(best)
+    tasks = [t for t in best.columns if t in set(frame["task"])]
+    if "gru" in set(board["name"].dropna()):
+        reference = board[board["name"] == "gru"].iloc[0]
+        search_tasks = [t for t in tasks if t != "memorize" and pd_notna(reference.get(t))]
+        if search_tasks:
+            board["jozefowicz"] = (board[search_tasks] / reference[search_tasks]).min(axis=1,
+                                                                                      skipna=False)
+    sort = "jozefowicz" if "jozefowicz" in board else tasks[0]
+    board = board.sort_values(sort, ascending=False, na_position="last").head(args.top)
+    print(board.to_string(float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def pd_notna(value) -> bool:
+    return value is not None and value == value
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from results import load, to_parquet
+
+    frame = load(args.run)
+    out = args.out or str(pathlib.Path(args.run) / "trials.parquet")
+    if args.format == "parquet":
+        to_parquet(frame, out)
+    else:
+        frame.to_csv(out, index=False)
+    print(f"{out}: {len(frame)} trials")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellsearch",
@@ -220,6 +298,39 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="also append the row to this JSON-lines file")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
+
+    search = commands.add_parser(
+        "search",
+        help="run or resume an architecture search on Ray",
+        description="Run an architecture search described by a TOML config (configs/*.toml) on a "
+        "local Ray (default) or a Ray cluster (--address). Running it again on the same --out "
+        "resumes it exactly.",
+    )
+    search.add_argument("config", help="a TOML search config, e.g. configs/quick.toml")
+    search.add_argument("--out", help="run directory (default runs/<config name>)")
+    search.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a "
+                        "local Ray on 127.0.0.1)")  # fmt: skip
+    search.add_argument("--workers", type=int, help="worker actors (default: one per CPU)")
+    search.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker actor")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (dotted for tables: jozefowicz.list_size=50)")
+    search.add_argument("--quiet", action="store_true", help="no progress bar")
+    search.set_defaults(run=cmd_search)
+
+    leaderboard = commands.add_parser(
+        "leaderboard", help="best score per task of each cell in one or more runs",
+        description="Per cell: trials, divergence rate, best validation score per task and the "
+        "Jozefowicz score (min over search tasks of best / GRU best).",
+    )  # fmt: skip
+    leaderboard.add_argument("runs", nargs="+", help="run directories")
+    leaderboard.add_argument("--top", type=int, default=20, help="rows to show (default 20)")
+    leaderboard.set_defaults(run=cmd_leaderboard)
+
+    export = commands.add_parser("export", help="write a run's trials as Parquet or CSV")
+    export.add_argument("run", help="a run directory")
+    export.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    export.add_argument("--out", help="output file (default RUN/trials.parquet)")
+    export.set_defaults(run=cmd_export)
     return parser
 
 
@@ -227,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, CellError) as error:
+    except (UsageError, CellError, ValueError, RuntimeError) as error:
         print(f"cellsearch: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

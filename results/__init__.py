@@ -1,0 +1,6 @@
+"""The run store and its pandas reader; needs neither jax nor Ray."""
+
+from results.frame import load, load_cells, to_parquet
+from results.store import RunStore, StoreError, read_jsonl
+
+__all__ = ["RunStore", "StoreError", "load", "load_cells", "read_jsonl", "to_parquet"]

@@ -1,0 +1,73 @@
+"""Reading run stores into pandas: one row per trial, typed columns, several runs at once."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Iterable
+
+import pandas as pd
+
+from results.store import CELLS, TRIALS, RunStore, StoreError, read_jsonl
+
+CATEGORICAL = ("cell", "task", "status", "strategy", "origin")
+# kept as JSON text in the frame (nested values); the rest are scalars
+NESTED = ("task_options", "loss_curve", "versions", "settings")
+
+
+def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Loads the trials of one or several run directories into a DataFrame.
+
+    Args:
+      paths: a run directory, or several.
+
+    Returns:
+      One row per trial: the run name (`run`), the trial id, cell hash and name, task,
+      hyperparameters (`lr`, `clip`, `init_scale`, `layers`, `dropout`), seed, status, `score`,
+      `valid_*` / `test_*` metrics, timings and provenance. `cell`, `task`, `status` are
+      categoricals. Nested fields (`task_options`, `loss_curve`, `versions`) are kept as Python
+      objects.
+
+    Raises:
+      StoreError: a path is not a run directory, or a trials file has a corrupt line.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    frames = []
+    for path in paths:
+        store = RunStore(path)
+        if not store.path.is_dir():
+            raise StoreError(f"{store.path}: no such run directory")
+        rows = list(read_jsonl(store.path / TRIALS))
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "run", store.path.name)
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for column in CATEGORICAL:
+        if column in frame:
+            frame[column] = frame[column].astype("category")
+    for column in ("score", "lr", "clip", "init_scale", "dropout"):
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in ("trial", "layers", "seed", "steps_done"):
+        if column in frame and frame[column].notna().all():
+            frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def load_cells(path: str | os.PathLike) -> pd.DataFrame:
+    """The cells of a run: hash, name, canonical text, parent hash, origin (how it was made)."""
+    return pd.DataFrame(list(read_jsonl(pathlib.Path(path) / CELLS)))
+
+
+def to_parquet(frame: pd.DataFrame, out: str | os.PathLike) -> None:
+    """Writes a loaded frame to Parquet (nested fields as JSON text, which Parquet types keep)."""
+    import json
+
+    flat = frame.copy()
+    for column in flat.columns:
+        if flat[column].dtype == object and any(isinstance(v, (dict, list)) for v in flat[column]):
+            flat[column] = flat[column].map(
+                lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v
+            )
+    flat.to_parquet(out, index=False)

@@ -1,0 +1,157 @@
+"""The run store: one directory per search, append-only JSON lines, read back with pandas.
+
+    runs/<name>/run.toml      resolved config, code version, package versions, data checksums
+    runs/<name>/trials.jsonl  one JSON object per finished trial, appended, flushed and fsynced
+    runs/<name>/cells.jsonl   one JSON object per cell: hash, canonical text, parent, origin
+
+A single writer (the search driver) appends; nothing already written is ever rewritten. A torn
+last line (the driver died mid-write) is skipped with a warning on read and cut off before the next
+append; a corrupt line anywhere else is an error naming the file and line, never silently dropped.
+This module imports neither jax nor Ray: reading a store needs only the standard library (and
+pandas for `load`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import warnings
+from typing import Iterator
+
+STORE_VERSION = 1
+TRIALS = "trials.jsonl"
+CELLS = "cells.jsonl"
+CONFIG = "run.toml"
+
+
+class StoreError(RuntimeError):
+    """A run directory that cannot be read or written; the message is one line."""
+
+
+def read_jsonl(path: pathlib.Path) -> Iterator[dict]:
+    """Yields the objects of a JSON-lines file; a torn last line is skipped with a warning.
+
+    Raises:
+      StoreError: a line other than the last is not a JSON object (its number is in the message).
+    """
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    torn_tail = not data.endswith(b"\n") and data  # last line has no newline: maybe cut short
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        is_last = number == len(lines) or (number == len(lines) - 1 and lines[-1] == b"")
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:
+            if is_last and torn_tail:
+                warnings.warn(f"{path}: line {number} is incomplete (an interrupted write); skipped",
+                              stacklevel=2)  # fmt: skip
+                return
+            raise StoreError(f"{path}: line {number} is corrupt ({error})") from None
+        yield value
+
+
+def _repair_tail(path: pathlib.Path) -> None:
+    """Cuts a torn last line (no trailing newline) so the next append starts on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        data = f.seek(0) or f.read()
+        keep = data.rfind(b"\n") + 1
+        try:  # a whole object that only lost its newline is kept
+            complete = isinstance(json.loads(data[keep:]), dict)
+        except ValueError:
+            complete = False
+        if complete:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+        else:
+            f.truncate(keep)
+            warnings.warn(f"{path}: removed an incomplete last line left by an interrupted write",
+                          stacklevel=2)  # fmt: skip
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class RunStore:
+    """Append-only writer and reader of one run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+
+    @property
+    def trials_path(self) -> pathlib.Path:
+        return self.path / TRIALS
+
+    @property
+    def cells_path(self) -> pathlib.Path:
+        return self.path / CELLS
+
+    @property
+    def config_path(self) -> pathlib.Path:
+        return self.path / CONFIG
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def create(self, config_text: str) -> None:
+        """Creates the directory (user-only permissions) and writes run.toml."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._write_new(self.config_path, config_text)
+        except OSError as error:
+            raise StoreError(f"cannot create run directory {self.path}: {error.strerror}") from None
+
+    def _write_new(self, path: pathlib.Path, text: str) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def open_for_append(self) -> None:
+        """Checks the directory is writable and repairs torn tails before the first append."""
+        for path in (self.trials_path, self.cells_path):
+            _repair_tail(path)
+        if not os.access(self.path, os.W_OK):
+            raise StoreError(f"run directory {self.path} is not writable")
+
+    def append(self, path: pathlib.Path, row: dict) -> None:
+        """Appends one JSON object as a line, flushed and fsynced before returning."""
+        line = json.dumps(row, allow_nan=False, separators=(",", ":")) + "\n"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            raise StoreError(f"cannot append to {path}: {error.strerror}") from None
+
+    def append_trial(self, row: dict) -> None:
+        self.append(self.trials_path, row)
+
+    def append_cell(self, row: dict) -> None:
+        self.append(self.cells_path, row)
+
+    def trials(self) -> list[dict]:
+        return list(read_jsonl(self.trials_path))
+
+    def cells(self) -> list[dict]:
+        return list(read_jsonl(self.cells_path))
+
+    def config_text(self) -> str:
+        try:
+            return self.config_path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise StoreError(f"cannot read {self.config_path}: {error.strerror}") from None

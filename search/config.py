@@ -1,0 +1,242 @@
+"""Search configs: TOML files parsed into frozen, validated dataclasses.
+
+    config = load_config("configs/quick.toml", overrides={"seed": 1, "jozefowicz.list_size": 50})
+
+Unknown keys, wrong types and out-of-range values are `ConfigError`s whose one-line message names
+the file and the key. `to_toml(config)` writes the resolved config that goes into a run's run.toml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tomllib
+import typing
+
+from tasks import PRESETS, TASKS
+
+STRATEGIES = ("jozefowicz", "regularized_evolution", "random")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming file and key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JozefowiczOptions:
+    """The paper's loop; the values the paper leaves open are options (paper.md section 3)."""
+
+    screen_task: str = "memorize"  # new cells must first pass this task with one random setting
+    screen_threshold: float = 0.3  # ... reaching this score (paper: unknown)
+    list_size: int = 100  # the paper's top-100 list
+    p_reevaluate: float = 0.25  # chance that a step re-evaluates a listed cell instead of mutating
+    baseline_settings: int = 4  # settings per task for lstm and gru when seeding the list
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolutionOptions:
+    """Regularized evolution (Real et al. 2019): tournament selection, the oldest dies."""
+
+    population: int = 10
+    tournament: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomOptions:
+    """Random search over cells drawn by `search.mutation.random_cell`."""
+
+    cell_size: int = 6  # computed nodes per random cell
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """A whole search. Every field but `max_trials` shapes the sequence of trials."""
+
+    name: str = "search"
+    strategy: str = "jozefowicz"  # jozefowicz | regularized_evolution | random
+    seed: int = 0
+    preset: str = "quick"  # budgets per task: quick | small | paper
+    tasks: tuple[str, ...] = ("arith", "xml", "ptb")  # the search tasks; score = min over them
+    settings_per_task: int = 20  # paper: 20 random settings per task for a new cell
+    cells_per_round: int = 4  # actions per round of the loop: trials run in parallel within one
+    max_trials: int = 1000  # the search stops after this many trials (may grow on resume)
+    retries: int = 2  # a trial whose worker died is retried this often, then recorded as error
+    budget: dict = dataclasses.field(default_factory=dict)  # task -> budget overrides
+    task_options: dict = dataclasses.field(default_factory=dict)  # task -> task options
+    jozefowicz: JozefowiczOptions = JozefowiczOptions()
+    regularized_evolution: EvolutionOptions = EvolutionOptions()
+    random: RandomOptions = RandomOptions()
+
+    def validate(self, source: str = "config") -> None:
+        def fail(key, message):
+            raise ConfigError(f"{source}: {key}: {message}")
+
+        if self.strategy not in STRATEGIES:
+            fail("strategy", f"unknown strategy '{self.strategy}' (known: {', '.join(STRATEGIES)})")
+        if self.preset not in PRESETS:
+            fail("preset", f"unknown preset '{self.preset}' (known: {', '.join(PRESETS)})")
+        if not self.tasks:
+            fail("tasks", "needs at least one task")
+        for task in (*self.tasks, self.jozefowicz.screen_task):
+            if task not in TASKS:
+                fail("tasks", f"unknown task '{task}' (known: {', '.join(TASKS)})")
+            if task not in PRESETS[self.preset]:
+                fail("tasks", f"preset '{self.preset}' has no budget for task '{task}'")
+        for key in ("settings_per_task", "cells_per_round", "max_trials"):
+            if getattr(self, key) < 1:
+                fail(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.retries < 0:
+            fail("retries", f"must be >= 0, got {self.retries}")
+        if not 0 <= self.jozefowicz.p_reevaluate <= 1:
+            fail("jozefowicz.p_reevaluate", "must be in [0, 1]")
+        for key in ("list_size", "baseline_settings"):
+            if getattr(self.jozefowicz, key) < 1:
+                fail(f"jozefowicz.{key}", "must be >= 1")
+        if self.regularized_evolution.population < 2:
+            fail("regularized_evolution.population", "must be >= 2")
+        if not 1 <= self.regularized_evolution.tournament <= self.regularized_evolution.population:
+            fail("regularized_evolution.tournament", "must be in [1, population]")
+        if self.random.cell_size < 1:
+            fail("random.cell_size", "must be >= 1")
+        for section in ("budget", "task_options"):
+            for task, values in getattr(self, section).items():
+                if task not in TASKS:
+                    fail(f"{section}.{task}", f"unknown task (known: {', '.join(TASKS)})")
+                if not isinstance(values, dict):
+                    fail(f"{section}.{task}", "must be a table of key = value")
+
+    def search_fields(self) -> dict:
+        """The fields that determine the trial sequence (all but name and max_trials)."""
+        fields = to_dict(self)
+        fields.pop("name")
+        fields.pop("max_trials")
+        return fields
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config) | {"tasks": list(config.tasks)}
+
+
+def _check_type(value, annotation, key: str, source: str):
+    """Converts TOML values to the field's type, or raises ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: {key}: must be a list of names, got {value!r}")
+        return tuple(value)
+    if annotation is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: must be a table, got {value!r}")
+        return value
+    if isinstance(annotation, type):
+        same_kind = isinstance(value, annotation) and (annotation is bool) == isinstance(value, bool)
+        if not same_kind:
+            raise ConfigError(f"{source}: {key}: must be {annotation.__name__}, "
+                              f"got {type(value).__name__} {value!r}")  # fmt: skip
+    return value
+
+
+def _build(cls, values: dict, prefix: str, source: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key '{name}' (known here: {', '.join(known)})"
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {name}: must be a table [{name}]")
+            kwargs[key] = _build(hint, value, f"{name}.", source)
+        else:
+            kwargs[key] = _check_type(value, hint, name, source)
+    return cls(**kwargs)
+
+
+def _set_dotted(values: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a table")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> SearchConfig:
+    """Reads a TOML config, applies `key=value` overrides (dotted keys), validates.
+
+    Raises:
+      ConfigError: unreadable file, TOML syntax error, unknown key, wrong type or bad value.
+    """
+    source = str(path)
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{source}: cannot read ({getattr(error, 'strerror', None) or error})") from None
+    return parse_config(text, source, overrides)
+
+
+def parse_config(text: str, source: str = "config", overrides: dict | None = None) -> SearchConfig:
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: invalid TOML ({error})") from None
+    for key, value in (overrides or {}).items():
+        _set_dotted(values, key, value)
+    config = _build(SearchConfig, values, "", source)
+    config.validate(source)
+    return config
+
+
+# ---------------------------------------------------------------------------------- writing
+def to_toml(values: dict) -> str:
+    """A minimal TOML writer for configs: scalars, lists of scalars, and nested tables."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{_key(key)} = {_value(value)}")
+    for name, table in tables:
+        _table(name, table, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _table(name: str, table: dict, lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if scalars or not nested:
+        if lines:
+            lines.append("")
+        lines.append(f"[{name}]")
+        lines.extend(f"{_key(k)} = {_value(v)}" for k, v in scalars.items())
+    for key, value in nested.items():
+        _table(f"{name}.{_key(key)}", value, lines)
+
+
+def _key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _value(key)
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if value is None:
+        return '""'
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+

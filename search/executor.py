@@ -1,0 +1,180 @@
+"""Running trials on Ray: long-lived worker actors, retries, a local Ray bound to 127.0.0.1.
+
+    with RayExecutor(workers=2) as executor:            # local Ray, started and stopped here
+        executor.run(jobs, on_row)                      # jobs: [(trial_id, TrialSpec)]
+
+    with RayExecutor(address="10.0.0.5:6379") as ex:    # join an existing cluster (or RAY_ADDRESS)
+        ...
+
+Each worker is an actor that lives for the whole search, so compiled programs stay in its memory
+and its persistent JAX compilation cache stays warm. On a local machine each worker is pinned to
+one core before it imports jax (two pinned workers train about 1.7x faster than one process using
+both cores). At most one trial per worker is in flight; each finished row is handed to `on_row` at
+once. A trial whose worker died is retried on a fresh worker up to `retries` times, then recorded
+with status `error`. No process outside this executor's own Ray is ever touched: a local Ray is
+stopped with `ray.shutdown()`, never `ray stop`.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pathlib
+import secrets
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # the worker module must not import jax before the worker pins its core
+    from tasks import TrialSpec
+
+CACHE_DIR = pathlib.Path(
+    os.environ.get("CELLSEARCH_CACHE", pathlib.Path.home() / ".cache" / "cellsearch")
+)
+
+
+class TrialWorker:
+    """A Ray actor that trains trials one after another (made remote in `RayExecutor`)."""
+
+    def __init__(self, core: int | None, cache_dir: str):
+        if core is not None:
+            os.sched_setaffinity(0, {core})  # before jax starts its thread pool
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+    def run(self, spec: TrialSpec) -> dict:
+        from tasks import train_trial
+
+        row = train_trial(spec).row()
+        row.pop("traceback", None)
+        return row
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _private_dir(path: pathlib.Path) -> pathlib.Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def local_ray_environment() -> dict[str, str]:
+    """Environment for a local Ray: loopback only, token authentication on, no usage stats."""
+    token = _private_dir(CACHE_DIR) / "ray_token"
+    if not token.exists():
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # makes every Ray listener bind 127.0.0.1
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+
+
+class RayExecutor:
+    """Runs trials on Ray worker actors (see the module docstring).
+
+    Args:
+      workers: number of worker actors; default one per CPU of the local machine or cluster.
+      address: an existing Ray cluster ("host:port" or "auto"); default `RAY_ADDRESS`, else a new
+        local Ray bound to 127.0.0.1 that lives as long as this executor.
+      gpus_per_worker: GPUs each worker asks for (for GPU clusters).
+      retries: how often a trial whose worker died is retried.
+    """
+
+    def __init__(self, workers: int | None = None, address: str | None = None,
+                 gpus_per_worker: float = 0, retries: int = 2):  # fmt: skip
+        self.workers = workers
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.gpus_per_worker = gpus_per_worker
+        self.retries = retries
+        self.started_ray = False
+        self.actors: list = []
+
+    def __enter__(self) -> "RayExecutor":
+        if self.address is None:  # Ray reads these when it is first imported
+            os.environ.update(local_ray_environment())
+        import ray
+
+        if self.address is None:
+            cpus = len(os.sched_getaffinity(0))
+            ray.init(num_cpus=max(cpus, self.workers or 0), include_dashboard=False,
+                     _node_ip_address="127.0.0.1", logging_level="ERROR", log_to_driver=False)  # fmt: skip
+            self.started_ray = True
+        else:
+            ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+        if self.workers is None:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            self.workers = max(1, cpus)
+        self._remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(TrialWorker)
+        self.actors = [self._new_actor(i) for i in range(self.workers)]
+        return self
+
+    def _new_actor(self, index: int):
+        core = None
+        if self.started_ray:  # pin only where we know the cores: our own local Ray
+            cores = sorted(os.sched_getaffinity(0))
+            core = cores[index % len(cores)]
+        cache = str(_private_dir(CACHE_DIR / "jax"))
+        return self._remote.remote(core, cache)
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        for actor in self.actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
+        if self.started_ray:
+            ray.shutdown()
+
+    def worker_pids(self) -> list[int]:
+        import ray
+
+        return ray.get([actor.pid.remote() for actor in self.actors])
+
+    def run(self, jobs: list[tuple[int, TrialSpec]], on_row: Callable[[int, dict], None]) -> None:
+        """Runs `jobs`, calling `on_row(trial_id, row)` as each finishes (in completion order)."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+        from tasks import TrialResult
+
+        pending = collections.deque((tid, spec, 0) for tid, spec in jobs)
+        idle = list(range(len(self.actors)))
+        in_flight: dict = {}
+        while pending or in_flight:
+            while pending and idle:
+                index = idle.pop(0)
+                tid, spec, attempts = pending.popleft()
+                ref = self.actors[index].run.remote(spec)
+                in_flight[ref] = (tid, spec, attempts, index)
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                tid, spec, attempts, index = in_flight.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except (RayActorError, WorkerCrashedError, RayTaskError) as error:
+                    try:
+                        ray.kill(self.actors[index])
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
+                    self.actors[index] = self._new_actor(index)
+                    idle.append(index)
+                    if attempts < self.retries:
+                        pending.appendleft((tid, spec, attempts + 1))
+                        continue
+                    result = TrialResult(spec, status="error")
+                    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                    result.error = (f"worker failed {attempts + 1} times: "
+                                    f"{type(error).__name__}: {message}")[:500]  # fmt: skip
+                    row = result.row()
+                else:
+                    idle.append(index)
+                on_row(tid, row)

@@ -1,0 +1,201 @@
+"""The search loop: rounds of proposals, run on an executor, stored, applied in trial-id order.
+
+    summary = run_search(config, "runs/quick", executor_factory=lambda: RayExecutor(workers=2))
+
+Round r: the strategy proposes trials with the generator `default_rng([seed, r])`; they get the
+next trial ids and seeds `seed * 1_000_003 + id`; the executor runs those not already in the store
+(in parallel, rows appended as they finish); then the strategy sees the round's rows in id order.
+So the trial sequence depends only on the config, the seed and the results, never on timing, and
+running the same command on an existing run directory resumes it exactly: stored rows are replayed
+without training, trials that were in flight when it stopped are run again, and the search goes on
+as if it had never stopped. A config that would change the sequence is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from results import RunStore, StoreError
+from search.config import ConfigError, SearchConfig, parse_config, to_dict, to_toml
+from search.strategies import STRATEGIES, Proposal, Strategy
+from tasks import TrialSpec
+from tasks.trainer import code_version, provenance
+
+STORE_FORMAT = 1
+
+
+class Progress(NamedTuple):
+    """What the loop reports after each trial row."""
+
+    trials: int  # rows in the store
+    max_trials: int
+    failures: int  # rows with status error or diverged
+    best: tuple[str, float] | None  # (cell label, Jozefowicz score) of the best cell so far
+    ran: int  # trials trained by this process (not replayed)
+    seconds: float  # since this process started the search
+
+
+@dataclasses.dataclass
+class SearchSummary:
+    trials: int = 0
+    ran: int = 0
+    replayed: int = 0
+    rounds: int = 0
+    best: tuple[str, float] | None = None
+
+
+def trial_seed(config: SearchConfig, trial: int) -> int:
+    return (config.seed * 1_000_003 + trial) % 2**31
+
+
+def make_spec(config: SearchConfig, proposal: Proposal, trial: int, name: str | None) -> TrialSpec:
+    budget = config.budget.get(proposal.task, {})
+    options = config.task_options.get(proposal.task, {})
+    try:
+        return TrialSpec.from_preset(name or proposal.graph.text(), proposal.task, config.preset,
+                                     proposal.hparams, trial_seed(config, trial), budget, options)  # fmt: skip
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"budget/task options for {proposal.task}: {error}") from None
+
+
+def run_toml(config: SearchConfig) -> str:
+    """The run.toml of a new run: resolved config, code and package versions, data checksums."""
+    checksums = {}
+    for task in sorted({*config.tasks, config.jozefowicz.screen_task}):
+        spec = TrialSpec.from_preset("lstm", task, config.preset,
+                                     task_options=config.task_options.get(task))  # fmt: skip
+        checksums[task] = spec.make_task().data_checksum()
+    info = provenance(spec.make_task())
+    meta = {
+        "format": STORE_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "versions": {k: v or "" for k, v in info["versions"].items()},
+        "data_checksums": checksums,
+    }
+    return to_toml({"config": to_dict(config), "run": meta})
+
+
+def check_resumable(store: RunStore, config: SearchConfig) -> None:
+    """Refuses to resume a run whose stored config differs in a field that shapes the search."""
+    import tomllib
+
+    try:
+        stored = tomllib.loads(store.config_text())
+    except tomllib.TOMLDecodeError as error:
+        raise StoreError(f"{store.config_path}: invalid TOML ({error})") from None
+    run = stored.get("run", {})
+    if run.get("format") != STORE_FORMAT:
+        raise StoreError(f"{store.config_path}: store format {run.get('format')!r} is not "
+                         f"{STORE_FORMAT}: written by an incompatible cellsearch")  # fmt: skip
+    try:
+        previous = parse_config(to_toml(stored.get("config", {})), str(store.config_path))
+    except ConfigError as error:
+        raise StoreError(f"stored config no longer valid: {error}") from None
+    old, new = previous.search_fields(), config.search_fields()
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            raise ConfigError(
+                f"cannot resume {store.path}: '{key}' was {old.get(key)!r}, now {new.get(key)!r}; "
+                "it would change the trial sequence (use a new --out, or the old value)"
+            )
+
+
+def run_search(
+    config: SearchConfig,
+    run_dir,
+    executor_factory: Callable,
+    progress: Callable[[Progress], None] | None = None,
+) -> SearchSummary:
+    """Runs (or resumes) a search into `run_dir`.
+
+    Args:
+      config: the validated search config.
+      run_dir: the run directory; created if new, resumed if it holds a run.
+      executor_factory: returns a context manager with `run(jobs, on_row)`; entered only when a
+        trial must be trained (replaying a finished run starts no Ray).
+      progress: called after each row.
+
+    Returns:
+      A `SearchSummary`.
+    """
+    store = RunStore(run_dir)
+    if store.exists():
+        check_resumable(store, config)
+    else:
+        store.create(run_toml(config))
+    store.open_for_append()
+    stored = {row["trial"]: row for row in store.trials()}
+    known_cells = {row["hash"] for row in store.cells()}
+    strategy: Strategy = STRATEGIES[config.strategy](config)
+    summary = SearchSummary()
+    failures = sum(row.get("status") != "ok" for row in stored.values())
+    start, executor, context = time.monotonic(), None, None
+    next_trial, round_index = 0, 0
+    try:
+        while next_trial < config.max_trials:
+            rng = np.random.default_rng([config.seed, round_index])
+            proposals = strategy.propose(round_index, rng)[: config.max_trials - next_trial]
+            if not proposals:
+                break
+            rows: dict[int, dict] = {}
+            jobs, meta = [], {}
+            for proposal in proposals:
+                record = strategy.book.cells[proposal.graph.hash]
+                if record.graph.hash not in known_cells:
+                    store.append_cell(record.row() | {"round": round_index})
+                    known_cells.add(record.graph.hash)
+                trial = next_trial
+                next_trial += 1
+                meta[trial] = {"trial": trial, "round": round_index, "strategy": config.strategy,
+                               "purpose": proposal.purpose, "cell_hash": proposal.graph.hash,
+                               "cell_name": record.name, "origin": record.origin}  # fmt: skip
+                if trial in stored:
+                    if stored[trial].get("cell_hash") != proposal.graph.hash:
+                        raise StoreError(
+                            f"{store.trials_path}: trial {trial} is of another cell than this "
+                            "config proposes; the run was made by other code or another config"
+                        )
+                    rows[trial] = stored[trial]
+                    summary.replayed += 1
+                else:
+                    jobs.append((trial, make_spec(config, proposal, trial, record.name)))
+            if jobs:
+                if executor is None:
+                    context = executor_factory()
+                    executor = context.__enter__()
+
+                def on_row(trial: int, row: dict) -> None:
+                    nonlocal failures
+                    full = meta[trial] | row
+                    store.append_trial(full)
+                    rows[trial] = full
+                    summary.ran += 1
+                    failures += full.get("status") != "ok"
+                    if progress:
+                        progress(Progress(len(stored) + summary.ran, config.max_trials, failures,
+                                          _best(strategy), summary.ran,
+                                          time.monotonic() - start))  # fmt: skip
+
+                executor.run(jobs, on_row)
+            strategy.update([rows[t] for t in sorted(rows)])
+            round_index += 1
+    finally:
+        if context is not None:
+            context.__exit__(None, None, None)
+    summary.trials, summary.rounds, summary.best = next_trial, round_index, _best(strategy)
+    return summary
+
+
+def _best(strategy: Strategy) -> tuple[str, float] | None:
+    ranked = strategy.book.ranked()
+    if not ranked:
+        return None
+    top = ranked[0]
+    return (top.name or top.graph.hash, strategy.book.jozefowicz_score(top))
+

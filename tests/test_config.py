@@ -1,0 +1,53 @@
+"""Search configs: the shipped files load, and every mistake names its key."""
+
+import pathlib
+
+import pytest
+
+from search.config import ConfigError, load_config, parse_config, to_dict, to_toml
+
+CONFIGS = sorted((pathlib.Path(__file__).parents[1] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_load_and_round_trip(path):
+    config = load_config(path)
+    assert parse_config(to_toml(to_dict(config))) == config
+
+
+def test_overrides_use_dotted_keys():
+    config = load_config(CONFIGS[0], {"seed": 3, "jozefowicz.list_size": 7,
+                                      "budget.arith.steps": 10})  # fmt: skip
+    assert (config.seed, config.jozefowicz.list_size) == (3, 7)
+    assert config.budget == {"arith": {"steps": 10}}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("nmae = 'x'", "config: unknown key 'nmae' (known here: name, strategy"),
+        ("seed = 'one'", "config: seed: must be int, got str 'one'"),
+        ("seed = true", "config: seed: must be int, got bool True"),
+        ("strategy = 'annealing'", "config: strategy: unknown strategy 'annealing'"),
+        ("preset = 'huge'", "config: preset: unknown preset 'huge'"),
+        ("tasks = ['arith', 'chess']", "config: tasks: unknown task 'chess'"),
+        ("tasks = []", "config: tasks: needs at least one task"),
+        ("tasks = 'arith'", "config: tasks: must be a list of names"),
+        ("settings_per_task = 0", "config: settings_per_task: must be >= 1, got 0"),
+        ("[jozefowicz]\np_reevaluate = 2.0", "config: jozefowicz.p_reevaluate: must be in [0, 1]"),
+        ("[jozefowicz]\nscreen_treshold = 0.5", "unknown key 'jozefowicz.screen_treshold'"),
+        ("jozefowicz = 3", "config: jozefowicz: must be a table [jozefowicz]"),
+        ("[regularized_evolution]\ntournament = 50", "tournament: must be in [1, population]"),
+        ("[budget.chess]\nsteps = 3", "config: budget.chess: unknown task"),
+        ("seed = = 1", "config: invalid TOML"),
+    ],
+)
+def test_bad_configs_name_the_key(text, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.toml: cannot read"):
+        load_config(tmp_path / "nope.toml")

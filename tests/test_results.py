@@ -1,0 +1,102 @@
+"""The run store: append-only JSON lines, torn writes, corrupt lines, and the pandas reader."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from results import RunStore, StoreError, load, read_jsonl, to_parquet
+
+
+def make_run(tmp_path, name="run", rows=3):
+    store = RunStore(tmp_path / name)
+    store.create('[config]\nname = "x"\n')
+    store.open_for_append()
+    for i in range(rows):
+        store.append_trial({"trial": i, "cell_hash": f"v1-{i % 2}", "cell_name": ["lstm", None][i % 2],
+                            "task": "arith", "status": "ok" if i != 2 else "diverged",
+                            "score": 0.5 + i / 10 if i != 2 else None, "lr": 1, "layers": 2,
+                            "seed": i, "task_options": {"max_digits": 3}})  # fmt: skip
+    return store
+
+
+def test_rows_round_trip_and_directory_is_private(tmp_path):
+    store = make_run(tmp_path)
+    assert [row["trial"] for row in store.trials()] == [0, 1, 2]
+    assert (store.path.stat().st_mode & 0o777) == 0o700
+    assert store.config_text().startswith("[config]")
+
+
+def test_torn_last_line_is_skipped_with_a_warning_and_cut_before_the_next_append(tmp_path):
+    store = make_run(tmp_path)
+    with open(store.trials_path, "a") as f:
+        f.write('{"trial": 3, "cell_ha')  # the driver died mid-write
+    with pytest.warns(UserWarning, match="line 4 is incomplete"):
+        assert len(store.trials()) == 3
+    with pytest.warns(UserWarning, match="removed an incomplete last line"):
+        store.open_for_append()
+    store.append_trial({"trial": 3})
+    assert [row["trial"] for row in store.trials()] == [0, 1, 2, 3]
+
+
+def test_complete_last_line_without_newline_is_kept(tmp_path):
+    store = make_run(tmp_path)
+    with open(store.trials_path, "a") as f:
+        f.write('{"trial": 3}')
+    assert len(store.trials()) == 4
+    store.open_for_append()
+    store.append_trial({"trial": 4})
+    assert [row["trial"] for row in store.trials()] == [0, 1, 2, 3, 4]
+
+
+def test_corrupt_middle_line_is_an_error_with_its_line_number(tmp_path):
+    store = make_run(tmp_path)
+    lines = store.trials_path.read_text().splitlines()
+    lines[1] = lines[1][:10]
+    store.trials_path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StoreError, match=r"trials.jsonl: line 2 is corrupt"):
+        store.trials()
+    with pytest.raises(StoreError, match="line 2 is corrupt"):
+        load(store.path)
+
+
+def test_writer_never_rewrites_existing_lines(tmp_path):
+    store = make_run(tmp_path)
+    before = store.trials_path.read_bytes()
+    store.open_for_append()
+    store.append_trial({"trial": 9})
+    assert store.trials_path.read_bytes().startswith(before)
+
+
+def test_rows_with_nan_are_refused_rather_than_stored(tmp_path):
+    store = make_run(tmp_path)
+    with pytest.raises(ValueError):
+        store.append_trial({"trial": 5, "score": float("nan")})
+    assert len(store.trials()) == 3
+
+
+def test_load_types_columns_and_reads_several_runs(tmp_path):
+    make_run(tmp_path, "a")
+    make_run(tmp_path, "b", rows=2)
+    frame = load([tmp_path / "a", tmp_path / "b"])
+    assert len(frame) == 5 and list(frame["run"]) == ["a"] * 3 + ["b"] * 2
+    assert isinstance(frame["task"].dtype, pd.CategoricalDtype)
+    assert isinstance(frame["status"].dtype, pd.CategoricalDtype)
+    assert frame["score"].dtype == "float64" and frame["score"].isna().sum() == 1
+    assert frame["trial"].dtype == "int64" and frame["lr"].dtype == "float64"
+    assert frame.loc[0, "task_options"] == {"max_digits": 3}
+
+
+def test_parquet_export_round_trips(tmp_path):
+    store = make_run(tmp_path)
+    frame = load(store.path)
+    to_parquet(frame, tmp_path / "t.parquet")
+    back = pd.read_parquet(tmp_path / "t.parquet")
+    assert list(back["trial"]) == [0, 1, 2]
+    assert json.loads(back.loc[0, "task_options"]) == {"max_digits": 3}
+
+
+def test_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no such run directory"):
+        load(tmp_path / "nope")
+    assert list(read_jsonl(tmp_path / "nothing.jsonl")) == []

@@ -1,0 +1,156 @@
+"""The search on a real local Ray: strategies, the store, exact resume, killed workers and drivers."""
+
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from results import load
+from search.config import ConfigError, load_config
+from search.executor import RayExecutor
+from search.loop import run_search
+
+QUICK = pathlib.Path(__file__).parents[1] / "configs" / "quick.toml"
+TINY = {
+    "settings_per_task": 1, "cells_per_round": 2, "jozefowicz.baseline_settings": 1,
+    "jozefowicz.screen_threshold": 0.0, "jozefowicz.p_reevaluate": 0.3,
+    "regularized_evolution.population": 3, "regularized_evolution.tournament": 2,
+    "random.cell_size": 3,
+    **{f"budget.{task}.{key}": value for task in ("arith", "xml", "ptb", "memorize")
+       for key, value in (("steps", 10), ("hidden", 8), ("batch", 8), ("eval_sequences", 8))},
+    "budget.ptb.eval_sequences": 1, "budget.xml.seq_len": 10, "budget.ptb.seq_len": 10,
+    "task_options.arith.max_digits": 2,
+}  # fmt: skip
+SEQUENCE = ["trial", "round", "cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed"]
+
+
+def tiny(**overrides):
+    return load_config(QUICK, TINY | overrides)
+
+
+@pytest.fixture(scope="module")
+def ray_workers():
+    """One local Ray with 2 workers for the module; each search borrows it."""
+    with RayExecutor(workers=2) as executor:
+        yield executor
+
+
+def borrowed(executor):
+    return lambda: contextlib.nullcontext(executor)
+
+
+def sequence(run) -> list[tuple]:
+    frame = load(run).sort_values("trial")
+    return [tuple(row) for row in frame[SEQUENCE].astype(str).itertuples(index=False)]
+
+
+@pytest.mark.parametrize("strategy", ["jozefowicz", "regularized_evolution", "random"])
+def test_every_strategy_runs_and_stores_rows(tmp_path, ray_workers, strategy):
+    config = tiny(strategy=strategy, max_trials=14)
+    summary = run_search(config, tmp_path / "run", borrowed(ray_workers))
+    assert summary.trials == summary.ran == 14
+    frame = load(tmp_path / "run")
+    assert sorted(frame["trial"]) == list(range(14))
+    for column in ("cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed", "status",
+                   "score", "valid_accuracy", "data_checksum", "code_version", "strategy"):
+        assert column in frame, column
+    assert set(frame["status"]) <= {"ok", "diverged"}
+    cells = [json.loads(line) for line in open(tmp_path / "run" / "cells.jsonl")]
+    assert {c["hash"] for c in cells} == set(frame["cell_hash"])
+    assert "gru" in {c["name"] for c in cells}
+    assert (tmp_path / "run" / "run.toml").read_text().startswith("[config]")
+
+
+def test_resume_continues_exactly_and_replays_without_training(tmp_path, ray_workers):
+    whole = run_search(tiny(max_trials=16), tmp_path / "whole", borrowed(ray_workers))
+    assert whole.ran == 16
+    first = run_search(tiny(max_trials=7), tmp_path / "split", borrowed(ray_workers))
+    assert first.ran == 7
+    rest = run_search(tiny(max_trials=16), tmp_path / "split", borrowed(ray_workers))
+    assert (rest.replayed, rest.ran) == (7, 9)
+    assert sequence(tmp_path / "split") == sequence(tmp_path / "whole")
+    again = run_search(tiny(max_trials=16), tmp_path / "split", borrowed(ray_workers))
+    assert again.ran == 0 and again.replayed == 16
+
+
+def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
+    run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))
+    with pytest.raises(ConfigError, match="cannot resume .*'seed' was 0, now 1"):
+        run_search(tiny(max_trials=3, seed=1), tmp_path / "run", borrowed(ray_workers))
+
+
+def test_killed_worker_mid_trial_is_retried(tmp_path, ray_workers):
+    config = tiny(max_trials=6, **{f"budget.{t}.steps": 400 for t in ("arith", "xml", "ptb")})
+    pids = ray_workers.worker_pids()
+    killed = []
+
+    def kill_one_worker_during_a_trial():
+        trials = tmp_path / "run" / "trials.jsonl"
+        while not trials.exists() or not trials.read_text().strip():
+            time.sleep(0.05)  # the first rows are in: the workers are busy with the next ones
+        os.kill(pids[0], signal.SIGKILL)
+        killed.append(pids[0])
+
+    thread = threading.Thread(target=kill_one_worker_during_a_trial, daemon=True)
+    thread.start()
+    summary = run_search(config, tmp_path / "run", borrowed(ray_workers))
+    thread.join(timeout=60)
+    assert killed and summary.trials == 6
+    frame = load(tmp_path / "run")
+    assert sorted(frame["trial"]) == list(range(6))
+    assert set(frame["status"]) <= {"ok", "diverged"}  # retried, not recorded as error
+    assert pids[0] not in ray_workers.worker_pids()
+
+
+def _descendants(pid: int) -> list[int]:
+    children = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_workers):
+    args = [f"--set={k}={v}" for k, v in TINY.items()] + ["--set=max_trials=12", "--workers=2",
+                                                        "--quiet"]  # fmt: skip
+    command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out"]
+    run = tmp_path / "killed"
+    driver = subprocess.Popen([*command, str(run), *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    trials = run / "trials.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        if trials.exists() and len(trials.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.1)
+    ours = _descendants(driver.pid)  # the local Ray this driver started, and nothing else
+    driver.kill()
+    driver.wait()
+    for pid in ours:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    stored_before = len(trials.read_text().splitlines())
+    assert 4 <= stored_before < 12
+    resumed = subprocess.run([*command, str(run), *args], capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run_search(tiny(max_trials=12), tmp_path / "whole", borrowed(ray_workers))
+    assert sequence(run) == sequence(tmp_path / "whole")
+    ids = [json.loads(line)["trial"] for line in trials.read_text().splitlines()]
+    assert sorted(ids) == list(range(12))  # each trial exactly once
