@@ -241,8 +241,8 @@ def pd_notna(value) -> bool:
 def cmd_export(args: argparse.Namespace) -> int:
     from results import load, to_parquet
 
-    frame = load(args.run)
-    out = args.out or str(pathlib.Path(args.run) / "trials.parquet")
+    frame = load(args.run_dir)
+    out = args.out or str(pathlib.Path(args.run_dir) / f"trials.{args.format}")
     if args.format == "parquet":
         to_parquet(frame, out)
     else:
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     leaderboard.set_defaults(run=cmd_leaderboard)
 
     export = commands.add_parser("export", help="write a run's trials as Parquet or CSV")
-    export.add_argument("run", help="a run directory")
+    export.add_argument("run_dir", metavar="RUN", help="a run directory")
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     export.add_argument("--out", help="output file (default RUN/trials.parquet)")
     export.set_defaults(run=cmd_export)

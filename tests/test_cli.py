@@ -149,3 +149,23 @@ def test_show_prints_hash_and_fingerprint():
     from cells import baseline
 
     assert f"# hash: {baseline('gru').hash}  fingerprint: {baseline('gru').fingerprint}" in result.stdout
+
+
+# ------------------------------------------------------------------- search, leaderboard, export
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "no_such.toml"], "no_such.toml: cannot read"),
+        (["search", "configs/quick.toml", "--set", "strategy=annealing"], "unknown strategy 'annealing'"),
+        (["search", "configs/quick.toml", "--set", "max_trails=3"], "unknown key 'max_trails'"),
+        (["search", "configs/quick.toml", "--workers", "0"], "--workers must be a positive integer"),
+        (["leaderboard", "no_such_run"], "no_such_run: no such run directory"),
+        (["export", "no_such_run"], "no_such_run: no such run directory"),
+    ],
+)
+def test_search_usage_errors_are_one_line(args, message, tmp_path):
+    repo = __file__.rsplit("/tests/", 1)[0]
+    result = cellsearch(*args, cwd=repo)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert message in result.stderr
