@@ -174,17 +174,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from search.config import load_config
+
+    config = load_config(args.config, parse_overrides(args.set))
+    return _run_search(config, args)
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from search.config import BaselinesOptions, SearchConfig
+
+    if args.settings < 1:
+        raise UsageError(f"--settings must be a positive integer, got {args.settings}")
+    config = SearchConfig(
+        name=f"baselines-{args.preset}", strategy="baselines", seed=args.seed, preset=args.preset,
+        tasks=tuple(args.tasks), settings_per_task=args.settings, max_trials=10**9,
+        baselines=BaselinesOptions(tuple(args.cells) if args.cells else BaselinesOptions().cells),
+    )  # fmt: skip
+    config.validate("baselines")
+    return _run_search(config, args)
+
+
+def _run_search(config, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from search.config import load_config
     from search.executor import RayExecutor
     from search.loop import run_search
 
-    config = load_config(args.config, parse_overrides(args.set))
     out = args.out or f"runs/{config.name}"
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
-    bar = tqdm(total=config.max_trials, desc=f"{config.strategy} -> {out}", unit="trial",
+    total = config.max_trials if config.strategy != "baselines" else None
+    bar = tqdm(total=total, desc=f"{config.strategy} -> {out}", unit="trial",
                disable=args.quiet, file=sys.stderr)  # fmt: skip
 
     def progress(p) -> None:
@@ -251,6 +271,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _execution_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", help="run directory (default runs/<config name>)")
+    parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a "
+                        "local Ray on 127.0.0.1)")  # fmt: skip
+    parser.add_argument("--workers", type=int, help="worker actors (default: one per CPU)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker actor")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellsearch",
@@ -307,15 +335,28 @@ def build_parser() -> argparse.ArgumentParser:
         "resumes it exactly.",
     )
     search.add_argument("config", help="a TOML search config, e.g. configs/quick.toml")
-    search.add_argument("--out", help="run directory (default runs/<config name>)")
-    search.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a "
-                        "local Ray on 127.0.0.1)")  # fmt: skip
-    search.add_argument("--workers", type=int, help="worker actors (default: one per CPU)")
-    search.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker actor")
+    _execution_arguments(search)
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (dotted for tables: jozefowicz.list_size=50)")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(run=cmd_search)
+
+    baselines = commands.add_parser(
+        "baselines",
+        help="train the baseline cells with N random settings per task (no search)",
+        description="Every baseline cell (default: the ten of the paper's tables) on the chosen "
+        "tasks with N random settings each, through the same Ray executor and run store as a "
+        "search; resumable the same way.",
+    )
+    baselines.add_argument("--preset", default="quick", help="budget preset (default quick)")
+    baselines.add_argument("--tasks", nargs="+", default=["arith", "xml", "ptb"],
+                           help="tasks (default: the search tasks arith xml ptb)")
+    baselines.add_argument("--cells", nargs="+", help="baseline names (default: the paper's ten)")
+    baselines.add_argument("--settings", type=int, default=4, help="settings per task (default 4)")
+    baselines.add_argument("--seed", type=int, default=0)
+    _execution_arguments(baselines)
+    baselines.add_argument("--quiet", action="store_true", help="no progress bar")
+    baselines.set_defaults(run=cmd_baselines)
 
     leaderboard = commands.add_parser(
         "leaderboard", help="best score per task of each cell in one or more runs",

@@ -16,7 +16,7 @@ import typing
 
 from tasks import PRESETS, TASKS
 
-STRATEGIES = ("jozefowicz", "regularized_evolution", "random")
+STRATEGIES = ("jozefowicz", "regularized_evolution", "random", "baselines")
 
 
 class ConfigError(ValueError):
@@ -50,6 +50,15 @@ class RandomOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class BaselinesOptions:
+    """The `baselines` strategy: no search, these cells with `settings_per_task` settings each."""
+
+    cells: tuple[str, ...] = (
+        "tanh", "lstm", "lstm_f", "lstm_i", "lstm_o", "lstm_b", "gru", "mut1", "mut2", "mut3",
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """A whole search. Every field but `max_trials` shapes the sequence of trials."""
 
@@ -67,6 +76,7 @@ class SearchConfig:
     jozefowicz: JozefowiczOptions = JozefowiczOptions()
     regularized_evolution: EvolutionOptions = EvolutionOptions()
     random: RandomOptions = RandomOptions()
+    baselines: BaselinesOptions = BaselinesOptions()
 
     def validate(self, source: str = "config") -> None:
         def fail(key, message):
@@ -97,6 +107,11 @@ class SearchConfig:
             fail("regularized_evolution.population", "must be >= 2")
         if not 1 <= self.regularized_evolution.tournament <= self.regularized_evolution.population:
             fail("regularized_evolution.tournament", "must be in [1, population]")
+        from cells import BASELINES
+
+        for cell in self.baselines.cells:
+            if cell not in BASELINES:
+                fail("baselines.cells", f"unknown baseline '{cell}' (known: {', '.join(BASELINES)})")
         if self.random.cell_size < 1:
             fail("random.cell_size", "must be >= 1")
         for section in ("budget", "task_options"):
@@ -115,7 +130,9 @@ class SearchConfig:
 
 
 def to_dict(config) -> dict:
-    return dataclasses.asdict(config) | {"tasks": list(config.tasks)}
+    values = dataclasses.asdict(config) | {"tasks": list(config.tasks)}
+    values["baselines"] = {"cells": list(config.baselines.cells)}
+    return values
 
 
 def _check_type(value, annotation, key: str, source: str):

@@ -264,6 +264,18 @@ class RandomSearch(Strategy):
         return proposals
 
 
+class Baselines(Strategy):
+    """No search: the cells of `[baselines] cells` (and the GRU), `settings_per_task` per task."""
+
+    name = "baselines"
+
+    def propose(self, round_index, rng):
+        if round_index > 0:
+            return []
+        names = tuple(dict.fromkeys((*self.config.baselines.cells, REFERENCE)))
+        return self._baselines(names, self.config.settings_per_task)
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Jozefowicz, RegularizedEvolution, RandomSearch)
+    cls.name: cls for cls in (Jozefowicz, RegularizedEvolution, RandomSearch, Baselines)
 }

@@ -86,8 +86,33 @@ class Task:
         return dataclasses.asdict(self)
 
 
+class Generated(Task):
+    """A synthetic task: batches come from `generate(rng, n, seq_len)` with a seeded generator.
+
+    Training data follows the trial's seed; validation and test sets use fixed seeds, so every
+    trial is scored on the same sequences.
+    """
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.alphabet)
+
+    def generate(self, rng: np.random.Generator, n: int, seq_len: int) -> Batch:
+        raise NotImplementedError
+
+    def train_batches(self, batch, seq_len, seed):
+        rng = np.random.default_rng(seed)
+        while True:
+            yield self.generate(rng, batch, seq_len)
+
+    def eval_batches(self, split, batch, seq_len, sequences):
+        rng = np.random.default_rng(EVAL_SEEDS[split])
+        for start in range(0, sequences, batch):
+            yield self.generate(rng, min(batch, sequences - start), seq_len)
+
+
 @dataclasses.dataclass(frozen=True)
-class Memorize(MemorizeOptions, Task):
+class Memorize(MemorizeOptions, Generated):
     """Read 5 symbols of 26, then reproduce them in order (the paper's screening task).
 
     Score: per-symbol accuracy of the reproduction. Also reported: `sequence_accuracy` (all 5 right).
@@ -96,29 +121,18 @@ class Memorize(MemorizeOptions, Task):
     name: ClassVar[str] = "memorize"
     summary: ClassVar[str] = "read 5 symbols of 26, reproduce them in order"
 
-    @property
-    def n_inputs(self) -> int:
-        return len(self.alphabet)
-
     def sequence_length(self, seq_len: int) -> int:
         return self.length
 
-    def train_batches(self, batch, seq_len, seed):
-        rng = np.random.default_rng(seed)
-        while True:
-            yield memorize_batch(rng, batch, self)
-
-    def eval_batches(self, split, batch, seq_len, sequences):
-        rng = np.random.default_rng(EVAL_SEEDS[split])
-        for start in range(0, sequences, batch):
-            yield memorize_batch(rng, min(batch, sequences - start), self)
+    def generate(self, rng, n, seq_len):
+        return memorize_batch(rng, n, self)
 
     def metrics(self, totals):
         return {**super().metrics(totals), **_sequence_accuracy(totals)}
 
 
 @dataclasses.dataclass(frozen=True)
-class Arith(ArithOptions, Task):
+class Arith(ArithOptions, Generated):
     """Add or subtract two numbers read character by character among distractors.
 
     Score: per-character accuracy on the answer (its end token included). Also reported:
@@ -128,29 +142,18 @@ class Arith(ArithOptions, Task):
     name: ClassVar[str] = "arith"
     summary: ClassVar[str] = "a+b or a-b with distractor characters, answer after '='"
 
-    @property
-    def n_inputs(self) -> int:
-        return len(self.alphabet)
-
     def sequence_length(self, seq_len: int) -> int:
         return self.length
 
-    def train_batches(self, batch, seq_len, seed):
-        rng = np.random.default_rng(seed)
-        while True:
-            yield arith_batch(rng, batch, self)
-
-    def eval_batches(self, split, batch, seq_len, sequences):
-        rng = np.random.default_rng(EVAL_SEEDS[split])
-        for start in range(0, sequences, batch):
-            yield arith_batch(rng, min(batch, sequences - start), self)
+    def generate(self, rng, n, seq_len):
+        return arith_batch(rng, n, self)
 
     def metrics(self, totals):
         return {**super().metrics(totals), **_sequence_accuracy(totals)}
 
 
 @dataclasses.dataclass(frozen=True)
-class Xml(XmlOptions, Task):
+class Xml(XmlOptions, Generated):
     """Predict the next character of a stream of random nested XML tags.
 
     Score: next-character accuracy over all characters. Also reported: `closing_accuracy`, the
@@ -160,19 +163,8 @@ class Xml(XmlOptions, Task):
     name: ClassVar[str] = "xml"
     summary: ClassVar[str] = "next character of random nested tags"
 
-    @property
-    def n_inputs(self) -> int:
-        return len(self.alphabet)
-
-    def train_batches(self, batch, seq_len, seed):
-        rng = np.random.default_rng(seed)
-        while True:
-            yield xml_batch(rng, batch, seq_len, self)
-
-    def eval_batches(self, split, batch, seq_len, sequences):
-        rng = np.random.default_rng(EVAL_SEEDS[split])
-        for start in range(0, sequences, batch):
-            yield xml_batch(rng, min(batch, sequences - start), seq_len, self)
+    def generate(self, rng, n, seq_len):
+        return xml_batch(rng, n, seq_len, self)
 
     def metrics(self, totals):
         out = super().metrics(totals)

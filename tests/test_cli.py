@@ -161,6 +161,9 @@ def test_show_prints_hash_and_fingerprint():
         (["search", "configs/quick.toml", "--workers", "0"], "--workers must be a positive integer"),
         (["leaderboard", "no_such_run"], "no_such_run: no such run directory"),
         (["export", "no_such_run"], "no_such_run: no such run directory"),
+        (["baselines", "--settings", "0"], "--settings must be a positive integer"),
+        (["baselines", "--cells", "lstm", "nope"], "unknown baseline 'nope'"),
+        (["baselines", "--tasks", "chess"], "unknown task 'chess'"),
     ],
 )
 def test_search_usage_errors_are_one_line(args, message, tmp_path):

@@ -22,7 +22,7 @@ TINY = {
     "settings_per_task": 1, "cells_per_round": 2, "jozefowicz.baseline_settings": 1,
     "jozefowicz.screen_threshold": 0.0, "jozefowicz.p_reevaluate": 0.3,
     "regularized_evolution.population": 3, "regularized_evolution.tournament": 2,
-    "random.cell_size": 3,
+    "random.cell_size": 3, "baselines.cells": ["tanh", "lstm"],
     **{f"budget.{task}.{key}": value for task in ("arith", "xml", "ptb", "memorize")
        for key, value in (("steps", 10), ("hidden", 8), ("batch", 8), ("eval_sequences", 8))},
     "budget.ptb.eval_sequences": 1, "budget.xml.seq_len": 10, "budget.ptb.seq_len": 10,
@@ -51,13 +51,14 @@ def sequence(run) -> list[tuple]:
     return [tuple(row) for row in frame[SEQUENCE].astype(str).itertuples(index=False)]
 
 
-@pytest.mark.parametrize("strategy", ["jozefowicz", "regularized_evolution", "random"])
+@pytest.mark.parametrize("strategy", ["jozefowicz", "regularized_evolution", "random", "baselines"])
 def test_every_strategy_runs_and_stores_rows(tmp_path, ray_workers, strategy):
     config = tiny(strategy=strategy, max_trials=14)
     summary = run_search(config, tmp_path / "run", borrowed(ray_workers))
-    assert summary.trials == summary.ran == 14
+    expected = 9 if strategy == "baselines" else 14  # tanh, lstm, gru x 3 tasks x 1 setting
+    assert summary.trials == summary.ran == expected
     frame = load(tmp_path / "run")
-    assert sorted(frame["trial"]) == list(range(14))
+    assert sorted(frame["trial"]) == list(range(expected))
     for column in ("cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed", "status",
                    "score", "valid_accuracy", "data_checksum", "code_version", "strategy"):
         assert column in frame, column
@@ -154,3 +155,36 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_wo
     assert sequence(run) == sequence(tmp_path / "whole")
     ids = [json.loads(line)["trial"] for line in trials.read_text().splitlines()]
     assert sorted(ids) == list(range(12))  # each trial exactly once
+
+
+def test_search_joins_a_separately_started_ray_head(tmp_path):
+    import socket
+
+    from search.executor import local_ray_environment
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | local_ray_environment()
+    ray_cli = pathlib.Path(sys.executable).parent / "ray"
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        args = [f"--set={k}={v}" for k, v in TINY.items()] + ["--set=max_trials=4", "--quiet"]
+        result = subprocess.run(
+            [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
+             "--address", f"127.0.0.1:{port}", *args],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert sorted(load(tmp_path / "run")["trial"]) == [0, 1, 2, 3]
+        assert head.poll() is None  # joining a cluster does not stop it
+    finally:
+        head.send_signal(signal.SIGTERM)  # only the head we started, by its PID
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
