@@ -150,14 +150,6 @@ class Graph:
         return graph
 
     # ---------------------------------------------------------------------------------- structure
-    def fanout(self) -> list[int]:
-        """Number of operand slots that read each node."""
-        counts = [0] * len(self.nodes)
-        for node in self.nodes:
-            for j in node.inputs:
-                counts[j] += 1
-        return counts
-
     def ancestors(self, index: int) -> set[int]:
         """Indices of every node that `index` reads, directly or not (itself excluded)."""
         return ancestors(self.nodes, index)

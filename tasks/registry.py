@@ -82,9 +82,6 @@ class Task:
     def score(self, metrics: dict[str, float]) -> float:
         return metrics[self.score_name]
 
-    def options(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 class Generated(Task):
     """A synthetic task: batches come from `generate(rng, n, seq_len)` with a seeded generator.
