@@ -138,8 +138,9 @@ def test_hash_sees_subtraction_order_and_bias(seed, mutations):
         i = linears[rng.integers(len(linears))]
         nodes = list(graph.nodes)
         nodes[i] = dataclasses.replace(nodes[i], bias=nodes[i].bias + 0.5)
-        changed = Graph.build(nodes, graph.h_new, graph.c_new)
-        assert changed.hash != graph.hash and changed.fingerprint != graph.fingerprint
+        # the hash must see it; the fingerprint may not (a W whose output a saturated relu or an
+        # `a - a` cancels computes the same function at every input)
+        assert Graph.build(nodes, graph.h_new, graph.c_new).hash != graph.hash
 
 
 def test_sources_are_never_renamed():
