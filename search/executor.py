@@ -102,8 +102,10 @@ class RayExecutor:
 
         if self.address is None:
             cpus = len(os.sched_getaffinity(0))
-            ray.init(num_cpus=max(cpus, self.workers or 0), include_dashboard=False,
-                     _node_ip_address="127.0.0.1", logging_level="ERROR", log_to_driver=False)  # fmt: skip
+            # address="local": always a new Ray of our own, never one found on the machine
+            ray.init(address="local", num_cpus=max(cpus, self.workers or 0),
+                     include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR",
+                     log_to_driver=False)  # fmt: skip
             self.started_ray = True
         else:
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)

@@ -4,9 +4,11 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -167,9 +169,11 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         port = s.getsockname()[1]
     env = os.environ | local_ray_environment()
     ray_cli = pathlib.Path(sys.executable).parent / "ray"
+    temp_dir = tempfile.mkdtemp(prefix="rayhead-")  # short: Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -188,3 +192,18 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             head.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_stale_cluster_address_on_the_machine_does_not_capture_a_local_search(tmp_path):
+    # `ray start` leaves /tmp/ray/ray_current_cluster behind; ray.init() would try to join it
+    stale = pathlib.Path("/tmp/ray/ray_current_cluster")
+    if stale.exists():
+        pytest.skip("a Ray cluster address is recorded on this machine; not ours to replace")
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("127.0.0.1:1")
+    try:
+        summary = run_search(tiny(max_trials=2), tmp_path / "run", lambda: RayExecutor(workers=1))
+        assert summary.ran == 2
+    finally:
+        stale.unlink()
