@@ -120,6 +120,14 @@ class SearchConfig:
                     fail(f"{section}.{task}", f"unknown task (known: {', '.join(TASKS)})")
                 if not isinstance(values, dict):
                     fail(f"{section}.{task}", "must be a table of key = value")
+        from tasks import TrialSpec
+
+        for task in (*self.tasks, self.jozefowicz.screen_task):
+            try:  # the budget and task options of every task make a valid trial
+                TrialSpec.from_preset("lstm", task, self.preset, None, 0, self.budget.get(task),
+                                      self.task_options.get(task)).validate()  # fmt: skip
+            except (TypeError, ValueError) as error:
+                fail(f"budget/task_options of {task}", str(error).splitlines()[0])
 
     def search_fields(self) -> dict:
         """The fields that determine the trial sequence (all but name and max_trials)."""

@@ -40,6 +40,8 @@ def test_overrides_use_dotted_keys():
         ("[regularized_evolution]\ntournament = 50", "tournament: must be in [1, population]"),
         ("[budget.chess]\nsteps = 3", "config: budget.chess: unknown task"),
         ("seed = = 1", "config: invalid TOML"),
+        ("[budget.arith]\nsteps = 0", "budget/task_options of arith: steps must be >= 1, got 0"),
+        ("[task_options.arith]\ndigits = 3", "budget/task_options of arith: unknown option 'digits'"),
     ],
 )
 def test_bad_configs_name_the_key(text, message):
