@@ -202,8 +202,13 @@ def test_a_stale_cluster_address_on_the_machine_does_not_capture_a_local_search(
         pytest.skip("a Ray cluster address is recorded on this machine; not ours to replace")
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text("127.0.0.1:1")
-    try:
-        summary = run_search(tiny(max_trials=2), tmp_path / "run", lambda: RayExecutor(workers=1))
-        assert summary.ran == 2
+    try:  # a new driver process, as a user runs it (this one already holds the module's Ray)
+        args = [f"--set={k}={v}" for k, v in TINY.items()] + ["--set=max_trials=2", "--quiet"]
+        result = subprocess.run(
+            [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
+             "--workers=1", *args], capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert sorted(load(tmp_path / "run")["trial"]) == [0, 1]
     finally:
         stale.unlink()
