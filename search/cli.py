@@ -243,19 +243,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     board = stats.join(best)
     tasks = [t for t in best.columns if t in set(frame["task"])]
     if "gru" in set(board["name"].dropna()):
-        reference = board[board["name"] == "gru"].iloc[0]
-        search_tasks = [t for t in tasks if t != "memorize" and pd_notna(reference.get(t))]
+        reference = board.loc[board["name"] == "gru", tasks].iloc[0].astype(float)
+        search_tasks = [t for t in tasks if t != "memorize" and reference.notna()[t]]
         if search_tasks:
-            board["jozefowicz"] = (board[search_tasks] / reference[search_tasks]).min(axis=1,
-                                                                                      skipna=False)
+            ratios = board[search_tasks].astype(float) / reference[search_tasks]
+            board["jozefowicz"] = ratios.min(axis=1, skipna=False)
     sort = "jozefowicz" if "jozefowicz" in board else tasks[0]
     board = board.sort_values(sort, ascending=False, na_position="last").head(args.top)
     print(board.to_string(float_format=lambda v: f"{v:.4f}"))
     return 0
-
-
-def pd_notna(value) -> bool:
-    return value is not None and value == value
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -65,12 +65,12 @@ def make_spec(config: SearchConfig, proposal: Proposal, trial: int, name: str | 
 
 def run_toml(config: SearchConfig) -> str:
     """The run.toml of a new run: resolved config, code and package versions, data checksums."""
-    checksums = {}
+    checksums, info = {}, None
     for task in sorted({*config.tasks, config.jozefowicz.screen_task}):
-        spec = TrialSpec.from_preset("lstm", task, config.preset,
-                                     task_options=config.task_options.get(task))  # fmt: skip
-        checksums[task] = spec.make_task().data_checksum()
-    info = provenance(spec.make_task())
+        made = TrialSpec.from_preset("lstm", task, config.preset,
+                                     task_options=config.task_options.get(task)).make_task()  # fmt: skip
+        checksums[task] = made.data_checksum()
+        info = info or provenance(made)
     meta = {
         "format": STORE_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -71,6 +71,18 @@ def test_every_strategy_runs_and_stores_rows(tmp_path, ray_workers, strategy):
     assert (tmp_path / "run" / "run.toml").read_text().startswith("[config]")
 
 
+def test_leaderboard_of_a_real_run(tmp_path, ray_workers, capsys):
+    from search.cli import main
+
+    run_search(tiny(max_trials=12), tmp_path / "run", borrowed(ray_workers))
+    assert main(["leaderboard", str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "jozefowicz" in lines[0] and "arith" in lines[0]
+    gru = next(line for line in lines if " gru " in line)
+    assert gru.split()[-1] == "1.0000"  # the GRU is the reference of the score
+    assert "None" not in "\n".join(lines)
+
+
 def test_resume_continues_exactly_and_replays_without_training(tmp_path, ray_workers):
     whole = run_search(tiny(max_trials=16), tmp_path / "whole", borrowed(ray_workers))
     assert whole.ran == 16
