@@ -194,15 +194,22 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return _run_search(config, args)
 
 
-def _run_search(config, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _executor_factory(args: argparse.Namespace, config):
     from search.executor import RayExecutor
-    from search.loop import run_search
 
-    out = args.out or f"runs/{config.name}"
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    return lambda: RayExecutor(workers=args.workers, address=args.address,
+                               gpus_per_worker=args.gpus_per_worker, retries=config.retries)  # fmt: skip
+
+
+def _run_search(config, args: argparse.Namespace, out: str | None = None, executor=None) -> int:
+    from tqdm import tqdm
+
+    from search.loop import run_search
+
+    out = out or args.out or f"runs/{config.name}"
+    executor = executor or _executor_factory(args, config)
     total = config.max_trials if config.strategy != "baselines" else None
     bar = tqdm(total=total, desc=f"{config.strategy} -> {out}", unit="trial",
                disable=args.quiet, file=sys.stderr)  # fmt: skip
@@ -213,10 +220,6 @@ def _run_search(config, args: argparse.Namespace) -> int:
         best = f"{p.best[0][:24]} {p.best[1]:.3f}" if p.best else "-"
         bar.set_postfix_str(f"failed={p.failures} best={best} {rate:.0f}/h", refresh=True)
 
-    def executor():
-        return RayExecutor(workers=args.workers, address=args.address,
-                           gpus_per_worker=args.gpus_per_worker, retries=config.retries)  # fmt: skip
-
     with bar:
         summary = run_search(config, out, executor, progress)
     best = f"{summary.best[0]} (Jozefowicz score {summary.best[1]:.4f})" if summary.best else "none"
@@ -225,32 +228,102 @@ def _run_search(config, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import contextlib
+    import shlex
+    import time
+
+    from analysis import write_report
+    from search.config import load_config
+
+    configs = pathlib.Path(args.configs) if args.configs else CONFIGS
+    files = [configs / f"baselines-{args.preset}.toml", configs / f"{args.preset}.toml"]
+    for file in files:
+        if not file.is_file():
+            raise UsageError(f"preset '{args.preset}' needs {file} (presets: quick, small, paper; "
+                             "--configs names another directory)")  # fmt: skip
+    baselines, search = (load_config(f) for f in files)
+    out = pathlib.Path(args.out or f"runs/reproduce-{args.preset}")
+    start = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        shared = []  # one Ray session for both runs, started only if a trial must be trained
+
+        def executor():
+            if not shared:
+                shared.append(stack.enter_context(_executor_factory(args, search)()))
+            return contextlib.nullcontext(shared[0])
+
+        _run_search(baselines, args, str(out / "baselines"), executor)
+        _run_search(search, args, str(out / "search"), executor)
+    seconds = time.monotonic() - start
+    command = shlex.join(["cellsearch", *args.argv])
+    report = write_report(out, command=command, wall_seconds=seconds)
+    print(f"{report}: written; baselines + search + report took {seconds / 60:.1f} min")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analysis import write_report
+
+    report = write_report(args.runs, out=args.out)
+    print(f"{report}: written")
+    return 0
+
+
+def _load_runs(paths):
+    from analysis import find_runs
     from results import load
 
-    frame = load(args.runs)
-    if frame.empty:
-        print("no trials yet")
+    return load(find_runs(paths))
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from analysis import leaderboard, to_markdown
+
+    if args.top < 1:
+        raise UsageError(f"--top must be a positive integer, got {args.top}")
+    frame = _load_runs(args.runs)
+    board = leaderboard(frame, tasks=args.task, strategies=args.strategy, statuses=args.status)
+    if board.empty:
+        print("no trials match")
         return 0
-    ok = frame[frame["status"] == "ok"]
-    best = ok.pivot_table(index="cell_hash", columns="task", values="score", aggfunc="max",
-                          observed=True)  # fmt: skip
-    stats = frame.groupby("cell_hash", observed=True).agg(
-        trials=("trial", "size"),
-        diverged=("status", lambda s: float((s == "diverged").mean())),
-        name=("cell_name", "first"),
-    )
-    board = stats.join(best)
-    tasks = [t for t in best.columns if t in set(frame["task"])]
-    if "gru" in set(board["name"].dropna()):
-        reference = board.loc[board["name"] == "gru", tasks].iloc[0].astype(float)
-        search_tasks = [t for t in tasks if t != "memorize" and reference.notna()[t]]
-        if search_tasks:
-            ratios = board[search_tasks].astype(float) / reference[search_tasks]
-            board["jozefowicz"] = ratios.min(axis=1, skipna=False)
-    sort = "jozefowicz" if "jozefowicz" in board else tasks[0]
-    board = board.sort_values(sort, ascending=False, na_position="last").head(args.top)
-    print(board.to_string(float_format=lambda v: f"{v:.4f}"))
+    tasks = [c for c in board.columns if c in set(frame["task"].astype(str))]
+    if args.format == "csv":
+        text = board.to_csv()
+    else:
+        shown = board.head(args.top)[["name", "jozefowicz", *tasks, "trials", "settings",
+                                      "diverged", "params"]]  # fmt: skip
+        shown = shown.assign(name=shown["name"].where(shown["name"] != shown.index, "-"))
+        if args.format == "markdown":
+            text = to_markdown(shown)
+        else:
+            text = shown.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-") + "\n"
+    if args.out:
+        pathlib.Path(args.out).write_text(text, encoding="utf-8")
+        print(f"{args.out}: {len(board)} cells")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from analysis import compare
+    from analysis.findings import Missing
+
+    frame = _load_runs(args.runs)
+    try:
+        table = compare(frame, args.cell_a, args.cell_b)
+    except Missing as missing:
+        raise UsageError(str(missing)) from None
+    print(f"{args.cell_a} vs {args.cell_b}: effect = log(best {args.cell_a} / best {args.cell_b}) "
+          "(accuracy: about the relative difference; PTB and music: the NLL gap in nats); "
+          f"95% bootstrap interval; supported = {args.cell_a} is better")  # fmt: skip
+    for task, row in table.iterrows():
+        interval = f"[{row.low:+.4f}, {row.high:+.4f}]"
+        print(f"{task:<11} {row.effect:+.4f} {interval:<20} {row.verdict:<13} {row.detail}")
     return 0
 
 
@@ -267,8 +340,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _execution_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="run directory (default runs/<config name>)")
+def _execution_arguments(parser: argparse.ArgumentParser, out: str = "runs/<config name>") -> None:
+    parser.add_argument("--out", help=f"run directory (default {out})")
     parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a "
                         "local Ray on 127.0.0.1)")  # fmt: skip
     parser.add_argument("--workers", type=int, help="worker actors (default: one per CPU)")
@@ -356,12 +429,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     leaderboard = commands.add_parser(
         "leaderboard", help="best score per task of each cell in one or more runs",
-        description="Per cell: trials, divergence rate, best validation score per task and the "
-        "Jozefowicz score (min over search tasks of best / GRU best).",
+        description="Per cell: best validation score per task, the Jozefowicz score (min over "
+        "search tasks of best / GRU best), trials, distinct settings, divergence rate, parameters. "
+        "RUN may be a run directory or a directory of runs (a reproduction).",
     )  # fmt: skip
-    leaderboard.add_argument("runs", nargs="+", help="run directories")
+    leaderboard.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     leaderboard.add_argument("--top", type=int, default=20, help="rows to show (default 20)")
+    leaderboard.add_argument("--task", action="append", help="only trials of this task (repeatable)")
+    leaderboard.add_argument("--strategy", action="append", help="only trials of this strategy")
+    leaderboard.add_argument("--status", action="append", choices=("ok", "diverged", "error"),
+                             help="only trials with this status (repeatable)")  # fmt: skip
+    leaderboard.add_argument("--format", choices=("table", "markdown", "csv"), default="table",
+                             help="terminal table (default), Markdown, or CSV of every cell with "
+                             "its equations")  # fmt: skip
+    leaderboard.add_argument("--out", help="write to this file instead of stdout")
     leaderboard.set_defaults(run=cmd_leaderboard)
+
+    report = commands.add_parser(
+        "report", help="write report.md (findings, paper tables, leaderboard, plots) for runs",
+        description="Check the paper's findings against one or more runs (bootstrap intervals), "
+        "fill the paper's Tables 1 and 2, and write report.md with PNG figures.",
+    )  # fmt: skip
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run directories or a reproduction")
+    report.add_argument("--out", help="directory for report.md and figures (default: the first RUN)")
+    report.set_defaults(run=cmd_report)
+
+    compare = commands.add_parser(
+        "compare", help="compare two cells task by task with bootstrap intervals",
+        description="Best score of CELL_A minus CELL_B on every task both were trained on, as a "
+        "fraction of the GRU's best, with a 95%% bootstrap interval and a verdict.",
+    )  # fmt: skip
+    compare.add_argument("runs", metavar="RUN", help="a run directory or a reproduction")
+    compare.add_argument("cell_a", metavar="CELL_A", help="baseline name, hash, or hash prefix")
+    compare.add_argument("cell_b", metavar="CELL_B", help="baseline name, hash, or hash prefix")
+    compare.set_defaults(run=cmd_compare)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="baselines + search + report in one command",
+        description="Train the paper's ten cells (configs/baselines-PRESET.toml), run the search "
+        "(configs/PRESET.toml), and write OUT/report.md. Running it again on the same --out "
+        "resumes both runs and rewrites the report.",
+    )  # fmt: skip
+    reproduce.add_argument("--preset", default="quick", help="quick (about 12 min on 2 cores), "
+                           "small (hours), paper (a cluster); default quick")  # fmt: skip
+    reproduce.add_argument("--configs", help=f"directory of the preset configs (default {CONFIGS})")
+    _execution_arguments(reproduce, "runs/reproduce-<preset>")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    reproduce.set_defaults(run=cmd_reproduce)
 
     export = commands.add_parser("export", help="write a run's trials as Parquet or CSV")
     export.add_argument("run_dir", metavar="RUN", help="a run directory")
@@ -372,10 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
-    except (UsageError, CellError, ValueError, RuntimeError) as error:
+    except (UsageError, CellError, ValueError, RuntimeError, OSError) as error:
         print(f"cellsearch: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

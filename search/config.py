@@ -56,6 +56,10 @@ class BaselinesOptions:
     cells: tuple[str, ...] = (
         "tanh", "lstm", "lstm_f", "lstm_i", "lstm_o", "lstm_b", "gru", "mut1", "mut2", "mut3",
     )  # fmt: skip
+    # the paper's Table 2 compares cells with and without dropout: every setting drawn for these
+    # tasks is trained twice, once as drawn (dropout 0) and once with this dropout
+    dropout: float = 0.0
+    dropout_tasks: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +116,11 @@ class SearchConfig:
         for cell in self.baselines.cells:
             if cell not in BASELINES:
                 fail("baselines.cells", f"unknown baseline '{cell}' (known: {', '.join(BASELINES)})")
+        for task in self.baselines.dropout_tasks:
+            if task not in self.tasks:
+                fail("baselines.dropout_tasks", f"'{task}' is not one of the tasks ({', '.join(self.tasks)})")
+        if self.baselines.dropout_tasks and not 0 < self.baselines.dropout < 1:
+            fail("baselines.dropout", f"must be in (0, 1) when dropout_tasks is set, got {self.baselines.dropout}")
         if self.random.cell_size < 1:
             fail("random.cell_size", "must be >= 1")
         for section in ("budget", "task_options"):
@@ -139,7 +148,9 @@ class SearchConfig:
 
 def to_dict(config) -> dict:
     values = dataclasses.asdict(config) | {"tasks": list(config.tasks)}
-    values["baselines"] = {"cells": list(config.baselines.cells)}
+    values["baselines"] = dataclasses.asdict(config.baselines) | {
+        "cells": list(config.baselines.cells), "dropout_tasks": list(config.baselines.dropout_tasks)
+    }
     return values
 
 

@@ -265,15 +265,25 @@ class RandomSearch(Strategy):
 
 
 class Baselines(Strategy):
-    """No search: the cells of `[baselines] cells` (and the GRU), `settings_per_task` per task."""
+    """No search: the cells of `[baselines] cells` (and the GRU), `settings_per_task` per task.
+
+    Each setting drawn for a task of `dropout_tasks` is also trained with `dropout` (paired: the
+    same lr, clip, init and layers), for the paper's Table 2.
+    """
 
     name = "baselines"
 
     def propose(self, round_index, rng):
         if round_index > 0:
             return []
-        names = tuple(dict.fromkeys((*self.config.baselines.cells, REFERENCE)))
-        return self._baselines(names, self.config.settings_per_task)
+        options = self.config.baselines
+        names = tuple(dict.fromkeys((*options.cells, REFERENCE)))
+        proposals = []
+        for proposal in self._baselines(names, self.config.settings_per_task):
+            proposals.append(proposal)
+            if proposal.task in options.dropout_tasks:
+                proposals.append(proposal._replace(hparams=proposal.hparams._replace(dropout=options.dropout)))
+        return proposals
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -1,6 +1,7 @@
 """The search on a real local Ray: strategies, the store, exact resume, killed workers and drivers."""
 
 import contextlib
+import io
 import json
 import os
 import pathlib
@@ -12,40 +13,15 @@ import tempfile
 import threading
 import time
 
+import pandas as pd
 import pytest
 
 from results import load
-from search.config import ConfigError, load_config
-from search.executor import RayExecutor
+from search.config import ConfigError
 from search.loop import run_search
+from searchkit import QUICK, TINY, borrowed, tiny
 
-QUICK = pathlib.Path(__file__).parents[1] / "configs" / "quick.toml"
-TINY = {
-    "settings_per_task": 1, "cells_per_round": 2, "jozefowicz.baseline_settings": 1,
-    "jozefowicz.screen_threshold": 0.0, "jozefowicz.p_reevaluate": 0.3,
-    "regularized_evolution.population": 3, "regularized_evolution.tournament": 2,
-    "random.cell_size": 3, "baselines.cells": ["tanh", "lstm"],
-    **{f"budget.{task}.{key}": value for task in ("arith", "xml", "ptb", "memorize")
-       for key, value in (("steps", 10), ("hidden", 8), ("batch", 8), ("eval_sequences", 8))},
-    "budget.ptb.eval_sequences": 1, "budget.xml.seq_len": 10, "budget.ptb.seq_len": 10,
-    "task_options.arith.max_digits": 2,
-}  # fmt: skip
 SEQUENCE = ["trial", "round", "cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed"]
-
-
-def tiny(**overrides):
-    return load_config(QUICK, TINY | overrides)
-
-
-@pytest.fixture(scope="module")
-def ray_workers():
-    """One local Ray with 2 workers for the module; each search borrows it."""
-    with RayExecutor(workers=2) as executor:
-        yield executor
-
-
-def borrowed(executor):
-    return lambda: contextlib.nullcontext(executor)
 
 
 def sequence(run) -> list[tuple]:
@@ -78,9 +54,10 @@ def test_leaderboard_of_a_real_run(tmp_path, ray_workers, capsys):
     assert main(["leaderboard", str(tmp_path / "run")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "jozefowicz" in lines[0] and "arith" in lines[0]
-    gru = next(line for line in lines if " gru " in line)
-    assert gru.split()[-1] == "1.0000"  # the GRU is the reference of the score
-    assert "None" not in "\n".join(lines)
+    assert "None" not in "\n".join(lines) and "nan" not in "\n".join(lines)
+    assert main(["leaderboard", str(tmp_path / "run"), "--format", "csv"]) == 0
+    board = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="cell_hash")
+    assert board.set_index("name").loc["gru", "jozefowicz"] == 1.0  # the reference of the score
 
 
 def test_resume_continues_exactly_and_replays_without_training(tmp_path, ray_workers):

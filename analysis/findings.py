@@ -1,0 +1,408 @@
+"""The paper's claims, checked against a run with effect sizes and bootstrap confidence intervals.
+
+Every claim compares cells by their best score over the trials they had (a trial = one
+hyperparameter setting and seed), as the paper does. The uncertainty of a best-of-n score comes
+from which settings happened to be drawn, so the bootstrap resamples the trials of each
+(cell, task) with replacement, takes the best again, and recomputes the effect; the interval is
+the central `level` share of those replicates. Scores are normalised by the GRU's best on the same
+task (within each replicate), so effects read as "fractions of the GRU's score"; comparisons that
+span music tasks (whose per-frame likelihoods differ by orders of magnitude) use log score ratios
+instead (`log_ratio`).
+
+A claim's verdict:
+- supported: the interval lies entirely on the side the paper predicts,
+- contradicted: it lies entirely on the other side,
+- inconclusive: it contains 0, or a cell the claim needs was not measured.
+With few settings per cell (the quick preset) most intervals are wide: inconclusive is the honest
+answer at that budget. The claims are not corrected for multiple comparisons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from analysis.leaderboard import REFERENCE, cell_names, trial_scores
+from cells import PAPER_CELLS
+from tasks import MUSIC_TASKS, SEARCH_TASKS
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+LANGUAGE_TASKS = ("ptb",)
+
+
+class Finding(NamedTuple):
+    """One checked claim."""
+
+    claim: str  # what the paper says
+    measure: str  # what `effect` is; positive = the paper's direction
+    effect: float  # point estimate (NaN if not measurable)
+    low: float  # confidence interval of the effect
+    high: float
+    verdict: str  # supported | contradicted | inconclusive
+    detail: str  # the numbers behind the verdict, or what was missing
+
+
+class Missing(Exception):
+    """A cell or task a claim needs has no trials."""
+
+
+def verdict(low: float, high: float) -> str:
+    """supported if the interval is above 0, contradicted if below, else inconclusive."""
+    if low > 0:
+        return SUPPORTED
+    if high < 0:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+class Bootstrap:
+    """Best-of-trials scores per (cell, task, dropout) and their bootstrap replicates.
+
+    Args:
+      frame: trials from `results.load`.
+      replicates: bootstrap replicates per group.
+      level: the confidence level of intervals.
+      seed: replicates are a deterministic function of (seed, cell, task, dropout).
+      min_trials: a best-of-1 score has no spread to resample; groups with fewer trials count as
+        not measured.
+    """
+
+    def __init__(self, frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, seed: int = 0,
+                 min_trials: int = 2):  # fmt: skip
+        self.replicates, self.level, self.seed, self.min_trials = replicates, level, seed, min_trials
+        frame = frame.assign(_score=trial_scores(frame), _dropout=frame["dropout"] > 0)
+        self.groups = {
+            (cell, str(task), bool(dropout)): group["_score"].to_numpy()
+            for (cell, task, dropout), group in frame.groupby(["cell_hash", "task", "_dropout"], observed=True)
+        }  # fmt: skip
+        self.names = cell_names(frame)
+        self.tasks = sorted({task for _, task, _ in self.groups})
+        self._cache: dict = {}
+
+    def cell(self, name: str) -> str:
+        """The hash of a cell given by name, hash or hash prefix; Missing if absent."""
+        matches = [h for h in self.names.index if self.names[h] == name or h.startswith(name)]
+        if not matches:
+            raise Missing(f"no trials of {name}")
+        if len(set(matches)) > 1:
+            raise ValueError(f"'{name}' matches several cells: {', '.join(sorted(matches)[:4])}")
+        return matches[0]
+
+    def has(self, name: str, task: str, dropout: bool = False) -> bool:
+        """Whether the cell has at least `min_trials` trials on the task."""
+        try:
+            return len(self.groups.get((self.cell(name), task, dropout), ())) >= self.min_trials
+        except Missing:
+            return False
+
+    def best(self, name: str, task: str, dropout: bool = False) -> tuple[float, np.ndarray]:
+        """(best score, its bootstrap replicates) of a cell on a task."""
+        key = (self.cell(name), task, dropout)
+        if len(self.groups.get(key, ())) < self.min_trials:
+            raise Missing(f"fewer than {self.min_trials} trials of {name} on {task}"
+                          + (" with dropout" if dropout else ""))  # fmt: skip
+        if key not in self._cache:
+            scores = self.groups[key]
+            digest = hashlib.sha256(repr((self.seed, *key)).encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+            picks = rng.integers(0, len(scores), size=(self.replicates, len(scores)))
+            self._cache[key] = (float(scores.max()), scores[picks].max(axis=1))
+        return self._cache[key]
+
+    def normalised(self, name: str, task: str, dropout: bool = False) -> tuple[float, np.ndarray]:
+        """Best score / the GRU's best on the same task, point and replicates."""
+        point, reps = self.best(name, task, dropout)
+        ref_point, ref_reps = self.best(REFERENCE, task, dropout)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return point / ref_point if ref_point > 0 else np.nan, np.where(ref_reps > 0, reps / ref_reps, np.nan)
+
+    def interval(self, replicates: np.ndarray) -> tuple[float, float]:
+        tail = 100 * (1 - self.level) / 2
+        finite = replicates[np.isfinite(replicates)]
+        if len(finite) < len(replicates) / 2:
+            return np.nan, np.nan
+        low, high = np.percentile(finite, [tail, 100 - tail])
+        return float(low), float(high)
+
+    def finding(self, claim: str, measure: str, point: float, reps: np.ndarray, detail: str) -> Finding:
+        low, high = self.interval(reps)
+        return Finding(claim, measure, float(point), low, high, verdict(low, high), detail)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def _shared_tasks(boot: Bootstrap, cells: tuple[str, ...], tasks=SEARCH_TASKS) -> list[str]:
+    shared = [t for t in tasks if all(boot.has(c, t) for c in cells)]
+    if not shared:
+        raise Missing(f"no task on which {', '.join(cells)} all have {boot.min_trials}+ trials")
+    return shared
+
+
+def _mean_difference(boot: Bootstrap, a: str, b: str, tasks: list[str]) -> tuple[float, np.ndarray]:
+    """mean over tasks of (best a - best b) / best GRU."""
+    points, reps = [], []
+    for task in tasks:
+        pa, ra = boot.normalised(a, task)
+        pb, rb = boot.normalised(b, task)
+        points.append(pa - pb)
+        reps.append(ra - rb)
+    return float(np.mean(points)), np.mean(reps, axis=0)
+
+
+def gate_importance_forget(boot: Bootstrap, claim: str) -> Finding:
+    tasks = _shared_tasks(boot, ("lstm", "lstm_f", "lstm_i", "lstm_o", REFERENCE))
+    drops = {g: _mean_difference(boot, "lstm", f"lstm_{g}", tasks) for g in "fio"}
+    point = drops["f"][0] - max(drops["i"][0], drops["o"][0])
+    reps = drops["f"][1] - np.maximum(drops["i"][1], drops["o"][1])
+    detail = (f"drop from LSTM (fraction of GRU score, mean over {', '.join(tasks)}): "
+              + ", ".join(f"{g}: {_fmt(d[0])}" for g, d in drops.items()))  # fmt: skip
+    return boot.finding(claim, "drop(f) - max(drop(i), drop(o))", point, reps, detail)
+
+
+def gate_importance_input(boot: Bootstrap, claim: str) -> Finding:
+    tasks = _shared_tasks(boot, ("lstm", "lstm_i", "lstm_o", REFERENCE))
+    drop_i = _mean_difference(boot, "lstm", "lstm_i", tasks)
+    drop_o = _mean_difference(boot, "lstm", "lstm_o", tasks)
+    detail = f"drop(i) {_fmt(drop_i[0])}, drop(o) {_fmt(drop_o[0])} over {', '.join(tasks)}"
+    return boot.finding(claim, "drop(i) - drop(o)", drop_i[0] - drop_o[0], drop_i[1] - drop_o[1], detail)
+
+
+def forget_bias_closes_gap(boot: Bootstrap, claim: str) -> Finding:
+    tasks = _shared_tasks(boot, ("lstm", "lstm_b", REFERENCE))
+    gain = _mean_difference(boot, "lstm_b", "lstm", tasks)
+    gap_before = _mean_difference(boot, REFERENCE, "lstm", tasks)
+    gap_after = _mean_difference(boot, REFERENCE, "lstm_b", tasks)
+    after_low, after_high = boot.interval(gap_after[1])
+    found = boot.finding(claim, "LSTM-b - LSTM", *gain, "")
+    # closing the gap needs both: LSTM-b beats LSTM, and is not significantly below the GRU
+    if found.verdict == SUPPORTED and after_low > 0:
+        found = found._replace(verdict=INCONCLUSIVE)
+    detail = (f"GRU - LSTM {_fmt(gap_before[0])}, GRU - LSTM-b {_fmt(gap_after[0])} "
+              f"[{after_low:+.3f}, {after_high:+.3f}] over {', '.join(tasks)}")  # fmt: skip
+    return found._replace(detail=detail)
+
+
+def log_ratio(boot: Bootstrap, a: str, b: str, task: str, dropout: bool = False) -> tuple[float, np.ndarray]:
+    """log(best a / best b): a relative difference that stays meaningful for every score.
+
+    For accuracies it is about the relative difference; for PTB (1/perplexity) it is the gap in
+    NLL per word, for music (per-frame likelihood) the gap in NLL per frame, in nats.
+    """
+    (pa, ra), (pb, rb) = boot.best(a, task, dropout), boot.best(b, task, dropout)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.log(pa) - np.log(pb)), np.log(ra) - np.log(rb)
+
+
+def gru_beats_lstm(boot: Bootstrap, claim: str) -> Finding:
+    tasks = [t for t in boot.tasks if t not in LANGUAGE_TASKS and t != "memorize"
+             and boot.has("lstm", t) and boot.has(REFERENCE, t)]  # fmt: skip
+    if not tasks:
+        raise Missing("no non-language task on which LSTM and GRU both have trials")
+    per_task = {t: log_ratio(boot, REFERENCE, "lstm", t) for t in tasks}
+    verdicts = [verdict(*boot.interval(r)) for _, r in per_task.values()]
+    point = float(np.mean([p for p, _ in per_task.values()]))
+    reps = np.mean([r for _, r in per_task.values()], axis=0)
+    detail = "log(GRU / LSTM) per task: " + ", ".join(
+        f"{t} {_fmt(p)} {v}" for (t, (p, _)), v in zip(per_task.items(), verdicts)
+    )
+    found = boot.finding(claim, "mean over non-LM tasks of log(best GRU / best LSTM)", point, reps, detail)
+    # "most tasks": the verdict counts tasks, each decided by its own interval
+    wins, losses = verdicts.count(SUPPORTED), verdicts.count(CONTRADICTED)
+    outcome = SUPPORTED if wins > len(tasks) / 2 else CONTRADICTED if losses >= len(tasks) / 2 else INCONCLUSIVE
+    return found._replace(verdict=outcome)
+
+
+def lstm_wins_language(boot: Bootstrap, claim: str) -> Finding:
+    _shared_tasks(boot, ("lstm", REFERENCE), LANGUAGE_TASKS)
+    point, reps = log_ratio(boot, "lstm", REFERENCE, "ptb")
+    return boot.finding(claim, "log(best LSTM / best GRU) on PTB = GRU's NLL - LSTM's (nats/word)", point,
+                        reps, "")  # fmt: skip
+
+
+def no_cell_beats_both(boot: Bootstrap, claim: str) -> Finding:
+    tasks = _shared_tasks(boot, ("lstm", REFERENCE))
+    margins = {}
+    for cell in boot.names.index:
+        name = boot.names[cell]
+        if name in ("lstm", REFERENCE) or not all(boot.has(cell, t) for t in tasks):
+            continue
+        per_task = []
+        for task in tasks:
+            p, r = boot.normalised(cell, task)
+            pl, rl = boot.normalised("lstm", task)
+            per_task.append((p - max(pl, 1.0), r - np.maximum(rl, 1.0)))
+        margins[name] = (min(p for p, _ in per_task), np.min([r for _, r in per_task], axis=0))
+    if not margins:
+        raise Missing(f"no other cell was trained on every task ({', '.join(tasks)})")
+    intervals = {n: boot.interval(r) for n, (p, r) in margins.items()}
+    challenger = max(margins, key=lambda n: margins[n][0])
+    beats = [n for n, (low, high) in intervals.items() if low > 0]
+    loses = [n for n, (low, high) in intervals.items() if high < 0]
+    point, reps = margins[challenger]
+    low, high = intervals[challenger]
+    # the claim holds if every cell is significantly worse than LSTM or GRU somewhere
+    outcome = CONTRADICTED if beats else SUPPORTED if len(loses) == len(margins) else INCONCLUSIVE
+    detail = (f"{len(margins)} cells on {', '.join(tasks)}: {len(loses)} significantly worse than "
+              f"LSTM or GRU on some task, {len(beats)} significantly better on all"
+              + (f" ({', '.join(beats[:5])})" if beats else "")
+              + f"; closest challenger {challenger}")  # fmt: skip
+    return Finding(claim, "max over cells of min over tasks (cell - max(LSTM, GRU))", point, low,
+                   high, outcome, detail)  # fmt: skip
+
+
+def mut1_strongest(boot: Bootstrap, claim: str) -> Finding:
+    tasks = _shared_tasks(boot, ("mut1", REFERENCE), ("arith", "xml"))
+    others = [c for c in PAPER_CELLS if c != "mut1" and all(boot.has(c, t) for t in tasks)]
+    if len(others) < 2:
+        raise Missing("fewer than two other baselines on arith/xml")
+    margins = []
+    for task in tasks:
+        p, r = boot.normalised("mut1", task)
+        rivals = [boot.normalised(c, task) for c in others]
+        margins.append((p - max(q for q, _ in rivals), r - np.max([s for _, s in rivals], axis=0)))
+    point, reps = min(m for m, _ in margins), np.min([r for _, r in margins], axis=0)
+    detail = f"MUT1 - best of {len(others)} other baselines on {', '.join(tasks)}: " + ", ".join(
+        f"{t} {_fmt(m)}" for t, (m, _) in zip(tasks, margins)
+    )
+    return boot.finding(claim, "min over tasks (MUT1 - best other baseline)", point, reps, detail)
+
+
+def _kendall(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall's tau between the last axes of `a` and `b` (cells), for every leading index."""
+    i, j = np.triu_indices(a.shape[-1], k=1)
+    agree = np.sign(a[..., i] - a[..., j]) * np.sign(b[..., i] - b[..., j])
+    return agree.mean(axis=-1)
+
+
+def dropout_changes_ranking(boot: Bootstrap, claim: str) -> Finding:
+    taus, flips, used = [], [], []
+    for task in MUSIC_TASKS:
+        cells = [c for c in PAPER_CELLS if boot.has(c, task, False) and boot.has(c, task, True)]
+        if len(cells) < 3:
+            continue
+        plain = [boot.best(c, task, False) for c in cells]
+        dropped = [boot.best(c, task, True) for c in cells]
+        point = _kendall(np.array([p for p, _ in plain]), np.array([p for p, _ in dropped]))
+        reps = _kendall(np.stack([r for _, r in plain], 1), np.stack([r for _, r in dropped], 1))
+        taus.append((float(point), reps))
+        used.append(task)
+        for x in range(len(cells)):
+            for y in range(len(cells)):
+                before = boot.interval(plain[x][1] - plain[y][1])
+                after = boot.interval(dropped[x][1] - dropped[y][1])
+                if before[0] > 0 and after[1] < 0:
+                    flips.append(f"{cells[x]}>{cells[y]} on {task} becomes <")
+    if not taus:
+        raise Missing("no music task with at least three baselines trained with and without dropout")
+    point = float(np.mean([t for t, _ in taus]))
+    reps = np.mean([r for _, r in taus], axis=0)
+    low, high = np.percentile(reps, [100 * (1 - boot.level) / 2, 100 * (1 + boot.level) / 2])
+    # significant flip -> changed; rankings that clearly agree (tau >= 0.6) -> unchanged
+    outcome = SUPPORTED if flips else CONTRADICTED if low >= 0.6 else INCONCLUSIVE
+    detail = (f"Kendall tau of the rankings without/with dropout on {', '.join(used)}; "
+              f"significant order flips: {'; '.join(flips[:4]) if flips else 'none'}")  # fmt: skip
+    return Finding(claim, "Kendall tau (1 = same ranking)", point, float(low), float(high), outcome, detail)
+
+
+class Claim(NamedTuple):
+    """A claim of the paper and the function that checks it against a `Bootstrap`."""
+
+    text: str
+    check: Callable[[Bootstrap, str], Finding]
+
+
+CLAIMS: dict[str, Claim] = {
+    "forget_gate_most": Claim(
+        "The forget gate matters most: removing it hurts the LSTM more than removing the input or output gate.",
+        gate_importance_forget,
+    ),
+    "input_over_output": Claim(
+        "The input gate matters more than the output gate.",
+        gate_importance_input,
+    ),
+    "forget_bias_closes_gap": Claim(
+        "A forget-gate bias of 1 closes the gap between the LSTM and the GRU.",
+        forget_bias_closes_gap,
+    ),
+    "gru_beats_lstm": Claim(
+        "The GRU beats the LSTM on most tasks other than language modelling.",
+        gru_beats_lstm,
+    ),
+    "lstm_wins_language": Claim(
+        "On language modelling (PTB) the LSTM beats the GRU (the exception to the GRU's lead).",
+        lstm_wins_language,
+    ),
+    "no_cell_beats_both": Claim(
+        "No cell beats both the LSTM and the GRU on every task.",
+        no_cell_beats_both,
+    ),
+    "mut1_strongest": Claim(
+        "MUT1 is the strongest cell on arithmetic and XML.",
+        mut1_strongest,
+    ),
+    "dropout_changes_ranking": Claim(
+        "With dropout the ranking of the cells on music changes (the no-dropout pattern does not hold).",
+        dropout_changes_ranking,
+    ),
+}
+"""name -> claim, in the order of the report."""
+
+
+def findings(frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, seed: int = 0,
+             min_trials: int = 2) -> pd.DataFrame:  # fmt: skip
+    """Checks every claim of `CLAIMS` against the trials of `frame`.
+
+    Args:
+      frame: trials from `results.load` (one or several runs: baselines and searches together).
+      replicates: bootstrap replicates.
+      level: confidence level of the intervals.
+      seed: seed of the bootstrap.
+      min_trials: fewest trials of a (cell, task) that count as measured.
+
+    Returns:
+      One row per claim (index: the claim's name) with the columns of `Finding`.
+    """
+    boot = Bootstrap(frame, replicates, level, seed, min_trials)
+    rows = {}
+    for name, (claim, check) in CLAIMS.items():
+        try:
+            rows[name] = check(boot, claim)
+        except Missing as missing:
+            rows[name] = Finding(claim, "", np.nan, np.nan, np.nan, INCONCLUSIVE, f"not measured: {missing}")
+    return pd.DataFrame(list(rows.values()), index=pd.Index(list(rows), name="finding"))
+
+
+def compare(frame: pd.DataFrame, a: str, b: str, replicates: int = 2000, level: float = 0.95,
+            seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """Cell `a` vs cell `b` on every task both were trained on (without dropout), and on average.
+
+    Args:
+      frame: trials from `results.load`.
+      a, b: cells by baseline name, structural hash, or a unique hash prefix.
+
+    Returns:
+      One row per task plus `mean`, columns of `Finding`: the effect is log(best a / best b)
+      (see `log_ratio`); `supported` means a is better than b.
+    """
+    boot = Bootstrap(frame, replicates, level, seed)
+    boot.cell(a), boot.cell(b)  # Missing names the cell that is not there
+    tasks = [t for t in boot.tasks if boot.has(a, t) and boot.has(b, t)]
+    if not tasks:
+        raise Missing(f"{a} and {b} share no task with {boot.min_trials}+ trials each")
+    rows, diffs = {}, []
+    for task in tasks:
+        point, reps = log_ratio(boot, a, task=task, b=b)
+        diffs.append((point, reps))
+        (pa, _), (pb, _) = boot.best(a, task), boot.best(b, task)
+        na, nb = (len(boot.groups[(boot.cell(c), task, False)]) for c in (a, b))
+        rows[task] = boot.finding(f"{a} beats {b} on {task}", f"log({a} / {b})", point, reps,
+                                  f"best of {na} vs {nb} trials: {pa:.4g} vs {pb:.4g}")  # fmt: skip
+    point, reps = float(np.mean([d for d, _ in diffs])), np.mean([r for _, r in diffs], axis=0)
+    rows["mean"] = boot.finding(f"{a} beats {b} on average", f"mean log({a} / {b})", point, reps,
+                                f"over {', '.join(tasks)}")  # fmt: skip
+    return pd.DataFrame(list(rows.values()), index=pd.Index(list(rows), name="task"))

@@ -1,0 +1,155 @@
+"""Leaderboards: one row per cell, built from the trial frame of `results.load`.
+
+    frame = results.load(["runs/quick/baselines", "runs/quick/search"])
+    board = analysis.leaderboard(frame)            # a DataFrame, best cells first
+    print(analysis.to_markdown(board.head(10)))
+
+A cell's score on a task is its BEST validation score over the trials (settings x seeds) it had
+there, as in the paper. Every score is higher-is-better and in [0, 1] (accuracy, 1/perplexity,
+per-frame likelihood), so a diverged or failed trial counts as 0: it tried a setting and got
+nothing from it. The Jozefowicz score is the minimum over the search tasks of best / GRU's best.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from cells import PAPER_CELLS, parse
+from tasks import SEARCH_TASKS
+
+REFERENCE = "gru"
+HPARAMS = ("lr", "clip", "init_scale", "layers", "dropout")
+
+
+def select(
+    frame: pd.DataFrame,
+    tasks: Iterable[str] | None = None,
+    strategies: Iterable[str] | None = None,
+    statuses: Iterable[str] | None = None,
+    dropout: bool | None = None,
+) -> pd.DataFrame:
+    """The trials matching every given filter (None: no filter on that field).
+
+    Args:
+      frame: trials from `results.load`.
+      tasks, strategies, statuses: keep rows whose `task` / `strategy` / `status` is listed.
+      dropout: True keeps trials trained with dropout > 0, False those without.
+    """
+    keep = pd.Series(True, index=frame.index)
+    for column, allowed in (("task", tasks), ("strategy", strategies), ("status", statuses)):
+        if allowed is not None:
+            keep &= frame[column].astype(str).isin(list(allowed))
+    if dropout is not None:
+        keep &= (frame["dropout"] > 0) == dropout
+    return frame[keep]
+
+
+def trial_scores(frame: pd.DataFrame) -> pd.Series:
+    """Each trial's score, with 0 for diverged and failed trials (see the module docstring)."""
+    return frame["score"].where(frame["status"].astype(str) == "ok").fillna(0.0).astype(float)
+
+
+def cell_names(frame: pd.DataFrame) -> pd.Series:
+    """cell hash -> display name: the baseline name, else the hash."""
+    names = frame.groupby("cell_hash", observed=True)["cell_name"].first()
+    return names.where(names.notna(), names.index.to_series()).astype(str)
+
+
+def search_tasks_of(frame: pd.DataFrame, reference: str = REFERENCE) -> list[str]:
+    """The paper's search tasks present in `frame` on which the reference cell has trials."""
+    ref = frame[frame["cell_name"] == reference]
+    return [t for t in SEARCH_TASKS if t in set(ref["task"].astype(str))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _num_params(text: str, hidden: int) -> int:
+    return parse(text).num_params(hidden)
+
+
+def leaderboard(
+    frame: pd.DataFrame,
+    tasks: Iterable[str] | None = None,
+    strategies: Iterable[str] | None = None,
+    statuses: Iterable[str] | None = None,
+    search_tasks: Iterable[str] | None = None,
+    reference: str = REFERENCE,
+) -> pd.DataFrame:
+    """Per cell: best score per task, Jozefowicz score, trials, settings, divergence, parameters.
+
+    Works on the trials of one or several runs; a cell is identified by its structural hash, so
+    the same cell found by two runs is one row.
+
+    Args:
+      frame: trials from `results.load`.
+      tasks, strategies, statuses: filters applied to the trials first (see `select`).
+      search_tasks: the tasks of the Jozefowicz score; default the paper's search tasks that the
+        reference cell was trained on.
+      reference: the cell (by name) that normalises the Jozefowicz score.
+
+    Returns:
+      A DataFrame indexed by `cell_hash`, sorted best first (by `jozefowicz`, else by the first
+      task), with columns `name`, `origin`, one column per task (best validation score), `jozefowicz`
+      (NaN unless the cell has every search task and the reference is present), `trials`,
+      `settings` (distinct (task, hyperparameters) pairs), `diverged` and `failed` (shares of trials),
+      `params` (per layer, at the hidden size of its trials) and `equations` (canonical text).
+    """
+    frame = select(frame, tasks, strategies, statuses)
+    if frame.empty:
+        return pd.DataFrame(columns=["name", "origin", "jozefowicz", "trials", "settings",
+                                     "diverged", "failed", "params", "equations"])  # fmt: skip
+    frame = frame.assign(_score=trial_scores(frame), _status=frame["status"].astype(str))
+    best = frame.pivot_table(index="cell_hash", columns="task", values="_score", aggfunc="max",
+                             observed=True)  # fmt: skip
+    best.columns = [str(c) for c in best.columns]
+    groups = frame.groupby("cell_hash", observed=True)
+    board = pd.DataFrame({
+        "name": cell_names(frame),
+        "origin": groups["origin"].first().astype(str) if "origin" in frame else "",
+    }).join(best)  # fmt: skip
+    names = board["name"]
+    search = list(search_tasks) if search_tasks is not None else search_tasks_of(frame, reference)
+    search = [t for t in search if t in board.columns]
+    board["jozefowicz"] = np.nan
+    if search and (names == reference).any():
+        ref = board.loc[names == reference, search].iloc[0]
+        if (ref > 0).all():
+            board["jozefowicz"] = (board[search] / ref).min(axis=1, skipna=False)
+    board["trials"] = groups.size()
+    board["settings"] = groups[["task", *HPARAMS]].apply(lambda g: len(g.drop_duplicates()))
+    board["diverged"] = groups["_status"].apply(lambda s: float((s == "diverged").mean()))
+    board["failed"] = groups["_status"].apply(lambda s: float((s == "error").mean()))
+    first = groups[["cell_text", "budget_hidden"]].first()
+    board["params"] = [_num_params(t, int(h)) for t, h in zip(first["cell_text"], first["budget_hidden"])]
+    board["equations"] = first["cell_text"].str.strip().str.replace("\n", "; ")
+    key = "jozefowicz" if board["jozefowicz"].notna().any() else best.columns[0]
+    return board.sort_values([key, "name"], ascending=[False, True], na_position="last")
+
+
+def paper_order(board: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the paper's baselines (in the paper's order) that `board` has."""
+    rows = [board.index[board["name"] == name][0] for name in PAPER_CELLS if (board["name"] == name).any()]
+    return board.loc[rows]
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 4, index: bool = True, style: str = "f") -> str:
+    """A DataFrame as a GitHub Markdown table (NaN as '-').
+
+    Args:
+      digits: decimals (style "f") or significant digits (style "g") of floats.
+    """
+
+    def cell(value) -> str:
+        if isinstance(value, (float, np.floating)):
+            return "-" if np.isnan(value) else f"{value:.{digits}{style}}"
+        return str(value).replace("|", "\\|")
+
+    columns = ([table.index.name or ""] if index else []) + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for key, *row in table.astype(object).itertuples(name=None):
+        values = ([cell(key)] if index else []) + [cell(v) for v in row]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,232 @@
+"""The report's figures (PNG, matplotlib's Agg backend: no display needed).
+
+Each `plot_*` function takes the trial frame of `results.load` and a path, writes one PNG and
+returns the path, or None when the frame has nothing to draw (e.g. no search run for
+`plot_progress`). `hparam_importance` is the variance decomposition behind `plot_importance`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.findings import Bootstrap, Missing  # noqa: E402
+from analysis.leaderboard import HPARAMS, REFERENCE, search_tasks_of, select, trial_scores  # noqa: E402
+from cells import PAPER_CELLS, parse  # noqa: E402
+from cells.graph import BINARY, UNARY  # noqa: E402
+from tasks import GRID  # noqa: E402
+
+SCORE_LABEL = {
+    "memorize": "accuracy", "arith": "accuracy", "xml": "next-char accuracy",
+    "ptb": "1 / perplexity", "jsb": "per-frame likelihood", "nottingham": "per-frame likelihood",
+    "musedata": "per-frame likelihood", "piano": "per-frame likelihood",
+}  # fmt: skip
+
+
+def _save(figure, path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _tasks(frame: pd.DataFrame) -> list[str]:
+    return [t for t in SCORE_LABEL if t in set(frame["task"].astype(str)) and t != "memorize"]
+
+
+def search_progress(part: pd.DataFrame) -> tuple[list[int], list[float]]:
+    """(trials run, best Jozefowicz score of a found cell so far) along one run's trial order.
+
+    Scores are normalised by the reference cell's best over the WHOLE run, so the curve only
+    rises; baseline cells (the seeds of the search) are not "found".
+    """
+    tasks = search_tasks_of(part)
+    part = part.sort_values("trial").assign(_score=trial_scores(part))
+    reference = part[part["cell_name"] == REFERENCE].groupby("task", observed=True)["_score"].max()
+    if not tasks or not (reference.reindex(tasks) > 0).all():
+        return [], []
+    best: dict[str, dict[str, float]] = {}
+    xs, ys, top = [], [], None
+    found = (part["origin"].astype(str) != "baseline").to_numpy()
+    for k, (cell, task, score) in enumerate(zip(part["cell_hash"], part["task"].astype(str), part["_score"])):
+        if not found[k] or task not in tasks:
+            continue
+        scores = best.setdefault(cell, {})
+        scores[task] = max(scores.get(task, 0.0), score)
+        if len(scores) == len(tasks):
+            value = min(scores[t] / reference[t] for t in tasks)
+            if top is None or value > top:
+                top = value
+                xs.append(k + 1)
+                ys.append(value)
+    if top is not None:
+        xs.append(len(part))
+        ys.append(top)
+    return xs, ys
+
+
+def plot_progress(frame: pd.DataFrame, path) -> pathlib.Path | None:
+    """Best Jozefowicz score of a found cell vs trials run, one line per search run."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for run, part in frame.groupby("run", observed=True):
+        strategies = set(part["strategy"].astype(str)) - {"baselines"}
+        xs, ys = search_progress(part) if strategies else ([], [])
+        if xs:
+            axis.step(xs, ys, where="post", marker="o", ms=3, label=f"{run} ({'/'.join(sorted(strategies))})")
+            drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    axis.axhline(1.0, color="grey", linestyle=":", label="GRU = 1")
+    axis.set_xlabel("trials run (screens included)")
+    axis.set_ylabel("best found cell so far\n(min over tasks of best / GRU's best)")
+    axis.set_title("Search progress (baselines excluded)")
+    axis.set_ylim(bottom=0)
+    axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_baselines(frame: pd.DataFrame, path, boot: Bootstrap | None = None) -> pathlib.Path | None:
+    """Per task, the baselines' best scores (no dropout) with bootstrap 95% intervals."""
+    boot = boot or Bootstrap(frame)
+    tasks = _tasks(frame)
+    cells = [c for c in PAPER_CELLS if any(boot.has(c, t) for t in tasks)]
+    if not tasks or not cells:
+        return None
+    figure, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.6), squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        values, lows, highs, labels = [], [], [], []
+        for cell in cells:
+            try:
+                point, reps = boot.best(cell, task)
+            except Missing:
+                continue
+            low, high = boot.interval(reps)
+            values.append(point)
+            lows.append(point - low)
+            highs.append(high - point)
+            labels.append(cell)
+        positions = np.arange(len(values))
+        colours = ["tab:orange" if c == REFERENCE else "tab:blue" for c in labels]
+        axis.bar(positions, values, yerr=[lows, highs], color=colours, capsize=2)
+        axis.set_xticks(positions, labels, rotation=60, fontsize=8)
+        axis.set_title(task)
+        axis.set_ylabel(f"best {SCORE_LABEL[task]}")
+    figure.suptitle("Baselines: best validation score over settings (bars: 95% bootstrap CI)", fontsize=10)
+    return _save(figure, path)
+
+
+def plot_learning_rate(frame: pd.DataFrame, path) -> pathlib.Path | None:
+    """Validation score vs learning rate of the baselines (median over their trials at each rate)."""
+    frame = select(frame, dropout=False).assign(_score=trial_scores(frame))
+    tasks = _tasks(frame)
+    if not tasks:
+        return None
+    figure, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.6), squeeze=False)
+    colours = dict(zip(PAPER_CELLS, plt.get_cmap("tab10").colors))
+    for axis, task in zip(axes[0], tasks):
+        part = frame[frame["task"].astype(str) == task]
+        for cell, colour in colours.items():
+            trials = part[part["cell_name"] == cell]
+            if trials.empty:
+                continue
+            median = trials.groupby("lr")["_score"].median()
+            axis.plot(median.index, median.values, marker="o", ms=3, color=colour, label=cell)
+        axis.set_xscale("log")
+        axis.set_xticks(GRID["lr"], [f"{lr:g}" for lr in GRID["lr"]], fontsize=7)
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        axis.set_xlabel("learning rate")
+        axis.set_ylabel(f"{SCORE_LABEL[task]} (median)")
+        axis.set_title(task)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    figure.suptitle("Score vs learning rate (diverged trials count as 0)", fontsize=10)
+    return _save(figure, path)
+
+
+def op_divergence(frame: pd.DataFrame) -> pd.DataFrame:
+    """Among non-baseline cells: per op, trials of cells containing it and their divergence rate."""
+    mutants = frame[frame["origin"].astype(str) != "baseline"]
+    ops_of = {text: {n.op for n in parse(text).nodes} for text in mutants["cell_text"].unique()}
+    rows = []
+    for op in (*UNARY, *BINARY, "W"):
+        trials = mutants[mutants["cell_text"].map(lambda t: op in ops_of[t])]
+        if len(trials):
+            diverged = (trials["status"].astype(str) == "diverged").mean()
+            rows.append({"op": op, "trials": len(trials), "diverged": float(diverged)})
+    return pd.DataFrame(rows, columns=["op", "trials", "diverged"]).set_index("op")
+
+
+def plot_divergence(frame: pd.DataFrame, path) -> pathlib.Path | None:
+    """Divergence rate of the trials of mutant cells, by op the cell contains."""
+    table = op_divergence(frame)
+    if table.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    axis.bar(table.index, 100 * table["diverged"], color="tab:red")
+    for x, (rate, n) in enumerate(zip(table["diverged"], table["trials"])):
+        axis.text(x, 100 * rate, f"n={n}", ha="center", va="bottom", fontsize=7)
+    axis.set_ylabel("trials diverged (%)")
+    axis.set_xlabel("op present in the cell")
+    axis.set_title("Divergence among mutants, by op")
+    return _save(figure, path)
+
+
+def hparam_importance(frame: pd.DataFrame) -> pd.DataFrame:
+    """Share of each task's score variance explained by each factor's main effect.
+
+    For a factor F (the cell, or one hyperparameter) the share is Var(E[score | F]) / Var(score)
+    over the trials of the task, the first-order (main-effect) term of a functional ANOVA
+    estimated from the trials themselves; the shares of correlated factors can overlap and need not
+    sum to 1. Diverged trials count as score 0.
+
+    Returns:
+      tasks x factors (`cell`, then `HPARAMS` that vary), values in [0, 1].
+    """
+    frame = frame.assign(_score=trial_scores(frame))
+    shares = {}
+    for task in _tasks(frame):
+        part = frame[frame["task"].astype(str) == task]
+        total = part["_score"].var(ddof=0)
+        row = {}
+        for factor in ("cell_hash", *HPARAMS):
+            if part[factor].nunique() < 2 or not total > 0:
+                continue
+            means = part.groupby(factor, observed=True)["_score"].transform("mean")
+            row["cell" if factor == "cell_hash" else factor] = float(means.var(ddof=0) / total)
+        shares[task] = row
+    return pd.DataFrame.from_dict(shares, orient="index")
+
+
+def plot_importance(frame: pd.DataFrame, path) -> pathlib.Path | None:
+    """Share of each task's score variance explained by the cell and by each hyperparameter."""
+    table = hparam_importance(frame)
+    if table.empty or table.isna().all().all():
+        return None
+    figure, axis = plt.subplots(figsize=(7, 3.6))
+    table.fillna(0).plot.bar(ax=axis, rot=0, width=0.8)
+    axis.set_ylabel("share of score variance\n(main effect)")
+    axis.set_xlabel("task")
+    axis.set_ylim(0, 1)
+    axis.set_title("What explains the score: the cell or a hyperparameter")
+    axis.legend(fontsize=7, ncol=3)
+    return _save(figure, path)
+
+
+PLOTS = {
+    "progress.png": plot_progress,
+    "baselines.png": plot_baselines,
+    "learning_rate.png": plot_learning_rate,
+    "divergence.png": plot_divergence,
+    "importance.png": plot_importance,
+}
+"""file name -> plot function, in the order of the report."""

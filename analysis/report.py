@@ -1,0 +1,164 @@
+"""`report.md`: the findings, the paper's tables, the leaderboard and the figures of one or more runs.
+
+    path = write_report(["runs/repro/baselines", "runs/repro/search"], out="runs/repro")
+
+A reproduction directory holds several run stores (`baselines/`, `search/`); `find_runs` expands
+such a directory into its stores, so `cellsearch report runs/repro` reads them all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pathlib
+import platform
+import tomllib
+
+import numpy as np
+import pandas as pd
+
+from analysis.findings import Bootstrap, findings
+from analysis.leaderboard import leaderboard, to_markdown
+from analysis.plots import PLOTS, hparam_importance, op_divergence, plot_baselines
+from analysis.tables import paper_table1, paper_table2, with_counts
+from results import StoreError, load
+from results.store import CONFIG
+from tasks import SEARCH_TASKS
+
+
+def find_runs(paths) -> list[pathlib.Path]:
+    """Run directories among `paths`: each path itself if it holds a run.toml, else its sub-
+    directories that do (one level down). StoreError if none is found."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    runs = []
+    for path in map(pathlib.Path, paths):
+        if (path / CONFIG).is_file():
+            runs.append(path)
+        elif path.is_dir():
+            runs += sorted(p for p in path.iterdir() if (p / CONFIG).is_file())
+        else:
+            raise StoreError(f"{path}: no such run directory")
+    if not runs:
+        raise StoreError(f"no run store (a directory with {CONFIG}) in {', '.join(map(str, paths))}")
+    return runs
+
+
+def _run_rows(runs: list[pathlib.Path], frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        meta = tomllib.loads((run / CONFIG).read_text(encoding="utf-8"))
+        config, info = meta.get("config", {}), meta.get("run", {})
+        part = frame[frame["run"] == run.name]
+        seconds = part[["train_seconds", "compile_seconds", "eval_seconds"]].sum().sum() if len(part) else 0
+        rows.append({
+            "run": run.name, "strategy": config.get("strategy", "?"), "preset": config.get("preset", "?"),
+            "seed": config.get("seed", "?"), "tasks": ", ".join(sorted(set(part["task"].astype(str)))),
+            "trials": len(part), "cells": part["cell_hash"].nunique(),
+            "trial hours": round(seconds / 3600, 2), "code": info.get("code_version", "?"),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("run")
+
+
+def _findings_markdown(table: pd.DataFrame) -> str:
+    lines = ["| claim | effect [95% CI] | verdict | what was measured |", "|---|---|---|---|"]
+    for _, row in table.iterrows():
+        effect = "-" if np.isnan(row.effect) else f"{row.effect:+.3f} [{row.low:+.3f}, {row.high:+.3f}]"
+        measure = f"{row.measure}. {row.detail}" if row.measure else row.detail
+        lines.append(f"| {row.claim} | {effect} | **{row.verdict}** | {measure} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(paths, out=None, command: str | None = None, wall_seconds: float | None = None,
+                 top: int = 15) -> pathlib.Path:  # fmt: skip
+    """Writes `report.md` and its PNG figures.
+
+    Args:
+      paths: run directories, or directories holding run directories (see `find_runs`).
+      out: directory for report.md and the figures (default: the first path).
+      command: the command that produced the runs, quoted in the report.
+      wall_seconds: its wall time, quoted in the report.
+      top: rows of the leaderboard.
+
+    Returns:
+      The path of report.md.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    runs = find_runs(paths)
+    out = pathlib.Path(out or paths[0])
+    out.mkdir(parents=True, exist_ok=True)
+    frame = load(runs)
+    if frame.empty:
+        raise StoreError(f"no trials in {', '.join(map(str, runs))}")
+    boot = Bootstrap(frame)
+    figures = []
+    for name, plot in PLOTS.items():
+        args = (frame, out / name) + ((boot,) if plot is plot_baselines else ())
+        if plot(*args) is not None:
+            figures.append((name, plot.__doc__.splitlines()[0]))
+    board = leaderboard(frame)
+    checked = findings(frame)
+    versions = frame["versions"].dropna().iloc[0] if "versions" in frame else {}
+
+    text = ["# cellsearch report", ""]
+    text.append(f"Written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+                f"{platform.machine()} with {os.cpu_count()} CPUs ({platform.platform(terse=True)}); "
+                + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")  # fmt: skip
+    if command:
+        text += ["", f"Command: `{command}`" + (f", wall time {wall_seconds / 60:.1f} min." if wall_seconds else "")]
+    text += ["", "## Runs", "", to_markdown(_run_rows(runs, frame), 2),
+             "`trial hours`: training + compile + evaluation time summed over trials (workers run in "
+             "parallel, so it exceeds the wall time)."]  # fmt: skip
+    verdicts = checked["verdict"].value_counts()
+    text += ["", "## The paper's findings, checked", "",
+             f"{verdicts.get('supported', 0)} supported, {verdicts.get('contradicted', 0)} contradicted, "
+             f"{verdicts.get('inconclusive', 0)} inconclusive at this budget. Effects are fractions of "
+             "the GRU's best score on the same task (positive = the paper's direction); intervals are "
+             "95% bootstrap intervals over the trials (hyperparameter settings x seeds) behind each "
+             "best score. A verdict needs the whole interval on one side of 0.", "",
+             _findings_markdown(checked)]  # fmt: skip
+    table1 = paper_table1(frame)
+    text += ["## Table 1: search tasks (best validation score; higher is better)", "",
+             "Arith and XML: per-character accuracy; PTB: 1/perplexity. `n`: hyperparameter settings "
+             "behind the value.", "", to_markdown(with_counts(table1))]  # fmt: skip
+    table2 = paper_table2(frame)
+    if len(table2.columns):
+        text += ["## Table 2: music and PTB (test NLL of the best validation setting; lower is better)",
+                 "", "Music: nats per time step summed over the 88 keys; PTB: nats per word; "
+                 "`-d`: with dropout.", "", to_markdown(with_counts(table2, 3))]  # fmt: skip
+    shown = board.head(top).copy()
+    shown.index = shown.index.str.slice(0, 19)
+    shown["name"] = shown["name"].where(shown["origin"] == "baseline", "(found)")
+    tasks = [c for c in board.columns if c in SEARCH_TASKS or c == "memorize"]
+    columns = ["name", "jozefowicz", *tasks, "trials", "settings", "diverged", "params"]
+    text += ["## Leaderboard", "", f"Top {len(shown)} of {len(board)} cells by Jozefowicz score "
+             "(min over Arith, XML, PTB of best / GRU's best); music is in Table 2. `memorize` is "
+             "the screening task; `settings` counts (task, hyperparameters) pairs.", "",
+             to_markdown(shown[columns], 4, style="g")]  # fmt: skip
+    found = board[(board["origin"] != "baseline") & board["jozefowicz"].notna()].head(3)
+    if len(found):
+        text += ["Equations of the best found cells:", ""]
+        for cell, row in found.iterrows():
+            text += [f"- `{cell}` (Jozefowicz score {row.jozefowicz:.3f}):", "", "  ```",
+                     *[f"  {line}" for line in row.equations.split("; ")], "  ```"]  # fmt: skip
+        text.append("")
+    text += ["## Figures", ""]
+    for name, caption in figures:
+        text += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    importance = hparam_importance(frame)
+    if not importance.empty:
+        text += ["Share of score variance explained by each factor alone (main effects, "
+                 "`analysis.hparam_importance`):", "", to_markdown(importance, 2)]  # fmt: skip
+    divergence = op_divergence(frame)
+    if not divergence.empty:
+        text += ["Divergence among mutants by op:", "", to_markdown(divergence, 3)]
+    text += ["## How to read this", "",
+             "- A cell's score on a task is its best validation score over its trials; diverged "
+             "trials count as 0.",
+             "- The bootstrap resamples each (cell, task)'s trials with replacement and takes the best "
+             "again; with 2-3 settings per cell the intervals are wide.",
+             "- Reproduce or extend with `cellsearch report`, `cellsearch compare RUN A B`, and "
+             "`analysis.leaderboard(results.load(...))` in pandas."]  # fmt: skip
+    path = out / "report.md"
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,383 @@
+"""analysis/: leaderboards, paper tables and findings on hand-built stores with known values, and
+the whole report / compare / reproduce path on a real tiny reproduction (a subprocess, real Ray)."""
+
+import json
+import math
+import pathlib
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis import compare, findings, leaderboard, paper_table1, paper_table2, to_markdown
+from cells import BASELINES, baseline, parse
+from results import RunStore, load
+from search.config import to_dict, to_toml
+from searchkit import tiny
+
+MUTANT = "h_new = sigmoid(W(x) + W(h))\n"
+
+
+def trial(trial_id, cell, task, score, status="ok", dropout=0.0, lr=None, valid_nll=None,
+          test_nll=None, strategy="baselines", hidden=16):  # fmt: skip
+    """One trial row as the search writes it (the fields analysis reads)."""
+    graph = baseline(cell) if cell in BASELINES else parse(cell)
+    return {
+        "trial": trial_id, "strategy": strategy, "cell_hash": graph.hash,
+        "cell_name": cell if cell in BASELINES else None,
+        "origin": "baseline" if cell in BASELINES else "mutation", "cell_text": graph.text(),
+        "task": task, "seed": trial_id, "lr": lr if lr is not None else 0.1 * (1 + trial_id),
+        "clip": 5.0, "init_scale": 1.0, "layers": 1, "dropout": dropout, "budget_hidden": hidden,
+        "status": status, "score": score if status == "ok" else None,
+        "valid_nll": valid_nll, "test_nll": test_nll, "train_seconds": 1.0, "compile_seconds": 0.5,
+        "eval_seconds": 0.1, "versions": {"cellsearch": "test"},
+    }  # fmt: skip
+
+
+def write_store(path, rows, strategy="baselines"):
+    store = RunStore(path)
+    store.create(f'[config]\nname = "{pathlib.Path(path).name}"\nstrategy = "{strategy}"\n'
+                 'preset = "quick"\nseed = 0\n\n[run]\nformat = 1\ncode_version = "test"\n')  # fmt: skip
+    store.open_for_append()
+    for row in rows:
+        store.append_trial(row)
+    return path
+
+
+def scored(spec: dict) -> list[dict]:
+    """Rows from {(cell, task[, dropout]): [scores]}, trial ids in order."""
+    rows = []
+    for key, scores in spec.items():
+        cell, task, dropout = (*key, 0.0) if len(key) == 2 else key
+        for score in scores:
+            rows.append(trial(len(rows), cell, task, score, dropout=dropout))
+    return rows
+
+
+# ----------------------------------------------------------------- leaderboard with known values
+KNOWN = [
+    trial(0, "gru", "arith", 0.5), trial(1, "gru", "arith", 0.8), trial(2, "gru", "xml", 0.6),
+    trial(3, "gru", "ptb", 0.01),
+    trial(4, "lstm", "arith", 0.6), trial(5, "lstm", "arith", None, status="diverged"),
+    trial(6, "lstm", "xml", 0.45), trial(7, "lstm", "ptb", 0.02),
+    trial(8, MUTANT, "arith", 0.8, strategy="jozefowicz"),
+    trial(9, MUTANT, "xml", 0.6, strategy="jozefowicz"),
+    trial(10, MUTANT, "ptb", 0.005, strategy="jozefowicz"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def known(tmp_path):
+    return load(write_store(tmp_path / "known", KNOWN))
+
+
+def test_leaderboard_every_number_of_a_known_store(known):
+    board = leaderboard(known)
+    mutant = parse(MUTANT)
+    assert list(board["name"]) == ["gru", "lstm", mutant.hash]  # by Jozefowicz score
+    expected = {  # name: arith, xml, ptb, jozefowicz, trials, settings, diverged, params
+        "gru": (0.8, 0.6, 0.01, 1.0, 4, 4, 0.0, baseline("gru").num_params(16)),
+        "lstm": (0.6, 0.45, 0.02, 0.75, 4, 4, 0.25, baseline("lstm").num_params(16)),
+        mutant.hash: (0.8, 0.6, 0.005, 0.5, 3, 3, 0.0, mutant.num_params(16)),
+    }
+    columns = ["arith", "xml", "ptb", "jozefowicz", "trials", "settings", "diverged", "params"]
+    for name, values in expected.items():
+        row = board[board["name"] == name].iloc[0]
+        assert [row[c] for c in columns] == pytest.approx(list(values)), name
+    assert board.loc[mutant.hash, "equations"] == "h_new = sigmoid(W(x) + W(h))"
+    assert board.loc[mutant.hash, "origin"] == "mutation"
+
+
+def test_leaderboard_filters(known):
+    arith = leaderboard(known, tasks=["arith"])
+    assert "xml" not in arith and arith.loc[baseline("lstm").hash, "jozefowicz"] == pytest.approx(0.75)
+    ok = leaderboard(known, statuses=["ok"])
+    assert ok.loc[baseline("lstm").hash, ["trials", "diverged"]].tolist() == [3, 0.0]
+    searched = leaderboard(known, strategies=["jozefowicz"])
+    assert list(searched.index) == [parse(MUTANT).hash]
+    assert searched["jozefowicz"].isna().all()  # no GRU among these trials
+
+
+def test_leaderboard_merges_a_cell_across_runs(tmp_path, known):
+    write_store(tmp_path / "a", KNOWN[:5])
+    write_store(tmp_path / "b", KNOWN[5:])
+    both = leaderboard(load([tmp_path / "a", tmp_path / "b"]))
+    pd.testing.assert_frame_equal(both, leaderboard(known))
+
+
+def test_to_markdown_formats_numbers_and_missing_values():
+    table = pd.DataFrame({"score": [0.5, np.nan], "n": [3, 1], "eq": ["a | b", "c"]},
+                         index=pd.Index(["x", "y"], name="cell"))  # fmt: skip
+    assert to_markdown(table, digits=2) == (
+        "| cell | score | n | eq |\n|---|---|---|---|\n| x | 0.50 | 3 | a \\| b |\n| y | - | 1 | c |\n"
+    )
+
+
+def test_paper_table1_of_a_known_store(known):
+    table = paper_table1(known)
+    assert list(table.index) == ["lstm", "gru", parse(MUTANT).hash]  # paper order, then found
+    assert table.loc["lstm", ["arith", "xml", "ptb"]].tolist() == pytest.approx([0.6, 0.45, 0.02])
+    assert table.loc["lstm", ["arith n", "xml n", "ptb n"]].tolist() == [2, 1, 1]
+    assert table.loc["gru", "arith n"] == 2
+    text = analysis.with_counts(table)
+    assert text.loc["lstm", "arith"] == "0.6000 (n=2)"
+
+
+def test_paper_table2_picks_the_test_nll_of_the_best_validation_setting(tmp_path):
+    rows = [
+        trial(0, "lstm", "nottingham", 0.1, valid_nll=3.0, test_nll=3.2),
+        trial(1, "lstm", "nottingham", 0.1, valid_nll=2.5, test_nll=2.9),  # best valid
+        trial(2, "lstm", "nottingham", 0.1, valid_nll=2.6, test_nll=2.1),  # better test, ignored
+        trial(3, "lstm", "nottingham", 0.1, dropout=0.5, valid_nll=2.4, test_nll=2.45),
+        trial(4, "gru", "nottingham", None, status="diverged"),
+        trial(5, "gru", "nottingham", 0.1, dropout=0.5, valid_nll=2.2, test_nll=2.3),
+        trial(6, "gru", "ptb", 0.01, valid_nll=4.9, test_nll=4.8),
+    ]
+    table = paper_table2(load(write_store(tmp_path / "music", rows)))
+    assert list(table.index) == ["lstm", "gru"]
+    assert table.loc["lstm", ["nottingham", "nottingham-d"]].tolist() == [2.9, 2.45]
+    assert table.loc["lstm", ["nottingham n", "nottingham-d n"]].tolist() == [3, 1]
+    assert math.isinf(table.loc["gru", "nottingham"])  # every trial diverged
+    assert table.loc["gru", "nottingham-d"] == 2.3 and table.loc["gru", "ptb"] == 4.8
+    assert math.isnan(table.loc["lstm", "ptb"]) and "ptb-d" not in table
+    text = analysis.with_counts(table, 2)
+    assert text.loc["gru", "nottingham"] == "diverged (n=1)" and text.loc["lstm", "ptb"] == "-"
+
+
+# ------------------------------------------------------------- findings: true, false, undecidable
+def tight(value, n=6):
+    """n scores within 1% of `value`: a cell whose best is known precisely."""
+    return [value * (1 + 0.01 * k / n) for k in range(-n // 2, n - n // 2)]
+
+
+def loose(value):
+    """Scores spread widely around `value`: a best-of-4 that could be much lower or higher."""
+    return [max(0.01, value + d) for d in (-0.3, -0.1, 0.1, 0.3)]
+
+
+SEARCH = ("arith", "xml")
+
+
+def over(tasks, **cells):
+    return {(cell, task): values for cell, values in cells.items() for task in tasks}
+
+
+CASES = {
+    "forget_gate_most": (
+        over(SEARCH, lstm=tight(0.9), lstm_f=tight(0.3), lstm_i=tight(0.7), lstm_o=tight(0.85), gru=tight(0.9)),
+        over(SEARCH, lstm=tight(0.9), lstm_f=tight(0.85), lstm_i=tight(0.3), lstm_o=tight(0.8), gru=tight(0.9)),
+        over(SEARCH, lstm=loose(0.6), lstm_f=loose(0.6), lstm_i=loose(0.6), lstm_o=loose(0.6), gru=loose(0.6)),
+    ),
+    "input_over_output": (
+        over(SEARCH, lstm=tight(0.9), lstm_i=tight(0.7), lstm_o=tight(0.85), gru=tight(0.9)),
+        over(SEARCH, lstm=tight(0.9), lstm_i=tight(0.85), lstm_o=tight(0.3), gru=tight(0.9)),
+        over(SEARCH, lstm=loose(0.6), lstm_i=loose(0.6), lstm_o=loose(0.6), gru=loose(0.6)),
+    ),
+    "forget_bias_closes_gap": (
+        over(SEARCH, lstm=tight(0.7), lstm_b=tight(0.9), gru=tight(0.9)),
+        over(SEARCH, lstm=tight(0.7), lstm_b=tight(0.5), gru=tight(0.9)),
+        over(SEARCH, lstm=loose(0.6), lstm_b=loose(0.6), gru=loose(0.6)),
+    ),
+    "gru_beats_lstm": (
+        over(SEARCH, lstm=tight(0.7), gru=tight(0.9)),
+        over(SEARCH, lstm=tight(0.9), gru=tight(0.6)),
+        over(SEARCH, lstm=loose(0.6), gru=loose(0.6)),
+    ),
+    "lstm_wins_language": (
+        over(["ptb"], lstm=tight(0.02), gru=tight(0.015)),
+        over(["ptb"], lstm=tight(0.01), gru=tight(0.015)),
+        over(["ptb"], lstm=loose(0.5), gru=loose(0.5)),
+    ),
+    "no_cell_beats_both": (
+        over(SEARCH, lstm=tight(0.8), gru=tight(0.9), **{MUTANT: tight(0.5)}),
+        over(SEARCH, lstm=tight(0.7), gru=tight(0.8), **{MUTANT: tight(0.99)}),
+        over(SEARCH, lstm=tight(0.6), gru=tight(0.6), **{MUTANT: loose(0.6)}),
+    ),
+    "mut1_strongest": (
+        over(SEARCH, mut1=tight(0.95), lstm=tight(0.8), gru=tight(0.85), tanh=tight(0.5)),
+        over(SEARCH, mut1=tight(0.6), lstm=tight(0.8), gru=tight(0.85), tanh=tight(0.5)),
+        over(SEARCH, mut1=loose(0.6), lstm=loose(0.6), gru=loose(0.6), tanh=loose(0.6)),
+    ),
+    "dropout_changes_ranking": (
+        {("lstm", "nottingham", 0.0): tight(0.9), ("gru", "nottingham", 0.0): tight(0.7),
+         ("tanh", "nottingham", 0.0): tight(0.5), ("lstm", "nottingham", 0.5): tight(0.5),
+         ("gru", "nottingham", 0.5): tight(0.7), ("tanh", "nottingham", 0.5): tight(0.9)},
+        {("lstm", "nottingham", 0.0): tight(0.9), ("gru", "nottingham", 0.0): tight(0.7),
+         ("tanh", "nottingham", 0.0): tight(0.5), ("lstm", "nottingham", 0.5): tight(0.92),
+         ("gru", "nottingham", 0.5): tight(0.72), ("tanh", "nottingham", 0.5): tight(0.52)},
+        {(cell, "nottingham", d): loose(0.5) for cell in ("lstm", "gru", "tanh") for d in (0.0, 0.5)},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("claim", list(CASES))
+@pytest.mark.parametrize("case, expected", [(0, "supported"), (1, "contradicted"), (2, "inconclusive")])
+def test_each_claim_is_supported_contradicted_or_inconclusive(tmp_path, claim, case, expected):
+    frame = load(write_store(tmp_path / "run", scored(CASES[claim][case])))
+    result = findings(frame, replicates=500).loc[claim]
+    assert result.verdict == expected, result.detail
+    if expected == "inconclusive":
+        assert result.low <= 0 <= result.high or claim in ("dropout_changes_ranking", "no_cell_beats_both")
+    assert not result.detail.startswith("not measured"), result.detail
+
+
+def test_a_claim_without_its_cells_is_not_measured(known):
+    table = findings(known, replicates=200)
+    assert set(table.index) == set(analysis.CLAIMS)
+    gates = table.loc["forget_gate_most"]
+    assert gates.verdict == "inconclusive" and gates.detail.startswith("not measured")
+    assert math.isnan(gates.effect)
+
+
+def test_compare_two_cells_task_by_task(tmp_path):
+    spec = over(SEARCH, lstm_b=tight(0.9), lstm=tight(0.7), gru=tight(0.9))
+    frame = load(write_store(tmp_path / "run", scored(spec)))
+    table = compare(frame, "lstm_b", "lstm", replicates=500)
+    assert list(table.index) == ["arith", "xml", "mean"]
+    expected = math.log(max(tight(0.9)) / max(tight(0.7)))
+    assert table.loc["arith", "effect"] == pytest.approx(expected)
+    assert set(table["verdict"]) == {"supported"}
+    reverse = compare(frame, "lstm", "lstm_b", replicates=500)
+    assert set(reverse["verdict"]) == {"contradicted"}
+    with pytest.raises(analysis.Missing):
+        compare(frame, "lstm", "mut3")
+
+
+# --------------------------------------------------------------- a real tiny reproduction (Ray)
+def write_tiny_configs(directory: pathlib.Path) -> None:
+    """A 'tiny' preset for `reproduce --configs`: 5 baselines with dropout on nottingham, and a
+    16-trial search, all at budgets of a second per trial."""
+    baselines = tiny(name="baselines", strategy="baselines", settings_per_task=2, max_trials=1000,
+                     tasks=["arith", "xml", "ptb", "nottingham"],
+                     **{"baselines.cells": ["tanh", "lstm", "lstm_b", "gru", "mut1"],
+                        "baselines.dropout": 0.5, "baselines.dropout_tasks": ["nottingham"]})  # fmt: skip
+    search = tiny(name="search", max_trials=16)
+    directory.mkdir()
+    (directory / "baselines-tiny.toml").write_text(to_toml(to_dict(baselines)))
+    (directory / "tiny.toml").write_text(to_toml(to_dict(search)))
+
+
+@pytest.fixture(scope="module")
+def reproduction(tmp_path_factory):
+    """`cellsearch reproduce` run as a user runs it: a new driver process with its own local Ray."""
+    root = tmp_path_factory.mktemp("repro")
+    write_tiny_configs(root / "configs")
+    result = subprocess.run(
+        [sys.executable, "-m", "search.cli", "reproduce", "--preset", "tiny", "--configs",
+         str(root / "configs"), "--out", str(root / "out"), "--workers", "2", "--quiet"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "out", result
+
+
+def png_size(path: pathlib.Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    return struct.unpack(">II", data[16:24])
+
+
+def test_reproduce_writes_both_runs_and_a_report(reproduction):
+    out, result = reproduction
+    assert (out / "baselines" / "run.toml").is_file() and (out / "search" / "run.toml").is_file()
+    frame = load([out / "baselines", out / "search"])
+    baselines = frame[frame["run"] == "baselines"]
+    assert len(baselines) == 5 * (4 * 2 + 2)  # 5 cells x 4 tasks x 2 settings + dropout copies
+    dropped = baselines[baselines["dropout"] > 0]
+    assert set(dropped["task"]) == {"nottingham"} and len(dropped) == 10
+    assert len(frame[frame["run"] == "search"]) == 16
+    report = (out / "report.md").read_text()
+    for heading in ("## The paper's findings, checked", "## Table 1", "## Table 2", "## Leaderboard",
+                    "## Figures"):  # fmt: skip
+        assert heading in report
+    assert "report.md: written" in result.stdout
+
+
+def test_report_draws_every_plot_as_a_valid_png(reproduction):
+    out, _ = reproduction
+    report = (out / "report.md").read_text()
+    for name in analysis.PLOTS:
+        path = out / name
+        assert path.is_file(), name
+        width, height = png_size(path)
+        assert 400 <= width <= 4000 and 200 <= height <= 3000, (name, width, height)
+        assert path.stat().st_size > 8_000, name  # a blank canvas compresses to less
+        assert f"]({name})" in report
+
+
+def test_tables_and_leaderboard_of_the_real_runs_agree_with_the_rows(reproduction):
+    out, _ = reproduction
+    frame = load([out / "baselines", out / "search"])
+    rows = [json.loads(line) for run in ("baselines", "search")
+            for line in (out / run / "trials.jsonl").read_text().splitlines()]  # fmt: skip
+    board = leaderboard(frame)
+    for (cell, task), best in _best_by_hand(rows).items():
+        assert board.loc[cell, task] == pytest.approx(best), (cell, task)
+    assert board.loc[baseline("gru").hash, "jozefowicz"] == 1.0
+    table = paper_table1(frame)
+    assert list(table.index[:5]) == ["tanh", "lstm", "lstm_b", "gru", "mut1"]
+    for cell in table.index[:5]:
+        settings = {(r["lr"], r["clip"], r["init_scale"], r["layers"]) for r in rows
+                    if r["cell_name"] == cell and r["task"] == "arith"}  # fmt: skip
+        assert table.loc[cell, "arith n"] == len(settings)
+    assert {"nottingham", "nottingham-d"} <= set(paper_table2(frame).columns)
+
+
+def _best_by_hand(rows):
+    best = {}
+    for r in rows:
+        score = r["score"] if r["status"] == "ok" else 0.0
+        key = (r["cell_hash"], r["task"])
+        best[key] = max(best.get(key, score), score)
+    return best
+
+
+def cellsearch(*args):
+    return subprocess.run([sys.executable, "-m", "search.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_cli_leaderboard_compare_and_report_on_a_reproduction(reproduction, tmp_path):
+    out, _ = reproduction
+    table = cellsearch("leaderboard", out, "--task", "arith", "--top", "3")
+    assert table.returncode == 0 and "jozefowicz" in table.stdout and "xml" not in table.stdout
+    assert sum(line.startswith("v1-") for line in table.stdout.splitlines()) == 3
+    markdown = cellsearch("leaderboard", out, "--format", "markdown")
+    assert markdown.stdout.startswith("| cell_hash | name | jozefowicz |")
+    csv = cellsearch("leaderboard", out, "--format", "csv", "--out", tmp_path / "board.csv")
+    assert csv.returncode == 0
+    board = pd.read_csv(tmp_path / "board.csv")
+    assert "equations" in board and board["trials"].sum() == len(load([out / "baselines", out / "search"]))
+    versus = cellsearch("compare", out, "lstm_b", "lstm")
+    assert versus.returncode == 0, versus.stderr
+    lines = versus.stdout.splitlines()
+    assert lines[0].startswith("lstm_b vs lstm: effect = log(best lstm_b / best lstm)")
+    assert [line.split()[0] for line in lines[1:]] == ["arith", "nottingham", "ptb", "xml", "mean"]
+    again = cellsearch("report", out / "baselines", out / "search", "--out", tmp_path / "again")
+    assert again.returncode == 0 and (tmp_path / "again" / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "no_such_run"], "no_such_run: no such run directory"),
+        (["compare", "no_such_run", "lstm", "gru"], "no_such_run: no such run directory"),
+        (["leaderboard", "--top", "0", "."], "--top must be a positive integer"),
+        (["reproduce", "--preset", "huge", "--configs", "configs"], "preset 'huge' needs"),
+    ],
+)
+def test_analysis_usage_errors_are_one_line(args, message):
+    result = cellsearch(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_compare_names_a_cell_that_is_not_in_the_run(reproduction):
+    out, _ = reproduction
+    result = cellsearch("compare", out, "lstm", "mut3")
+    assert result.returncode == 2 and "no trials of mut3" in result.stderr
