@@ -3,6 +3,7 @@
 from cells.baselines import BASELINES, PAPER_CELLS, baseline
 from cells.compile import CompiledCell, compile_cell
 from cells.graph import CellError, CellSyntaxError, CellValidationError, Graph, Node
+from cells.nasbench import from_nasbench_nlp, load_nasbench_weights
 from cells.parse import parse
 
 __all__ = [
@@ -16,5 +17,7 @@ __all__ = [
     "Node",
     "baseline",
     "compile_cell",
+    "from_nasbench_nlp",
+    "load_nasbench_weights",
     "parse",
 ]

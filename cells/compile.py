@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from cells.graph import CONST, LINEAR, SOURCES, Graph
+from cells.graph import CONST, LEAKY_SLOPE, LINEAR, SOURCES, Graph
 
 Params = dict[str, dict[str, jax.Array]]
 Carry = tuple[jax.Array, jax.Array]
@@ -34,6 +34,7 @@ _UNARY = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "relu": jax.nn.relu,
+    "leaky_relu": lambda a: jax.nn.leaky_relu(a, LEAKY_SLOPE),
     "identity": lambda a: a,
 }
 _BINARY = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply}

@@ -19,7 +19,8 @@ SOURCES = ("x", "h", "c")
 SINKS = ("h_new", "c_new")
 CONST = "one"
 LINEAR = "W"
-UNARY = ("tanh", "sigmoid", "relu", "identity")
+UNARY = ("tanh", "sigmoid", "relu", "leaky_relu", "identity")  # leaky_relu: slope 0.01 (PyTorch's)
+LEAKY_SLOPE = 0.01
 BINARY = {"add": "+", "sub": "-", "mul": "*"}
 OPS = (LINEAR, *UNARY)  # the callables of the text language
 BIAS_LIMIT = 100.0  # |bias=| above this saturates every gate; treated as a typo
@@ -183,6 +184,13 @@ class Graph:
         from cells.hashing import fingerprint
 
         return fingerprint(self)
+
+    def to_nasbench_nlp(self) -> dict:
+        """This cell as a NAS-Bench-NLP recipe (`cells.nasbench`); CellValidationError if it has
+        no equivalent there."""
+        from cells.nasbench import to_nasbench_nlp
+
+        return to_nasbench_nlp(self)
 
     def num_params(self, hidden: int) -> int:
         """Trainable parameters of one layer of this cell: an H×H matrix and H biases per `W`."""
@@ -381,7 +389,8 @@ def _operand(nodes, index: int, parent_op: str, side: str) -> str:
     return f"({text})" if _needs_parens(nodes, index, parent_op, side) else text
 
 
-_LATEX_OPS = {"tanh": r"\tanh", "sigmoid": r"\sigma", "relu": r"\mathrm{relu}", "identity": ""}
+_LATEX_OPS = {"tanh": r"\tanh", "sigmoid": r"\sigma", "relu": r"\mathrm{relu}",
+              "leaky_relu": r"\mathrm{lrelu}", "identity": ""}  # fmt: skip
 _LATEX_NAMES = {"x": "x_t", "h": "h_{t-1}", "c": "c_{t-1}", "h_new": "h_t", "c_new": "c_t"}
 
 

@@ -31,7 +31,7 @@ import hashlib
 
 import numpy as np
 
-from cells.graph import BINARY, CONST, LINEAR, SOURCES, Graph
+from cells.graph import BINARY, CONST, LEAKY_SLOPE, LINEAR, SOURCES, Graph
 
 HASH_VERSION = "v1"
 FINGERPRINT_VERSION = "fp1"
@@ -116,6 +116,7 @@ _UNARY = {
     "tanh": np.tanh,
     "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
     "relu": lambda a: np.maximum(a, 0.0),
+    "leaky_relu": lambda a: np.where(a > 0, a, LEAKY_SLOPE * a),
     "identity": lambda a: a,
 }
 _OPS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}

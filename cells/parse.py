@@ -6,7 +6,7 @@
     h_new = tanh(c_new) * o
 
 One assignment per line; the right-hand side uses the sources `x`, `h`, `c`, names assigned on
-earlier lines, the constant `1`, the ops `W(a, bias=b0)`, `tanh`, `sigmoid`, `relu`, `identity`,
+earlier lines, the constant `1`, the ops `W(a, bias=b0)`, `tanh`, `sigmoid`, `relu`, `leaky_relu`, `identity`,
 and the binary operators `+`, `-`, `*`. Anything else is a `CellSyntaxError`; a well-formed text that
 does not make a usable cell is a `CellValidationError`. Both carry a one-line message with the line.
 """

@@ -11,6 +11,10 @@ import pandas as pd
 from results.store import CELLS, TRIALS, RunStore, StoreError, read_jsonl
 
 CATEGORICAL = ("cell", "task", "status", "strategy", "origin")
+# present in every loaded frame (missing in a row: NaN/None), so that analysis code can rely on them
+COLUMNS = ("trial", "strategy", "cell_hash", "cell_name", "origin", "cell_text", "task", "seed",
+           "lr", "clip", "init_scale", "layers", "dropout", "status", "score", "valid_nll",
+           "test_nll", "budget_hidden", "train_seconds", "compile_seconds", "eval_seconds")  # fmt: skip
 # kept as JSON text in the frame (nested values); the rest are scalars
 NESTED = ("task_options", "loss_curve", "versions", "settings")
 
@@ -42,11 +46,14 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame
         frame = pd.DataFrame(rows)
         frame.insert(0, "run", store.path.name)
         frames.append(frame)
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run"])
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = None
     for column in CATEGORICAL:
         if column in frame:
             frame[column] = frame[column].astype("category")
-    for column in ("score", "lr", "clip", "init_scale", "dropout"):
+    for column in ("score", "lr", "clip", "init_scale", "dropout", "valid_nll", "test_nll"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("trial", "layers", "seed", "steps_done"):

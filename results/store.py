@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import warnings
 from typing import Iterator
 
@@ -23,6 +24,38 @@ STORE_VERSION = 1
 TRIALS = "trials.jsonl"
 CELLS = "cells.jsonl"
 CONFIG = "run.toml"
+
+
+FAULT = "CELLSEARCH_FAULT"  # fault injection for the reliability tests: "point" or "point:n"
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> bool:
+    """True when `CELLSEARCH_FAULT` names this point and this is its n-th pass (default the 1st).
+
+    The reliability tests set it in a driver process they start; nothing else does.
+    """
+    spec = os.environ.get(FAULT)
+    if not spec or spec.split(":")[0] != name:
+        return False
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    wanted = int(spec.split(":")[1]) if ":" in spec else 1
+    return _fault_counts[name] == wanted
+
+
+def crash_now() -> None:
+    """Dies the way a power cut or the OOM killer ends a process: SIGKILL, no cleanup."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fill_disk(path: pathlib.Path, room: int = 200) -> None:
+    """Makes the disk 'full' for this process: no file may grow past `path`'s size + `room` bytes
+    (RLIMIT_FSIZE; writes beyond it fail with EFBIG instead of killing the process)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = path.stat().st_size + room
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
 
 class StoreError(RuntimeError):
@@ -130,13 +163,24 @@ class RunStore:
     def append(self, path: pathlib.Path, row: dict) -> None:
         """Appends one JSON object as a line, flushed and fsynced before returning."""
         line = json.dumps(row, allow_nan=False, separators=(",", ":")) + "\n"
+        size = path.stat().st_size if path.exists() else 0
         try:
             with open(path, "a", encoding="utf-8") as f:
+                if path.name == TRIALS and fault_point("mid_write"):
+                    f.write(line[: len(line) // 2])  # a torn line on disk, then the crash
+                    f.flush()
+                    os.fsync(f.fileno())
+                    crash_now()
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as error:
-            raise StoreError(f"cannot append to {path}: {error.strerror}") from None
+            try:  # a partial line (disk full) is cut off again: the file keeps only whole rows
+                os.truncate(path, size)
+            except OSError:
+                pass  # then it is a torn tail, which the next open repairs
+            raise StoreError(f"cannot append to {path}: {error.strerror}; the run stopped here "
+                             "and resumes with the same command") from None
 
     def append_trial(self, row: dict) -> None:
         self.append(self.trials_path, row)

@@ -38,7 +38,32 @@ def load_cell(name_or_file: str) -> tuple[str, Graph]:
     return str(path), parse(text, source=str(path))
 
 
+def load_recipes(spec: str) -> list[tuple[str, dict]]:
+    """(label, recipe) pairs from `FILE.json` (every recipe) or `FILE.json:INDEX` (one)."""
+    path, sep, index = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "")
+    try:
+        data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"{path}: not a JSON file ({error})") from None
+    recipes = data if isinstance(data, list) else [data]
+    if sep:
+        if int(index) >= len(recipes):
+            raise UsageError(f"{path} holds {len(recipes)} recipes; index {index} is out of range")
+        return [(f"{path}:{index}", recipes[int(index)])]
+    return [(f"{path}:{k}", recipe) for k, recipe in enumerate(recipes)]
+
+
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.nasbench:
+        from cells import from_nasbench_nlp
+
+        for label, recipe in load_recipes(args.nasbench):
+            graph = from_nasbench_nlp(recipe, label)
+            print(f"# {label}: {graph.hash}  {graph.fingerprint}")
+            print(graph.text())
+        return 0
     if args.list:
         width = max(map(len, BASELINES))
         for name in BASELINES:
@@ -67,6 +92,45 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"# memory cell: {'yes' if compiled.has_memory else 'no'}")
     print(f"# hash: {graph.hash}  fingerprint: {graph.fingerprint}")
     return 0
+
+
+def _emit(text: str, out: str | None, summary: str) -> int:
+    """Writes `text` to the file `out` (and says so), or to stdout."""
+    if out:
+        pathlib.Path(out).write_text(text, encoding="utf-8")
+        print(f"{out}: {summary}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _recipes_json(recipes: list[dict]) -> str:
+    """NAS-Bench-NLP JSON with one node per line (a list when there are several recipes)."""
+    blocks = ["{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in r.items()) + "\n}"
+              for r in recipes]  # fmt: skip
+    return (blocks[0] if len(blocks) == 1 else "[\n" + ",\n".join(blocks) + "\n]") + "\n"
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from cells import from_nasbench_nlp
+
+    if args.to == "cell":
+        texts = []
+        for spec in args.inputs:
+            for label, recipe in load_recipes(spec):
+                graph = from_nasbench_nlp(recipe, label)
+                texts.append(f"# {label}: {graph.hash}\n{graph.text()}")
+        text = "\n".join(texts)
+    else:
+        recipes = []
+        for spec in args.inputs:
+            name, graph = load_cell(spec)
+            try:
+                recipes.append(graph.to_nasbench_nlp())
+            except CellError as error:
+                raise UsageError(f"{name}: {error}") from None
+        text = _recipes_json(recipes)
+    return _emit(text, args.out, "written")
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:
@@ -152,6 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from tasks import train_trial
 
+    spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
     with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",
               disable=args.quiet, file=sys.stderr) as bar:  # fmt: skip
 
@@ -208,8 +273,17 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
 
     from search.loop import run_search
 
+    from results import RunStore
+    from search.loop import check_resumable
+    from tasks import make_task
+
     out = out or args.out or f"runs/{config.name}"
+    if RunStore(out).exists():  # refuse before any progress bar is drawn
+        check_resumable(RunStore(out), config)
     executor = executor or _executor_factory(args, config)
+    for task in dict.fromkeys((*config.tasks, config.jozefowicz.screen_task)):
+        # checked here once, so that missing or damaged data is an error, not a run of failed trials
+        make_task(task, **config.task_options.get(task, {})).data_checksum()
     total = config.max_trials if config.strategy != "baselines" else None
     bar = tqdm(total=total, desc=f"{config.strategy} -> {out}", unit="trial",
                disable=args.quiet, file=sys.stderr)  # fmt: skip
@@ -301,12 +375,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             text = to_markdown(shown)
         else:
             text = shown.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-") + "\n"
-    if args.out:
-        pathlib.Path(args.out).write_text(text, encoding="utf-8")
-        print(f"{args.out}: {len(board)} cells")
-    else:
-        print(text, end="")
-    return 0
+    return _emit(text, args.out, f"{len(board)} cells")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -364,7 +433,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--hidden", type=int, default=128, help="hidden width H (default 128)")
     show.add_argument("--latex", action="store_true", help="print the equations as LaTeX")
     show.add_argument("--list", action="store_true", help="list the baseline cells")
+    show.add_argument("--nasbench", metavar="FILE.json[:INDEX]",
+                      help="show NAS-Bench-NLP recipes (all of the file, or the one at INDEX)")
     show.set_defaults(run=cmd_show)
+
+    convert = commands.add_parser(
+        "convert", help="convert cells to and from NAS-Bench-NLP recipes",
+        description="--to nasbench: baseline names or cell text files -> NAS-Bench-NLP JSON (one "
+        "recipe, or a list for several); --to cell: NAS-Bench-NLP files (FILE.json or "
+        "FILE.json:INDEX) -> cell text.",
+    )  # fmt: skip
+    convert.add_argument("inputs", nargs="+", metavar="INPUT")
+    convert.add_argument("--to", choices=("nasbench", "cell"), required=True)
+    convert.add_argument("--out", help="write here instead of stdout")
+    convert.set_defaults(run=cmd_convert)
 
     mutate = commands.add_parser(
         "mutate",

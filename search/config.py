@@ -16,7 +16,7 @@ import typing
 
 from tasks import PRESETS, TASKS
 
-STRATEGIES = ("jozefowicz", "regularized_evolution", "random", "baselines")
+STRATEGIES = ("jozefowicz", "regularized_evolution", "random", "nasbench_nlp_random", "baselines")
 
 
 class ConfigError(ValueError):
@@ -50,6 +50,14 @@ class RandomOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class NasbenchOptions:
+    """Random cells by NAS-Bench-NLP's generator rules (`search/nasbench.py`)."""
+
+    vertices: int = 7  # NAS-Bench-NLP's intermediate vertices per cell
+    p_memory: float = 0.0  # share of cells with a second state (h_prev_1); its examples have none
+
+
+@dataclasses.dataclass(frozen=True)
 class BaselinesOptions:
     """The `baselines` strategy: no search, these cells with `settings_per_task` settings each."""
 
@@ -67,7 +75,7 @@ class SearchConfig:
     """A whole search. Every field but `max_trials` shapes the sequence of trials."""
 
     name: str = "search"
-    strategy: str = "jozefowicz"  # jozefowicz | regularized_evolution | random
+    strategy: str = "jozefowicz"  # jozefowicz | regularized_evolution | random | nasbench_nlp_random
     seed: int = 0
     preset: str = "quick"  # budgets per task: quick | small | paper
     tasks: tuple[str, ...] = ("arith", "xml", "ptb")  # the search tasks; score = min over them
@@ -80,7 +88,9 @@ class SearchConfig:
     jozefowicz: JozefowiczOptions = JozefowiczOptions()
     regularized_evolution: EvolutionOptions = EvolutionOptions()
     random: RandomOptions = RandomOptions()
+    nasbench_nlp: NasbenchOptions = NasbenchOptions()
     baselines: BaselinesOptions = BaselinesOptions()
+    leaky_relu: bool = False  # add NAS-Bench-NLP's leaky_relu to the activations mutation draws
 
     def validate(self, source: str = "config") -> None:
         def fail(key, message):
@@ -121,6 +131,10 @@ class SearchConfig:
                 fail("baselines.dropout_tasks", f"'{task}' is not one of the tasks ({', '.join(self.tasks)})")
         if self.baselines.dropout_tasks and not 0 < self.baselines.dropout < 1:
             fail("baselines.dropout", f"must be in (0, 1) when dropout_tasks is set, got {self.baselines.dropout}")
+        if self.nasbench_nlp.vertices < 1:
+            fail("nasbench_nlp.vertices", "must be >= 1")
+        if not 0 <= self.nasbench_nlp.p_memory <= 1:
+            fail("nasbench_nlp.p_memory", "must be in [0, 1]")
         if self.random.cell_size < 1:
             fail("random.cell_size", "must be >= 1")
         for section in ("budget", "task_options"):

@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from results import RunStore, StoreError
+from results.store import crash_now, fault_point, fill_disk
 from search.config import ConfigError, SearchConfig, parse_config, to_dict, to_toml
 from search.strategies import STRATEGIES, Proposal, Strategy
 from tasks import TrialSpec
@@ -169,11 +170,17 @@ def run_search(
                 if executor is None:
                     context = executor_factory()
                     executor = context.__enter__()
+                if fault_point("before_trials"):
+                    crash_now()
+                if fault_point("disk_full"):
+                    fill_disk(store.trials_path)
 
                 def on_row(trial: int, row: dict) -> None:
                     nonlocal failures
                     full = meta[trial] | row
                     store.append_trial(full)
+                    if fault_point("after_row"):
+                        crash_now()
                     rows[trial] = full
                     summary.ran += 1
                     failures += full.get("status") != "ok"
@@ -183,11 +190,15 @@ def run_search(
                                           time.monotonic() - start))  # fmt: skip
 
                 executor.run(jobs, on_row)
+            if fault_point("strategy_update"):
+                crash_now()
             strategy.update([rows[t] for t in sorted(rows)])
             round_index += 1
     finally:
         if context is not None:
             context.__exit__(None, None, None)
+    if fault_point("end"):
+        crash_now()
     summary.trials, summary.rounds, summary.best = next_trial, round_index, _best(strategy)
     return summary
 

@@ -5,7 +5,7 @@ transform chosen uniformly among those that apply to it:
 
 | transform | effect |
 |---|---|
-| `swap_activation` | an activation (tanh, sigmoid, relu, identity, or a `W(., bias=a)`, a in {0, 1, 0.9, 1.1}: the paper's Linear(a, .)) becomes another |
+| `swap_activation` | an activation (tanh, sigmoid, relu, identity, or a `W(., bias=a)`, a in {0, 1, 0.9, 1.1}: the paper's Linear(a, .); optionally leaky_relu) becomes another |
 | `swap_binary` | `+`, `-`, `*` becomes another of them |
 | `insert_activation` | a random activation is put between the node and one of its operands |
 | `remove` | a node with one operand and one reader is removed (the reader reads its operand) |
@@ -35,6 +35,8 @@ ACTIVATIONS: tuple[tuple[str, float], ...] = (
     ("tanh", 0.0), ("sigmoid", 0.0), ("relu", 0.0), ("identity", 0.0),
     (LINEAR, 0.0), (LINEAR, 1.0), (LINEAR, 0.9), (LINEAR, 1.1),
 )  # fmt: skip
+# ... plus NAS-Bench-NLP's leaky_relu, for searches over its op set (config `leaky_relu = true`)
+ACTIVATIONS_WITH_LEAKY_RELU = (*ACTIVATIONS, ("leaky_relu", 0.0))
 MAX_NODES = 120  # a cell beyond this is rejected: mutation chains must not bloat without bound
 
 
@@ -54,6 +56,7 @@ class _Draft:
     sinks: dict[str, int]  # "h_new"/"c_new" -> node index
     has_memory: bool
     labels: dict[int, str]  # the parent's node labels, for describing transforms
+    activations: tuple[tuple[str, float], ...] = ACTIVATIONS  # what activation transforms draw from
 
     @classmethod
     def of(cls, graph: Graph) -> "_Draft":
@@ -109,7 +112,7 @@ def _is_activation(node: Node) -> bool:
 def _swap_activation(d: _Draft, i: int, rng: np.random.Generator) -> str:
     node = d.nodes[i]
     current = (node.op, node.bias if node.op == LINEAR else 0.0)
-    options = [a for a in ACTIVATIONS if a != current]
+    options = [a for a in d.activations if a != current]
     op, bias = options[rng.integers(len(options))]
     label = d.label(i)
     d.nodes[i] = dataclasses.replace(node, op=op, bias=bias)
@@ -128,7 +131,7 @@ def _swap_binary(d: _Draft, i: int, rng: np.random.Generator) -> str:
 def _insert_activation(d: _Draft, i: int, rng: np.random.Generator) -> str:
     node = d.nodes[i]
     slot = int(rng.integers(len(node.inputs)))
-    op, bias = ACTIVATIONS[rng.integers(len(ACTIVATIONS))]
+    op, bias = d.activations[rng.integers(len(d.activations))]
     new = d.add(Node(op, (node.inputs[slot],), bias))
     inputs = list(node.inputs)
     inputs[slot] = new
@@ -179,8 +182,8 @@ TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
-def _mutate_once(graph: Graph, rng: np.random.Generator) -> tuple[_Draft, list[str]]:
-    draft = _Draft.of(graph)
+def _mutate_once(graph: Graph, rng: np.random.Generator, activations=ACTIVATIONS) -> tuple[_Draft, list[str]]:
+    draft = dataclasses.replace(_Draft.of(graph), activations=activations)
     p = rng.random()
     computed = [i for i, n in enumerate(graph.nodes) if n.op not in SOURCES and n.op != CONST]
     chosen = [i for i in computed if rng.random() < p]
@@ -205,8 +208,9 @@ def usable(graph: Graph, max_nodes: int = MAX_NODES) -> bool:
 
 
 def mutate(
-    graph: Graph, rng: np.random.Generator, max_tries: int = 100, max_nodes: int = MAX_NODES
-) -> Mutant:
+    graph: Graph, rng: np.random.Generator, max_tries: int = 100, max_nodes: int = MAX_NODES,
+    activations: tuple[tuple[str, float], ...] = ACTIVATIONS,
+) -> Mutant:  # fmt: skip
     """Returns a valid child of `graph` that differs from it (see the module docstring).
 
     Args:
@@ -214,12 +218,13 @@ def mutate(
       rng: the source of every random decision.
       max_tries: draws before giving up.
       max_nodes: larger children are rejected.
+      activations: (op, bias) pairs the activation transforms draw from.
 
     Raises:
       RuntimeError: no valid child in `max_tries` draws (a parent with nothing to mutate).
     """
     for _ in range(max_tries):
-        draft, done = _mutate_once(graph, rng)
+        draft, done = _mutate_once(graph, rng, activations)
         try:
             child = draft.build()
         except CellValidationError:
@@ -241,11 +246,12 @@ def mutation_attempt(graph: Graph, rng: np.random.Generator) -> Graph | None:
 
 # ------------------------------------------------------------------------------- random cells
 def random_cell(
-    rng: np.random.Generator, size: int = 6, memory: bool | None = None, max_tries: int = 200
-) -> Graph:
+    rng: np.random.Generator, size: int = 6, memory: bool | None = None, max_tries: int = 200,
+    activations: tuple[tuple[str, float], ...] = ACTIVATIONS,
+) -> Graph:  # fmt: skip
     """A random valid cell with about `size` computed nodes.
 
-    Each new node applies a random activation (as in `ACTIVATIONS`) or binary op to values made
+    Each new node applies a random activation (of `activations`) or binary op to values made
     so far, preferring recent ones; `h_new` is the last value, `c_new` (with `memory`, by default
     drawn with probability 1/2) another one. Cells that ignore x or h, whose h_new does not read c
     (memory cells), or that do not validate are drawn again.
@@ -262,7 +268,7 @@ def random_cell(
 
         for _ in range(size):
             if rng.random() < 0.5:
-                op, bias = ACTIVATIONS[rng.integers(len(ACTIVATIONS))]
+                op, bias = activations[rng.integers(len(activations))]
                 nodes.append(Node(op, (pick(),), bias))
             else:
                 op = list(BINARY)[rng.integers(len(BINARY))]

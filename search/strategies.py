@@ -20,9 +20,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cells import Graph, baseline
+from cells import Graph, baseline, from_nasbench_nlp
 from search.config import SearchConfig
-from search.mutation import Deduper, mutate, random_cell
+from search.mutation import ACTIVATIONS, ACTIVATIONS_WITH_LEAKY_RELU, Deduper, mutate, random_cell
+from search.nasbench import sample_recipe
 from tasks import HParams, sample_settings
 
 REFERENCE = "gru"  # the paper normalises every score by the GRU's
@@ -120,6 +121,7 @@ class Strategy:
     def __init__(self, config: SearchConfig):
         self.config = config
         self.book = Book(config)
+        self.activations = ACTIVATIONS_WITH_LEAKY_RELU if config.leaky_relu else ACTIVATIONS
 
     def propose(self, round_index: int, rng: np.random.Generator) -> list[Proposal]:
         raise NotImplementedError
@@ -139,7 +141,7 @@ class Strategy:
     def _child(self, parent: CellRecord, rng: np.random.Generator) -> CellRecord | None:
         """A mutant of `parent` not seen before (None after 20 repeats in a row)."""
         for _ in range(20):
-            child = mutate(parent.graph, rng)
+            child = mutate(parent.graph, rng, activations=self.activations)
             record = self.book.add(child.graph, "mutation", parent=parent.graph.hash,
                                    transforms=child.transforms)  # fmt: skip
             if record is not None:
@@ -224,7 +226,7 @@ class RegularizedEvolution(Strategy):
             proposals = self._baselines((REFERENCE, "lstm"), count)
             self.population = list(self.book.cells.values())
             while len(self.population) < options.population:
-                record = self.book.add(random_cell(rng, self.config.random.cell_size), "random")
+                record = self.book.add(random_cell(rng, self.config.random.cell_size, activations=self.activations), "random")
                 if record is not None:
                     self.population.append(record)
                     proposals += self.book.evaluate(record, count)
@@ -258,7 +260,26 @@ class RandomSearch(Strategy):
         count = self.config.settings_per_task
         proposals = self._baselines((REFERENCE,), count) if round_index == 0 else []
         for _ in range(self.config.cells_per_round):
-            record = self.book.add(random_cell(rng, self.config.random.cell_size), "random")
+            record = self.book.add(random_cell(rng, self.config.random.cell_size, activations=self.activations), "random")
+            if record is not None:
+                proposals += self.book.evaluate(record, count)
+        return proposals
+
+
+class NasbenchRandom(Strategy):
+    """NAS-Bench-NLP's search space: random cells by its generator rules (`search.nasbench`),
+    each given `settings_per_task` per task, scored like every other strategy. Round 0 also
+    evaluates `gru`, the reference of the score."""
+
+    name = "nasbench_nlp_random"
+
+    def propose(self, round_index, rng):
+        options, count = self.config.nasbench_nlp, self.config.settings_per_task
+        proposals = self._baselines((REFERENCE,), count) if round_index == 0 else []
+        for _ in range(self.config.cells_per_round):
+            memory = bool(rng.random() < options.p_memory)
+            graph = from_nasbench_nlp(sample_recipe(rng, options.vertices, memory))
+            record = self.book.add(graph, "nasbench_nlp")
             if record is not None:
                 proposals += self.book.evaluate(record, count)
         return proposals
@@ -287,5 +308,5 @@ class Baselines(Strategy):
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Jozefowicz, RegularizedEvolution, RandomSearch, Baselines)
+    cls.name: cls for cls in (Jozefowicz, RegularizedEvolution, RandomSearch, NasbenchRandom, Baselines)
 }

@@ -1,7 +1,14 @@
-"""Tiny search configs shared by the tests that run real searches (the Ray fixture is in conftest)."""
+"""Helpers shared by the tests: tiny search configs, the CLI as a subprocess, process bookkeeping.
+
+The session's local Ray fixture is in conftest.py."""
 
 import contextlib
+import os
 import pathlib
+import shutil
+import signal
+import subprocess
+import sys
 
 from search.config import load_config
 
@@ -27,3 +34,42 @@ def tiny(**overrides):
 def borrowed(executor):
     """An executor factory that lends the session's Ray executor without closing it."""
     return lambda: contextlib.nullcontext(executor)
+
+
+def _proc_stats() -> dict[int, list[str]]:
+    """pid -> the fields of /proc/<pid>/stat after the command name (Linux)."""
+    stats = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    return stats
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of every process below `pid`."""
+    parent = {p: int(fields[1]) for p, fields in _proc_stats().items()}
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILLs the processes of session `sid`: what a driver started with start_new_session=True
+    left behind (its local Ray) after it died. Only those PIDs, never by name."""
+    for pid, fields in _proc_stats().items():
+        if int(fields[3]) == sid and pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def cellsearch(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    """Runs the `cellsearch` command as a user does: a new process, output captured."""
+    exe = shutil.which("cellsearch")
+    command = [exe] if exe else [sys.executable, "-m", "search.cli"]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)  # fmt: skip

@@ -17,7 +17,7 @@ from analysis import compare, findings, leaderboard, paper_table1, paper_table2,
 from cells import BASELINES, baseline, parse
 from results import RunStore, load
 from search.config import to_dict, to_toml
-from searchkit import tiny
+from searchkit import cellsearch, tiny
 
 MUTANT = "h_new = sigmoid(W(x) + W(h))\n"
 
@@ -335,10 +335,6 @@ def _best_by_hand(rows):
         best[key] = max(best.get(key, score), score)
     return best
 
-
-def cellsearch(*args):
-    return subprocess.run([sys.executable, "-m", "search.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def test_cli_leaderboard_compare_and_report_on_a_reproduction(reproduction, tmp_path):

@@ -2,19 +2,12 @@
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
 
 from cells import BASELINES, parse
+from searchkit import cellsearch
 
-
-def cellsearch(*args, cwd=None):
-    exe = shutil.which("cellsearch")
-    command = [exe] if exe else [sys.executable, "-m", "search.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 def test_show_prints_canonical_equations_and_counts():

@@ -19,7 +19,7 @@ import pytest
 from results import load
 from search.config import ConfigError
 from search.loop import run_search
-from searchkit import QUICK, TINY, borrowed, tiny
+from searchkit import QUICK, TINY, borrowed, descendants, tiny
 
 SEQUENCE = ["trial", "round", "cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed"]
 
@@ -29,7 +29,9 @@ def sequence(run) -> list[tuple]:
     return [tuple(row) for row in frame[SEQUENCE].astype(str).itertuples(index=False)]
 
 
-@pytest.mark.parametrize("strategy", ["jozefowicz", "regularized_evolution", "random", "baselines"])
+@pytest.mark.parametrize(
+    "strategy", ["jozefowicz", "regularized_evolution", "random", "nasbench_nlp_random", "baselines"]
+)
 def test_every_strategy_runs_and_stores_rows(tmp_path, ray_workers, strategy):
     config = tiny(strategy=strategy, max_trials=14)
     summary = run_search(config, tmp_path / "run", borrowed(ray_workers))
@@ -45,6 +47,13 @@ def test_every_strategy_runs_and_stores_rows(tmp_path, ray_workers, strategy):
     assert {c["hash"] for c in cells} == set(frame["cell_hash"])
     assert "gru" in {c["name"] for c in cells}
     assert (tmp_path / "run" / "run.toml").read_text().startswith("[config]")
+    if strategy == "nasbench_nlp_random":  # its cells come back as NAS-Bench-NLP recipes
+        from cells import from_nasbench_nlp, parse
+
+        sampled = [c for c in cells if c["origin"] == "nasbench_nlp"]
+        assert sampled and all(
+            from_nasbench_nlp(parse(c["text"]).to_nasbench_nlp()).hash == c["hash"] for c in sampled
+        )
 
 
 def test_leaderboard_of_a_real_run(tmp_path, ray_workers, capsys):
@@ -78,19 +87,21 @@ def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
         run_search(tiny(max_trials=3, seed=1), tmp_path / "run", borrowed(ray_workers))
 
 
-def test_killed_worker_mid_trial_is_retried(tmp_path, ray_workers):
+@pytest.mark.parametrize("victims", ["one", "all"])
+def test_killed_workers_mid_trial_are_retried(tmp_path, ray_workers, victims):
     config = tiny(max_trials=6, **{f"budget.{t}.steps": 400 for t in ("arith", "xml", "ptb")})
     pids = ray_workers.worker_pids()
     killed = []
 
-    def kill_one_worker_during_a_trial():
+    def kill_workers_during_a_trial():
         trials = tmp_path / "run" / "trials.jsonl"
         while not trials.exists() or not trials.read_text().strip():
             time.sleep(0.05)  # the first rows are in: the workers are busy with the next ones
-        os.kill(pids[0], signal.SIGKILL)
-        killed.append(pids[0])
+        for pid in pids[:1] if victims == "one" else pids:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
-    thread = threading.Thread(target=kill_one_worker_during_a_trial, daemon=True)
+    thread = threading.Thread(target=kill_workers_during_a_trial, daemon=True)
     thread.start()
     summary = run_search(config, tmp_path / "run", borrowed(ray_workers))
     thread.join(timeout=60)
@@ -98,24 +109,7 @@ def test_killed_worker_mid_trial_is_retried(tmp_path, ray_workers):
     frame = load(tmp_path / "run")
     assert sorted(frame["trial"]) == list(range(6))
     assert set(frame["status"]) <= {"ok", "diverged"}  # retried, not recorded as error
-    assert pids[0] not in ray_workers.worker_pids()
-
-
-def _descendants(pid: int) -> list[int]:
-    children = {}
-    for entry in pathlib.Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+    assert not set(killed) & set(ray_workers.worker_pids())  # replaced by fresh workers
 
 
 def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_workers):
@@ -131,7 +125,7 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_wo
         if trials.exists() and len(trials.read_text().splitlines()) >= 4:
             break
         time.sleep(0.1)
-    ours = _descendants(driver.pid)  # the local Ray this driver started, and nothing else
+    ours = descendants(driver.pid)  # the local Ray this driver started, and nothing else
     driver.kill()
     driver.wait()
     for pid in ours:

@@ -1,0 +1,156 @@
+"""The bad-input corpus: every malformed cell, config, argument, data file or store gets a one-line
+error naming the problem, exit status 2, no traceback, and leaves existing run directories as
+they were. The CLI runs in-process (`search.cli.main`, the function the `cellsearch` script calls);
+the data-file cases run as subprocesses because the data directory is read once per process."""
+
+import hashlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from results import RunStore
+from search.cli import main
+from search.loop import run_toml
+from searchkit import QUICK, TINY, tiny
+
+CELLS = {
+    "syntax.cell": ("h_new = tanh(W(x) +\n", "syntax.cell: line 1"),
+    "unknown_op.cell": ("h_new = gelu(W(x) + W(h))\n", "gelu"),
+    "reassigned.cell": ("a = W(x) + W(h)\na = tanh(a)\nh_new = a * a\n", "'a'"),
+    "no_h_new.cell": ("a = tanh(W(x) + W(h))\n", "h_new"),
+    "huge_bias.cell": ("h_new = tanh(W(x, bias=1e9) + W(h))\n", "bias"),
+    "inf_bias.cell": ("h_new = tanh(W(x, bias=1e999) + W(h))\n", "bias"),
+    "python.cell": ("h_new = __import__('os').system('true')\n", "line 1"),
+    "unknown_source.cell": ("h_new = tanh(W(y) + W(h))\n", "'y'"),
+    "c_without_c_new.cell": ("h_new = tanh(W(x) + W(h) + c)\n", "c_new"),
+    "ignores_x.cell": ("h_new = tanh(W(h))\n", "ignores its input 'x'"),
+    "empty.cell": ("", "empty.cell"),
+}
+
+CONFIGS = {
+    "unknown_key.toml": ("max_trails = 3\n", "unknown key 'max_trails'"),
+    "wrong_type.toml": ('seed = "zero"\n', "seed: must be int"),
+    "zero_settings.toml": ("settings_per_task = 0\n", "settings_per_task: must be >= 1"),
+    "unknown_task.toml": ('tasks = ["chess"]\n', "unknown task 'chess'"),
+    "empty_tasks.toml": ("tasks = []\n", "tasks: needs at least one task"),
+    "unknown_cell.toml": ('strategy = "baselines"\n[baselines]\ncells = ["lstm", "transformer"]\n',
+                          "unknown baseline 'transformer'"),
+    "unknown_strategy.toml": ('strategy = "annealing"\n', "unknown strategy 'annealing'"),
+    "bad_toml.toml": ("seed = = 1\n", "invalid TOML"),
+    "budget_task.toml": ("[budget.chess]\nsteps = 3\n", "budget.chess: unknown task"),
+    "probability.toml": ("[jozefowicz]\np_reevaluate = 2.0\n", "jozefowicz.p_reevaluate: must be in [0, 1]"),
+    "retries.toml": ("retries = -1\n", "retries: must be >= 0"),
+    "dropout_task.toml": ('strategy = "baselines"\n[baselines]\ndropout = 0.5\ndropout_tasks = ["piano"]\n',
+                          "baselines.dropout_tasks: 'piano' is not one of the tasks"),
+    "negative_steps.toml": ("[budget.arith]\nsteps = -5\n", "steps must be >= 1"),
+    "bad_preset.toml": ('preset = "huge"\n', "unknown preset 'huge'"),
+}  # fmt: skip
+
+
+def tree_digest(path: pathlib.Path) -> str:
+    """A digest of every file's name and bytes under `path`."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A directory with the corpus files and an existing run store that must stay untouched."""
+    for name, (text, _) in {**CELLS, **CONFIGS}.items():
+        (tmp_path / name).write_text(text)
+    store = RunStore(tmp_path / "run")
+    store.create(run_toml(tiny(max_trials=4)))
+    store.open_for_append()
+    store.append_trial({"trial": 0, "cell_hash": "v1-0", "task": "arith", "status": "ok", "score": 0.5})
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "run.toml").write_text('[config]\nname = "c"\n[run]\nformat = 1\n')
+    (tmp_path / "corrupt" / "trials.jsonl").write_text('{"trial": 0}\n{"trial": 1, oops\n{"trial": 2}\n')
+    (tmp_path / "future").mkdir()
+    (tmp_path / "future" / "run.toml").write_text(run_toml(tiny(max_trials=4)).replace("format = 1", "format = 99"))
+    before = tree_digest(tmp_path)
+    yield tmp_path
+    assert tree_digest(tmp_path) == before  # nothing existing was written to
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def check(code: int, err: str, message: str) -> None:
+    assert code == 2, (code, err)
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("cellsearch: error: ") and message in err, err
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_bad_cell_text(workspace, capsys, name):
+    check(*run_cli(capsys, "show", workspace / name), CELLS[name][1])
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_bad_config(workspace, capsys, name):
+    check(*run_cli(capsys, "search", workspace / name, "--out", workspace / "new"), CONFIGS[name][1])
+    assert not (workspace / "new").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["leaderboard", "{w}/missing"], "missing: no such run directory"),
+        (["report", "{w}/missing"], "missing: no such run directory"),
+        (["search", QUICK, "--set", "max_trials"], "--set expects key=value"),
+        (["search", QUICK, "--set", "seeds=3"], "unknown key 'seeds'"),
+        (["search", QUICK, "--set", "jozefowicz.list_size=big"], "jozefowicz.list_size: must be int"),
+        (["search", QUICK, "--workers", "0"], "--workers must be a positive integer"),
+        (["train", "lstm", "chess"], "unknown task 'chess'"),
+        (["train", "lstm", "arith", "--set", "lr=-1"], "lr must be > 0"),
+        (["train", "nocell", "arith"], "'nocell' is neither a baseline cell"),
+        (["compare", "{w}/run", "lstm", "gru"], "no trials of lstm"),
+        (["leaderboard", "{w}/corrupt"], "trials.jsonl: line 2"),
+        (["search", QUICK, "--out", "{w}/future"], "store format 99 is not 1"),
+        (["mutate", "lstm", "--n", "0"], "--n must be a positive integer"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_and_stores(workspace, capsys, args, message):
+    args = [str(a).replace("{w}", str(workspace)) for a in args]
+    check(*run_cli(capsys, *args), message)
+
+
+def test_resume_with_a_changed_config_is_refused(workspace, capsys):
+    overrides = [f"--set={k}={v}" for k, v in (TINY | {"max_trials": 4, "seed": 7}).items()]
+    check(*run_cli(capsys, "search", QUICK, "--out", workspace / "run", *overrides), "'seed' was 0, now 7")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "ptb.train.txt").unlink(), "ptb.train.txt: missing"),
+        (lambda d: (d / "ptb.valid.txt").write_bytes((d / "ptb.valid.txt").read_bytes()[:1000]),
+         "ptb.valid.txt: checksum mismatch"),
+        (lambda d: (d / "ptb.test.txt").write_text("the cat\n"), "ptb.test.txt: checksum mismatch"),
+        (lambda d: (d / "SHA256SUMS").unlink(), "SHA256SUMS: missing"),
+    ],
+)  # fmt: skip
+def test_bad_data_files(tmp_path, damage, message):
+    from tasks.datasets import PACKAGE_DATA
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for file in pathlib.Path(PACKAGE_DATA).iterdir():
+        if file.name.startswith(("ptb", "SHA256SUMS")):
+            (data / file.name).write_bytes(file.read_bytes())
+    damage(data)
+    result = subprocess.run(
+        [sys.executable, "-m", "search.cli", "train", "lstm", "ptb", "--quiet"],
+        capture_output=True, text=True, timeout=300, env=os.environ | {"CELLSEARCH_DATA": str(data)},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
