@@ -155,10 +155,13 @@ class RunStore:
 
     def open_for_append(self) -> None:
         """Checks the directory is writable and repairs torn tails before the first append."""
-        for path in (self.trials_path, self.cells_path):
-            _repair_tail(path)
         if not os.access(self.path, os.W_OK):
             raise StoreError(f"run directory {self.path} is not writable")
+        for path in (self.trials_path, self.cells_path):
+            try:
+                _repair_tail(path)
+            except OSError as error:
+                raise StoreError(f"cannot repair {path}: {error.strerror}") from None
 
     def append(self, path: pathlib.Path, row: dict) -> None:
         """Appends one JSON object as a line, flushed and fsynced before returning."""

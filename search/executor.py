@@ -124,10 +124,19 @@ class RayExecutor:
         cache = str(_private_dir(CACHE_DIR / "jax"))
         return self._remote.remote(core, cache)
 
+    def _replacement(self, index: int):
+        """A fresh actor for a dead one, or None when the cluster lost the room for it (a node
+        died): the search goes on with fewer workers instead of waiting for one that never starts."""
+        import ray
+
+        alive = sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))
+        others = sum(a is not None for i, a in enumerate(self.actors) if i != index)
+        return self._new_actor(index) if others + 1 <= alive else None
+
     def __exit__(self, *exc) -> None:
         import ray
 
-        for actor in self.actors:
+        for actor in filter(None, self.actors):
             try:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone
@@ -139,7 +148,7 @@ class RayExecutor:
     def worker_pids(self) -> list[int]:
         import ray
 
-        return ray.get([actor.pid.remote() for actor in self.actors])
+        return ray.get([actor.pid.remote() for actor in self.actors if actor is not None])
 
     def run(self, jobs: list[tuple[int, TrialSpec]], on_row: Callable[[int, dict], None]) -> None:
         """Runs `jobs`, calling `on_row(trial_id, row)` as each finishes (in completion order)."""
@@ -149,7 +158,7 @@ class RayExecutor:
         from tasks import TrialResult
 
         pending = collections.deque((tid, spec, 0) for tid, spec in jobs)
-        idle = list(range(len(self.actors)))
+        idle = [i for i, actor in enumerate(self.actors) if actor is not None]
         in_flight: dict = {}
         while pending or in_flight:
             while pending and idle:
@@ -167,8 +176,12 @@ class RayExecutor:
                         ray.kill(self.actors[index])
                     except Exception:  # noqa: BLE001 - already gone
                         pass
-                    self.actors[index] = self._new_actor(index)
-                    idle.append(index)
+                    self.actors[index] = self._replacement(index)
+                    if self.actors[index] is not None:
+                        idle.append(index)
+                    elif not any(a is not None for a in self.actors):
+                        raise RuntimeError("every Ray worker is gone and the cluster has no CPU "
+                                           "left for a new one; resume when it is back")  # fmt: skip
                     if attempts < self.retries:
                         pending.appendleft((tid, spec, attempts + 1))
                         continue

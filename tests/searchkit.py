@@ -3,6 +3,7 @@
 The session's local Ray fixture is in conftest.py."""
 
 import contextlib
+import hashlib
 import os
 import pathlib
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+from results import load
 from search.config import load_config
 
 QUICK = pathlib.Path(__file__).parents[1] / "configs" / "quick.toml"
@@ -73,3 +75,20 @@ def cellsearch(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     command = [exe] if exe else [sys.executable, "-m", "search.cli"]
     return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout)  # fmt: skip
+
+
+def tree_digest(path: pathlib.Path) -> str:
+    """A digest of every file's name and bytes under `path`: equal iff nothing changed."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+SEQUENCE = ["trial", "round", "cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed"]
+
+
+def sequence(run) -> list[tuple]:
+    """What makes a run's trial sequence: id, round, cell, task, hyperparameters and seed per trial."""
+    frame = load(run).sort_values("trial")
+    return [tuple(row) for row in frame[SEQUENCE].astype(str).itertuples(index=False)]

@@ -3,7 +3,6 @@ error naming the problem, exit status 2, no traceback, and leaves existing run d
 they were. The CLI runs in-process (`search.cli.main`, the function the `cellsearch` script calls);
 the data-file cases run as subprocesses because the data directory is read once per process."""
 
-import hashlib
 import os
 import pathlib
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 from results import RunStore
 from search.cli import main
 from search.loop import run_toml
-from searchkit import QUICK, TINY, tiny
+from searchkit import QUICK, TINY, tiny, tree_digest
 
 CELLS = {
     "syntax.cell": ("h_new = tanh(W(x) +\n", "syntax.cell: line 1"),
@@ -49,13 +48,6 @@ CONFIGS = {
     "bad_preset.toml": ('preset = "huge"\n', "unknown preset 'huge'"),
 }  # fmt: skip
 
-
-def tree_digest(path: pathlib.Path) -> str:
-    """A digest of every file's name and bytes under `path`."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture

@@ -14,16 +14,10 @@ import pytest
 from results import load
 from results.store import FAULT
 from search.loop import run_search
-from searchkit import QUICK, TINY, borrowed, kill_session, tiny
+from searchkit import QUICK, TINY, borrowed, kill_session, sequence, tiny, tree_digest
 
 TRIALS = 12
 ARGS = [f"--set={k}={v}" for k, v in TINY.items()] + [f"--set=max_trials={TRIALS}", "--workers=2", "--quiet"]
-SEQUENCE = ["trial", "round", "cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed"]
-
-
-def sequence(run) -> list[tuple]:
-    frame = load(run).sort_values("trial")
-    return [tuple(row) for row in frame[SEQUENCE].astype(str).itertuples(index=False)]
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +76,27 @@ def test_a_full_disk_stops_the_search_with_a_clear_error_and_an_intact_store(tmp
     resumed = search(run)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert sequence(run) == uninterrupted
+
+
+
+def test_a_read_only_run_directory_is_a_clear_error_and_stays_intact(tmp_path, ray_workers):
+    run = tmp_path / "run"
+    run_search(tiny(max_trials=3), run, borrowed(ray_workers))
+    before = tree_digest(run)
+    command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(run), *ARGS]
+    if os.geteuid() == 0:  # root writes through permissions: make the directory a read-only mount
+        remount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+        command = ["unshare", "-m", "sh", "-c", remount, str(run), *command]
+        if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+            pytest.skip("running as root without permission to make a private read-only mount")
+    else:
+        run.chmod(0o500)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        run.chmod(0o700)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"run directory {run} is not writable" in result.stderr
+    assert tree_digest(run) == before
+

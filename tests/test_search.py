@@ -19,14 +19,8 @@ import pytest
 from results import load
 from search.config import ConfigError
 from search.loop import run_search
-from searchkit import QUICK, TINY, borrowed, descendants, tiny
+from searchkit import QUICK, TINY, borrowed, descendants, sequence, tiny
 
-SEQUENCE = ["trial", "round", "cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed"]
-
-
-def sequence(run) -> list[tuple]:
-    frame = load(run).sort_values("trial")
-    return [tuple(row) for row in frame[SEQUENCE].astype(str).itertuples(index=False)]
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,27 @@ def test_a_failing_trial_is_an_error_row_not_an_exception(monkeypatch, tmp_path)
     assert "SHA256SUMS: missing" in result.error and result.score is None
 
 
+def test_a_cell_that_raises_inside_the_compiled_step_is_an_error_row(monkeypatch):
+    from cells import compile as cell_compile
+
+    def fail(value):
+        raise FloatingPointError("the op failed while the compiled step ran")
+
+    @jax.custom_jvp
+    def exploding_identity(a):  # runs inside the jitted train step, then raises
+        return jax.pure_callback(fail, jax.ShapeDtypeStruct(a.shape, a.dtype), a)
+
+    exploding_identity.defjvp(lambda primals, tangents: (exploding_identity(*primals), tangents[0]))
+    monkeypatch.setitem(cell_compile._UNARY, "identity", exploding_identity)
+    cell = "h_new = identity(tanh(W(x) + W(h) + h))"  # used by no other test: a fresh program
+    result = train_trial(TrialSpec.from_preset(cell, "arith", "quick", budget_overrides=TINY))
+    assert result.status == "error" and result.score is None
+    row = result.row()
+    assert "JaxRuntimeError" in row["error"]  # raised by the compiled program, not while tracing
+    assert "the op failed while the compiled step ran" in row["traceback"]
+    json.dumps(row, allow_nan=False)
+
+
 def test_row_records_what_reproduces_the_trial():
     spec = TrialSpec.from_preset("mut1", "xml", "quick", HParams(lr=0.3, clip=2.5, layers=2), 7,
                                  TINY | {"seq_len": 20})  # fmt: skip
