@@ -1,0 +1,232 @@
+"""Train steps per second of our compiled cells vs flax NNX, a hand-written jax.numpy cell and PyTorch.
+
+    python benchmarks/versus_frameworks.py                       # lstm and gru, H = 128 256 512
+    python benchmarks/versus_frameworks.py --hidden 256 --rounds 3 --steps 10
+
+Every contender trains the same model: an embedding (vocabulary `--vocab`, width H), one recurrent
+layer of H units over `--seq` steps, a linear readout, softmax cross-entropy, plain SGD; batch
+`--batch`. JAX contenders jit the whole step (loss, gradient, update) with donated parameters;
+PyTorch runs eagerly with its fused `nn.LSTM` / `nn.GRU` (CPU kernels). Contenders alternate within
+each round (the order reverses every round) and each round reports steps/s; the table gives
+min/median/max over rounds and the paired ratio ours / contender per round. The GEMM ceiling is a
+jitted f32 matmul of the step's largest shape; the share is the LSTM step's matmul FLOPs per second
+over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import machine, summary, write  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cells import baseline, compile_cell  # noqa: E402
+
+
+def _xent(logits, targets):
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
+
+
+def _sgd_step(loss_fn, lr):
+    def step(params, inputs, targets):
+        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets)
+        return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def ours(cell: str, hidden: int, vocab: int, key):
+    """The model around `compile_cell(baseline(cell))`, unrolled with lax.scan."""
+    compiled = compile_cell(baseline(cell))
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = {"cell": compiled.init(k1, hidden), "embed": jax.random.normal(k2, (vocab, hidden)) * 0.1,
+              "out": jax.random.normal(k3, (hidden, vocab)) * 0.1, "out_b": jnp.zeros(vocab)}  # fmt: skip
+
+    def loss(p, inputs, targets):
+        xs = jnp.swapaxes(p["embed"][inputs], 0, 1)  # (T, B, H)
+        _, hs = compiled.unroll(p["cell"], compiled.initial_carry((inputs.shape[0],), hidden), xs)
+        return _xent(jnp.swapaxes(hs, 0, 1) @ p["out"] + p["out_b"], targets)
+
+    return params, loss
+
+
+def hand_lstm(hidden: int, vocab: int, key):
+    """A hand-written LSTM in jax.numpy: one matmul on [x, h] per step."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = {"w": jax.random.normal(k1, (2 * hidden, 4 * hidden)) / np.sqrt(hidden),
+              "b": jnp.zeros(4 * hidden), "embed": jax.random.normal(k2, (vocab, hidden)) * 0.1,
+              "out": jax.random.normal(k3, (hidden, vocab)) * 0.1, "out_b": jnp.zeros(vocab)}  # fmt: skip
+
+    def loss(p, inputs, targets):
+        xs = jnp.swapaxes(p["embed"][inputs], 0, 1)
+
+        def body(carry, x):
+            h, c = carry
+            i, f, g, o = jnp.split(jnp.concatenate([x, h], -1) @ p["w"] + p["b"], 4, -1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        zeros = jnp.zeros((inputs.shape[0], hidden))
+        _, hs = jax.lax.scan(body, (zeros, zeros), xs)
+        return _xent(jnp.swapaxes(hs, 0, 1) @ p["out"] + p["out_b"], targets)
+
+    return params, loss
+
+
+def flax_nnx(cell: str, hidden: int, vocab: int, key):
+    """flax NNX: `nnx.RNN` over `OptimizedLSTMCell` or `GRUCell`, split into a pure function."""
+    from flax import nnx
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.embed = nnx.Embed(vocab, hidden, rngs=rngs)
+            make = nnx.OptimizedLSTMCell if cell == "lstm" else nnx.GRUCell
+            self.rnn = nnx.RNN(make(hidden, hidden, rngs=rngs))
+            self.out = nnx.Linear(hidden, vocab, rngs=rngs)
+
+        def __call__(self, inputs):
+            zeros = jnp.zeros((inputs.shape[0], hidden))
+            carry = (zeros, zeros) if cell == "lstm" else zeros  # flax's (c, h) / h, no RNG needed
+            return self.out(self.rnn(self.embed(inputs), initial_carry=carry))
+
+    model = Model(nnx.Rngs(int(jax.random.randint(key, (), 0, 2**30))))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)  # trained: the Params only
+
+    def loss(p, inputs, targets):
+        return _xent(nnx.merge(graphdef, p, rest)(inputs), targets)
+
+    return params, loss
+
+
+def torch_model(cell: str, hidden: int, vocab: int, lr: float):
+    import torch
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(vocab, hidden)
+            self.rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(hidden, hidden, batch_first=True)
+            self.out = torch.nn.Linear(hidden, vocab)
+
+        def forward(self, inputs):
+            return self.out(self.rnn(self.embed(inputs))[0])
+
+    model = Model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+
+    def step(inputs, targets):
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(inputs).reshape(-1, vocab), targets.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def gemm_ceiling(rows: int, inner: int, cols: int, repeats: int = 20) -> float:
+    """FLOP/s of a jitted f32 matmul of this shape (best of `repeats`)."""
+    a = jnp.ones((rows, inner), jnp.float32)
+    b = jnp.ones((inner, cols), jnp.float32)
+    matmul = jax.jit(jnp.dot)
+    matmul(a, b).block_until_ready()
+    best = min(_timed(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats))
+    return 2 * rows * inner * cols / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", nargs="+", default=["lstm", "gru", "mut1"],
+                        help="lstm and gru have framework contenders; other cells (mut1) run ours only")
+    parser.add_argument("--hidden", nargs="+", type=int, default=[128, 256, 512])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=50)
+    parser.add_argument("--vocab", type=int, default=50, help="small, so that the recurrence dominates")
+    parser.add_argument("--steps", type=int, default=10, help="train steps per contender per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--out", default="benchmarks/results/versus_frameworks")
+    args = parser.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if args.no_torch:
+        torch = None
+    rng = np.random.default_rng(0)
+    inputs_np = rng.integers(0, args.vocab, (args.batch, args.seq))
+    targets_np = rng.integers(0, args.vocab, (args.batch, args.seq))
+    lr = 0.1
+    results = {"machine": machine(), "batch": args.batch, "seq": args.seq, "vocab": args.vocab,
+               "steps": args.steps, "rounds": args.rounds,
+               "threads": {"torch": torch.get_num_threads() if torch else None,
+                           "XLA_FLAGS": __import__("os").environ.get("XLA_FLAGS", "")},
+               "torch": torch.__version__ if torch else None, "runs": {}}  # fmt: skip
+    lines = ["| cell | H | contender | steps/s min | median | max | ours / contender (paired, median [min, max]) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    inputs, targets = jnp.asarray(inputs_np), jnp.asarray(targets_np)
+    for hidden in args.hidden:
+        for cell in args.cells:
+            key = jax.random.key(0)
+            contenders = {"ours": ours(cell, hidden, args.vocab, key)}
+            if cell in ("lstm", "gru"):
+                contenders["flax nnx"] = flax_nnx(cell, hidden, args.vocab, key)
+            if cell == "lstm":
+                contenders["jax.numpy by hand"] = hand_lstm(hidden, args.vocab, key)
+            runners = {}
+            for name, (params, loss) in contenders.items():
+                step = _sgd_step(loss, lr)
+                state = {"params": step(params, inputs, targets)[0]}  # compiles
+
+                def run(step=step, state=state):
+                    for _ in range(args.steps):
+                        state["params"], loss_value = step(state["params"], inputs, targets)
+                    loss_value.block_until_ready()
+
+                run()
+                runners[name] = run
+            if torch is not None and cell in ("lstm", "gru"):
+                torch_step = torch_model(cell, hidden, args.vocab, lr)
+                t_in, t_out = torch.from_numpy(inputs_np), torch.from_numpy(targets_np)
+                torch_step(t_in, t_out)
+                runners[f"torch nn.{cell.upper()}"] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
+            rates = {name: [] for name in runners}
+            for round_ in range(args.rounds):
+                order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
+                for name in order:
+                    rates[name].append(args.steps / _timed(runners[name]))
+            run_key = f"{cell}/H{hidden}"
+            results["runs"][run_key] = {name: summary(r) for name, r in rates.items()}
+            for name, r in rates.items():
+                paired = [a / b for a, b in zip(rates["ours"], r)]
+                s = summary(r)
+                ratio = "-" if name == "ours" else f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}]"
+                lines.append(f"| {cell} | {hidden} | {name} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} | {ratio} |")
+            if cell == "lstm":
+                flops = 3 * 2 * args.batch * args.seq * (2 * hidden) * (4 * hidden)  # fwd + ~2x bwd
+                ceiling = gemm_ceiling(args.batch, 2 * hidden, 4 * hidden)
+                share = flops * statistics.median(rates["ours"]) / ceiling
+                results["runs"][run_key]["gemm"] = {"ceiling_gflops": ceiling / 1e9, "share_of_ceiling": share}
+                lines.append(f"| lstm | {hidden} | GEMM ceiling ({args.batch}x{2 * hidden} @ {2 * hidden}x{4 * hidden}) "
+                             f"| {ceiling / 1e9:.1f} GFLOP/s | ours: {100 * share:.0f}% of it | |")
+            print("\n".join(lines[-len(rates) - (cell == "lstm"):]), flush=True)
+    write(results, args.out, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
