@@ -53,6 +53,12 @@ class TrialWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node this worker runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
 
 def _private_dir(path: pathlib.Path) -> pathlib.Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -84,11 +90,15 @@ class RayExecutor:
         local Ray bound to 127.0.0.1 that lives as long as this executor.
       gpus_per_worker: GPUs each worker asks for (for GPU clusters).
       retries: how often a trial whose worker died is retried.
+      start_timeout: seconds a replacement worker has to start before its slot is given up.
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None,
-                 gpus_per_worker: float = 0, retries: int = 2):  # fmt: skip
+                 gpus_per_worker: float = 0, retries: int = 2, start_timeout: float = 60):  # fmt: skip
         self.workers = workers
+        self.start_timeout = start_timeout
+        self.poll_seconds = 10.0  # how often a wait for results also checks for lost nodes
+        self.nodes: list[str] = []
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.gpus_per_worker = gpus_per_worker
         self.retries = retries
@@ -114,6 +124,14 @@ class RayExecutor:
             self.workers = max(1, cpus)
         self._remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(TrialWorker)
         self.actors = [self._new_actor(i) for i in range(self.workers)]
+        try:  # where each worker runs; also proves that every one of them could start
+            self.nodes = ray.get([actor.node.remote() for actor in self.actors], timeout=self.start_timeout)
+        except ray.exceptions.GetTimeoutError:
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            self.__exit__()
+            raise RuntimeError(f"the Ray cluster could not start {self.workers} workers in "
+                               f"{self.start_timeout:g} s (it has {cpus} CPUs); ask for fewer with "
+                               "--workers") from None
         return self
 
     def _new_actor(self, index: int):
@@ -125,13 +143,26 @@ class RayExecutor:
         return self._remote.remote(core, cache)
 
     def _replacement(self, index: int):
-        """A fresh actor for a dead one, or None when the cluster lost the room for it (a node
-        died): the search goes on with fewer workers instead of waiting for one that never starts."""
+        """A fresh actor for a dead one, or None when the cluster has no room for it (a node died):
+        the search goes on with fewer workers instead of waiting for one that never starts.
+
+        Ray may still count a lost node as alive for a while, so the new actor must also answer
+        within `start_timeout` seconds.
+        """
         import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
 
         alive = sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))
         others = sum(a is not None for i, a in enumerate(self.actors) if i != index)
-        return self._new_actor(index) if others + 1 <= alive else None
+        if others + 1 > alive:
+            return None
+        actor = self._new_actor(index)
+        try:
+            self.nodes[index] = ray.get(actor.node.remote(), timeout=self.start_timeout)
+        except (GetTimeoutError, RayActorError):
+            ray.kill(actor)
+            return None
+        return actor
 
     def __exit__(self, *exc) -> None:
         import ray
@@ -160,36 +191,51 @@ class RayExecutor:
         pending = collections.deque((tid, spec, 0) for tid, spec in jobs)
         idle = [i for i, actor in enumerate(self.actors) if actor is not None]
         in_flight: dict = {}
+
+        def failed(tid, spec, attempts, index, error) -> dict | None:
+            """Replaces the worker; the trial goes back in the queue, or becomes an error row."""
+            try:
+                ray.kill(self.actors[index])
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            self.actors[index] = self._replacement(index)
+            if self.actors[index] is not None:
+                idle.append(index)
+            elif not any(a is not None for a in self.actors):
+                raise RuntimeError("every Ray worker is gone and the cluster has no CPU left for a "
+                                   "new one; resume with the same command when it is back")  # fmt: skip
+            if attempts < self.retries:
+                pending.appendleft((tid, spec, attempts + 1))
+                return None
+            result = TrialResult(spec, status="error")
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            result.error = f"worker failed {attempts + 1} times: {type(error).__name__}: {message}"[:500]
+            return result.row()
+
         while pending or in_flight:
             while pending and idle:
                 index = idle.pop(0)
                 tid, spec, attempts = pending.popleft()
                 ref = self.actors[index].run.remote(spec)
                 in_flight[ref] = (tid, spec, attempts, index)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.poll_seconds)
+            if not ready:  # a lost node's tasks may never fail by themselves: look for them
+                alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+                for ref, (tid, spec, attempts, index) in list(in_flight.items()):
+                    if self.nodes[index] not in alive:
+                        del in_flight[ref]
+                        row = failed(tid, spec, attempts, index, RuntimeError("its node was lost"))
+                        if row is not None:
+                            on_row(tid, row)
+                continue
             for ref in ready:
                 tid, spec, attempts, index = in_flight.pop(ref)
                 try:
                     row = ray.get(ref)
                 except (RayActorError, WorkerCrashedError, RayTaskError) as error:
-                    try:
-                        ray.kill(self.actors[index])
-                    except Exception:  # noqa: BLE001 - already gone
-                        pass
-                    self.actors[index] = self._replacement(index)
-                    if self.actors[index] is not None:
-                        idle.append(index)
-                    elif not any(a is not None for a in self.actors):
-                        raise RuntimeError("every Ray worker is gone and the cluster has no CPU "
-                                           "left for a new one; resume when it is back")  # fmt: skip
-                    if attempts < self.retries:
-                        pending.appendleft((tid, spec, attempts + 1))
+                    row = failed(tid, spec, attempts, index, error)
+                    if row is None:
                         continue
-                    result = TrialResult(spec, status="error")
-                    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                    result.error = (f"worker failed {attempts + 1} times: "
-                                    f"{type(error).__name__}: {message}")[:500]  # fmt: skip
-                    row = result.row()
                 else:
                     idle.append(index)
                 on_row(tid, row)
