@@ -354,7 +354,7 @@ CLAIMS: dict[str, Claim] = {
 
 
 def findings(frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, seed: int = 0,
-             min_trials: int = 2) -> pd.DataFrame:  # fmt: skip
+             min_trials: int = 2, boot: Bootstrap | None = None) -> pd.DataFrame:  # fmt: skip
     """Checks every claim of `CLAIMS` against the trials of `frame`.
 
     Args:
@@ -363,11 +363,12 @@ def findings(frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, s
       level: confidence level of the intervals.
       seed: seed of the bootstrap.
       min_trials: fewest trials of a (cell, task) that count as measured.
+      boot: a `Bootstrap` of `frame` already built (replaces the four arguments above).
 
     Returns:
       One row per claim (index: the claim's name) with the columns of `Finding`.
     """
-    boot = Bootstrap(frame, replicates, level, seed, min_trials)
+    boot = boot or Bootstrap(frame, replicates, level, seed, min_trials)
     rows = {}
     for name, (claim, check) in CLAIMS.items():
         try:

@@ -97,7 +97,7 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
         if plot(*args) is not None:
             figures.append((name, plot.__doc__.splitlines()[0]))
     board = leaderboard(frame)
-    checked = findings(frame)
+    checked = findings(frame, boot=boot)
     versions = frame["versions"].dropna().iloc[0] if "versions" in frame else {}
 
     text = ["# cellsearch report", ""]

@@ -20,6 +20,7 @@ outputs. Recipe node names become cellsearch names where they can (`f_act` stays
 
 from __future__ import annotations
 
+import itertools
 import keyword
 import re
 from typing import Mapping
@@ -160,7 +161,7 @@ def to_nasbench_nlp(graph: Graph) -> dict:
     labels = graph.node_labels()
     names: dict[int, str] = {}
     recipe: dict[str, dict] = {}
-    counter = iter(range(10**6))
+    counter = itertools.count()
 
     def refuse(i: int, why: str):
         raise CellValidationError(f"'{labels[i]}': {why}; NAS-Bench-NLP cannot express this cell",

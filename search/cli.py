@@ -40,7 +40,9 @@ def load_cell(name_or_file: str) -> tuple[str, Graph]:
 
 def load_recipes(spec: str) -> list[tuple[str, dict]]:
     """(label, recipe) pairs from `FILE.json` (every recipe) or `FILE.json:INDEX` (one)."""
-    path, sep, index = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "")
+    path, sep, index = spec.rpartition(":")
+    if not index.isdigit():  # no :INDEX, or a colon that belongs to the path
+        path, sep, index = spec, "", ""
     try:
         data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except OSError as error:

@@ -8,8 +8,10 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 from results import load
 from search.config import load_config
@@ -26,6 +28,11 @@ TINY = {
     "budget.ptb.eval_sequences": 1, "budget.xml.seq_len": 10, "budget.ptb.seq_len": 10,
     "budget.nottingham.seq_len": 10, "task_options.arith.max_digits": 2,
 }  # fmt: skip
+
+
+def tiny_args(**overrides) -> list[str]:
+    """`tiny(**overrides)` as `--set` arguments of the `cellsearch search` command line."""
+    return [f"--set={k}={v}" for k, v in (TINY | overrides).items()]
 
 
 def tiny(**overrides):
@@ -92,3 +99,20 @@ def sequence(run) -> list[tuple]:
     """What makes a run's trial sequence: id, round, cell, task, hyperparameters and seed per trial."""
     frame = load(run).sort_values("trial")
     return [tuple(row) for row in frame[SEQUENCE].astype(str).itertuples(index=False)]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_rows(run: pathlib.Path, rows: int, driver: subprocess.Popen, timeout: float) -> None:
+    """Waits until `run` stores `rows` trials, the driver exits, or `timeout` seconds pass."""
+    trials = pathlib.Path(run) / "trials.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None:
+        if trials.exists() and len(trials.read_text().splitlines()) >= rows:
+            return
+        time.sleep(0.1)

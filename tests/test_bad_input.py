@@ -13,7 +13,7 @@ import pytest
 from results import RunStore
 from search.cli import main
 from search.loop import run_toml
-from searchkit import QUICK, TINY, tiny, tree_digest
+from searchkit import QUICK, tiny, tiny_args, tree_digest
 
 CELLS = {
     "syntax.cell": ("h_new = tanh(W(x) +\n", "syntax.cell: line 1"),
@@ -116,7 +116,7 @@ def test_bad_arguments_and_stores(workspace, capsys, args, message):
 
 
 def test_resume_with_a_changed_config_is_refused(workspace, capsys):
-    overrides = [f"--set={k}={v}" for k, v in (TINY | {"max_trials": 4, "seed": 7}).items()]
+    overrides = tiny_args(max_trials=4, seed=7)
     check(*run_cli(capsys, "search", QUICK, "--out", workspace / "run", *overrides), "'seed' was 0, now 7")
 
 

@@ -16,10 +16,11 @@ import pytest
 from results import load
 from results.store import FAULT
 from search.loop import run_search
-from searchkit import QUICK, TINY, borrowed, kill_session, sequence, tiny, tree_digest
+from searchkit import (QUICK, borrowed, free_port, kill_session, sequence, tiny, tiny_args, tree_digest,
+                       wait_for_rows)
 
 TRIALS = 12
-ARGS = [f"--set={k}={v}" for k, v in TINY.items()] + [f"--set=max_trials={TRIALS}", "--workers=2", "--quiet"]
+ARGS = [*tiny_args(max_trials=TRIALS), "--workers=2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +108,12 @@ def test_a_read_only_run_directory_is_a_clear_error_and_stays_intact(tmp_path, r
 def test_losing_a_node_of_a_two_node_cluster_loses_no_trial(tmp_path):
     """Two Ray nodes on this machine (1 CPU each, one worker each); the second node is killed with
     the trial its worker runs. The trial is retried on the head's worker and the search completes."""
-    import socket
     import tempfile
     import time
 
     from search.executor import local_ray_environment
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # a local search forbids multi-node Ray (that is what keeps it on 127.0.0.1); this test needs it
     env = os.environ | local_ray_environment() | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
     ray_start = [str(pathlib.Path(sys.executable).parent / "ray"), "start", "--block", "--num-cpus=1",
@@ -137,12 +135,7 @@ def test_losing_a_node_of_a_two_node_cluster_loses_no_trial(tmp_path):
              *slow, f"--address=127.0.0.1:{port}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-        trials = run / "trials.jsonl"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and driver.poll() is None:
-            if trials.exists() and len(trials.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.1)
+        wait_for_rows(run, 3, driver, timeout=300)
         assert driver.poll() is None, driver.communicate()[1][-2000:]
         kill_session(second.pid)  # the second node dies with the trial its worker was running
         second.wait()

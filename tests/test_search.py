@@ -19,7 +19,7 @@ import pytest
 from results import load
 from search.config import ConfigError
 from search.loop import run_search
-from searchkit import QUICK, TINY, borrowed, descendants, sequence, tiny
+from searchkit import QUICK, borrowed, descendants, free_port, sequence, tiny, tiny_args, wait_for_rows
 
 
 
@@ -107,18 +107,13 @@ def test_killed_workers_mid_trial_are_retried(tmp_path, ray_workers, victims):
 
 
 def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_workers):
-    args = [f"--set={k}={v}" for k, v in TINY.items()] + ["--set=max_trials=12", "--workers=2",
-                                                        "--quiet"]  # fmt: skip
+    args = [*tiny_args(max_trials=12), "--workers=2", "--quiet"]
     command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out"]
     run = tmp_path / "killed"
     driver = subprocess.Popen([*command, str(run), *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     trials = run / "trials.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and driver.poll() is None:
-        if trials.exists() and len(trials.read_text().splitlines()) >= 4:
-            break
-        time.sleep(0.1)
+    wait_for_rows(run, 4, driver, timeout=240)
     ours = descendants(driver.pid)  # the local Ray this driver started, and nothing else
     driver.kill()
     driver.wait()
@@ -137,13 +132,9 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_wo
 
 
 def test_search_joins_a_separately_started_ray_head(tmp_path):
-    import socket
-
     from search.executor import local_ray_environment
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = os.environ | local_ray_environment()
     ray_cli = pathlib.Path(sys.executable).parent / "ray"
     temp_dir = tempfile.mkdtemp(prefix="rayhead-")  # short: Ray's socket paths must stay short
@@ -154,7 +145,7 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        args = [f"--set={k}={v}" for k, v in TINY.items()] + ["--set=max_trials=4", "--quiet"]
+        args = [*tiny_args(max_trials=4), "--quiet"]
         result = subprocess.run(
             [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
              "--address", f"127.0.0.1:{port}", *args],
@@ -180,7 +171,7 @@ def test_a_stale_cluster_address_on_the_machine_does_not_capture_a_local_search(
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text("127.0.0.1:1")
     try:  # a new driver process, as a user runs it (this one already holds the module's Ray)
-        args = [f"--set={k}={v}" for k, v in TINY.items()] + ["--set=max_trials=2", "--quiet"]
+        args = [*tiny_args(max_trials=2), "--quiet"]
         result = subprocess.run(
             [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
              "--workers=1", *args], capture_output=True, text=True, timeout=300,
