@@ -118,6 +118,19 @@ class CompiledCell:
         Returns:
           (h_new, c_new), each (..., H).
         """
+        values = self.values(params, carry, x)
+        return self.outputs(values, carry)
+
+    def values(self, params: Params, carry: Carry, x: jax.Array, x_proj=None) -> dict[int, Any]:
+        """Every node's value for one step, keyed by node index (shared sub-expressions alias).
+
+        Args:
+          params: the parameters; the entry of the matmul on x may be absent when `x_proj` is given.
+          carry: (h, c), each (..., H).
+          x: the input, (..., H).
+          x_proj: optional precomputed output of the fused matmul on x, (..., k*H), used instead of
+            computing `x @ kernel + bias` (see `unroll`).
+        """
         h, c = carry
         graph = self.graph
         hidden = h.shape[-1]
@@ -135,8 +148,11 @@ class CompiledCell:
             elif node.op == LINEAR:
                 matmul = matmul_of[i]
                 if matmul.key not in fused:
-                    p = params[matmul.key]
-                    fused[matmul.key] = values[matmul.operand] @ p["kernel"] + p["bias"]
+                    if x_proj is not None and matmul.key == self.x_matmul:
+                        fused[matmul.key] = x_proj
+                    else:
+                        p = params[matmul.key]
+                        fused[matmul.key] = values[matmul.operand] @ p["kernel"] + p["bias"]
                 block = matmul.nodes.index(i)
                 values[i] = fused[matmul.key][..., block * hidden : (block + 1) * hidden]
             elif node.op in _UNARY:
@@ -144,11 +160,50 @@ class CompiledCell:
             else:
                 left, right = node.inputs
                 values[i] = _BINARY[node.op](values[left], values[right])
-        c_new = values[graph.c_new] if graph.c_new is not None else c
-        return values[graph.h_new], c_new
+        return values
 
-    def unroll(self, params: Params, carry: Carry, xs: jax.Array) -> tuple[Carry, jax.Array]:
-        """Runs the cell over time with `lax.scan`; xs is (T, ..., H); returns (carry, hs)."""
+    def outputs(self, values: dict[int, Any], carry: Carry) -> Carry:
+        """(h_new, c_new) from `values`; c_new is the old c for a cell without memory."""
+        c_new = values[self.graph.c_new] if self.graph.c_new is not None else carry[1]
+        return values[self.graph.h_new], c_new
+
+    @property
+    def x_matmul(self) -> str | None:
+        """The key of the fused matmul that reads x itself, if there is one."""
+        x = next((i for i, n in enumerate(self.graph.nodes) if n.op == "x"), None)
+        return next((m.key for m in self.matmuls if x is not None and m.operand == x), None)
+
+    @property
+    def reads_x_outside_matmul(self) -> bool:
+        """Whether x feeds anything but its fused matmul (then `unroll` needs xs with x_proj)."""
+        x_nodes = {i for i, node in enumerate(self.graph.nodes) if node.op == "x"}
+        return any(
+            node.op != LINEAR and any(j in x_nodes for j in node.inputs) for node in self.graph.nodes
+        )
+
+    def unroll(
+        self, params: Params, carry: Carry, xs: jax.Array | None, x_proj: jax.Array | None = None
+    ) -> tuple[Carry, jax.Array]:
+        """Runs the cell over time; returns (final carry, hs (T, ..., H)).
+
+        The gradient is hand-written (`cells.scan`): the backward scan propagates only the state
+        gradient, and every weight gradient is ONE matmul over all time steps after the loop.
+        It equals autodiff of `unroll_autodiff` to float32 rounding.
+
+        Args:
+          params: the parameters.
+          carry: (h, c), each (..., H).
+          xs: the inputs, (T, ..., H); may be None when x_proj is given and x feeds nothing else
+            (`reads_x_outside_matmul` is False).
+          x_proj: optional (T, ..., k*H) output of the fused matmul on x for every step (e.g. rows
+            of a folded embedding table); its gradient flows back to whatever computed it.
+        """
+        from cells.scan import unroll
+
+        return unroll(self, params, carry, xs, x_proj)
+
+    def unroll_autodiff(self, params: Params, carry: Carry, xs: jax.Array) -> tuple[Carry, jax.Array]:
+        """`unroll` as a plain `lax.scan` of `step`, differentiated by JAX (the reference)."""
 
         def body(carry, x):
             carry = self.step(params, carry, x)

@@ -3,7 +3,7 @@
 from tasks.datasets import DataError
 from tasks.hparams import GRID, PRESETS, Budget, HParams, preset, sample_settings
 from tasks.registry import MUSIC_TASKS, SEARCH_TASKS, TASKS, Task, make_task
-from tasks.trainer import TrialResult, TrialSpec, train_trial
+from tasks.trainer import TrialResult, TrialSpec, train_settings, train_trial
 
 __all__ = [
     "GRID",
@@ -20,5 +20,6 @@ __all__ = [
     "make_task",
     "preset",
     "sample_settings",
+    "train_settings",
     "train_trial",
 ]

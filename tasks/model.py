@@ -36,9 +36,12 @@ class CellLayer(nnx.Module):
             for i, m in enumerate(self.cell.matmuls)
         }
 
-    def __call__(self, carry, xs):
-        """Runs the layer over time; xs is (T, B, H); returns (final carry, hs)."""
-        return self.cell.unroll(self.params(), carry, xs)
+    def __call__(self, carry, xs, x_proj=None):
+        """Runs the layer over time; xs is (T, B, H); returns (final carry, hs).
+
+        x_proj, if given, is the output of the matmul on x for every step (`CompiledCell.unroll`).
+        """
+        return self.cell.unroll(self.params(), carry, xs, x_proj)
 
 
 class RNNModel(nnx.Module):
@@ -67,30 +70,51 @@ class RNNModel(nnx.Module):
             self.embed = nnx.Linear(n_inputs, hidden, kernel_init=uniform, rngs=rngs)
         self.layers = nnx.List([CellLayer(cell, hidden, init_scale, rngs) for _ in range(layers)])
         self.readout = nnx.Linear(hidden, n_outputs, kernel_init=uniform, rngs=rngs)
+        self.tokens = tokens
 
     def __call__(self, carry: Carry, inputs, dropout, key) -> tuple[Carry, jax.Array]:
         """Runs the network over a batch.
 
+        Without dropout, a token-input network whose vocabulary V is at most the batch's B*T
+        tokens FOLDS its embedding into the first layer: `embedding[t] @ W_x + b` is row t of the
+        table `embedding @ W_x + b` (V, k*H), so the first layer's matmul on x becomes one small
+        matmul per batch and a row lookup per token. Same function, same parameters; with
+        dropout on the layer's input the two are not equal, so it is only done without.
+
         Args:
           carry: (h, c) per layer, each (B, H).
           inputs: (B, T) token ids or (B, T, 88) frames.
-          dropout: the drop probability (a traced scalar; 0 disables).
+          dropout: the drop probability (a traced scalar), or None for no dropout code at all.
           key: PRNG key for dropout.
 
         Returns:
           (final carry, outputs (B, T, n_outputs) logits).
         """
-        xs = jnp.swapaxes(self.embed(inputs), 0, 1)  # time-major for lax.scan
+        cell = self.layers[0].cell
+        fold = (dropout is None and self.tokens and cell.x_matmul is not None
+                and self.embed.num_embeddings <= inputs.size)  # fmt: skip
+        x_proj = None
+        if fold:
+            w = self.layers[0].params()[cell.x_matmul]
+            table = self.embed.embedding[...] @ w["kernel"] + w["bias"]
+            x_proj = table[inputs.T]  # (T, B, k*H)
+        if not fold or cell.reads_x_outside_matmul:
+            xs = jnp.swapaxes(self.embed(inputs), 0, 1)  # time-major for lax.scan
+        else:
+            xs = None
         keys = jax.random.split(key, len(self.layers) + 1)
         new_carry = []
         for layer, layer_carry, k in zip(self.layers, carry, keys):
-            layer_carry, xs = layer(layer_carry, _dropout(xs, dropout, k))
+            layer_carry, xs = layer(layer_carry, _dropout(xs, dropout, k), x_proj)
             new_carry.append(layer_carry)
+            x_proj = None
         logits = self.readout(_dropout(xs, dropout, keys[-1]))
         return new_carry, jnp.swapaxes(logits, 0, 1)
 
 
 def _dropout(x, rate, key):
+    if rate is None or x is None:
+        return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 

@@ -4,7 +4,7 @@
     result.row()   # a flat JSON-ready dict: spec, metrics, status, timings, provenance
 
 Speed comes from compiling ONE program per (cell, task, layers, H, batch, sequence length, steps per
-call): the learning rate, clip, init scale and dropout are traced arguments, so every
+call): the learning rate, clip, init scale and dropout rate are traced arguments, so every
 hyperparameter setting reuses it, and each call runs `steps_per_call` SGD steps in a `lax.scan`.
 Programs are compiled ahead of time (so compile seconds are measured exactly) and cached.
 
@@ -25,7 +25,7 @@ import platform
 import subprocess
 import time
 import traceback
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -162,7 +162,7 @@ class Program:
     """The compiled init, train and eval functions of one (cell, task, shape) combination."""
 
     def __init__(self, graph: Graph, task: Task, layers: int, hidden: int, batch: int,
-                 seq_len: int, steps_per_call: int):  # fmt: skip
+                 seq_len: int, steps_per_call: int, has_dropout: bool = False):  # fmt: skip
         cell = compile_cell(graph)
         self.task, self.layers, self.hidden, self.batch = task, layers, hidden, batch
         self.seq_len, self.steps_per_call = seq_len, steps_per_call
@@ -185,13 +185,14 @@ class Program:
             carry, logits = model(carry, batch.inputs, dropout, key)
             return carry, logits
 
-        def loss_fn(params, carry, batch, dropout, key):
-            carry, logits = forward(params, carry, batch, dropout, key)
+        def loss_fn(params, carry, batch, rate, key):
+            # without dropout the network has no dropout code at all (and may fold its embedding)
+            carry, logits = forward(params, carry, batch, rate if has_dropout else None, key)
             nll = step_losses(logits, batch.targets, tokens) * batch.mask
             objective = nll.sum() / batch.mask.shape[0]  # summed over time, mean over batch
             return objective, (carry, nll.sum() / jnp.maximum(batch.mask.sum(), 1.0))
 
-        def train(params, carry, batches: Batch, lr, clip, dropout, key):
+        def train(params, carry, batches: Batch, lr, clip, rate, key):
             tx = optax.chain(optax.clip_by_global_norm(clip), optax.sgd(lr))
             opt_state = tx.init(params)  # SGD without momentum: the state is empty
 
@@ -199,7 +200,7 @@ class Program:
                 params, carry = state
                 batch, k = inputs
                 grads, (carry, loss) = jax.grad(loss_fn, has_aux=True)(
-                    params, carry, batch, dropout, k
+                    params, carry, batch, rate, k
                 )
                 updates, _ = tx.update(grads, opt_state, params)
                 params = optax.apply_updates(params, updates)
@@ -210,7 +211,7 @@ class Program:
             return params, carry, losses
 
         def evaluate_one(carry, batch: Batch, params):
-            carry, logits = forward(params, carry, batch, 0.0, jax.random.key(0))
+            carry, logits = forward(params, carry, batch, None, jax.random.key(0))
             nll = step_losses(logits, batch.targets, tokens) * batch.mask
             stats = {name: jnp.float32(0.0) for name in STATS}
             stats["nll"], stats["count"] = nll.sum(), batch.mask.sum()
@@ -229,7 +230,10 @@ class Program:
             carry, stats = jax.lax.scan(lambda c, b: evaluate_one(c, b, params), carry, batches)
             return carry, jax.tree_util.tree_map(jnp.sum, stats)
 
-        self._functions = {"init": init, "train": train, "eval": evaluate}
+        self._functions = {"init": init, "train": train, "eval": evaluate,
+                           # K settings as lanes of one program (`train_settings`)
+                           "init_k": jax.vmap(init), "train_k": jax.vmap(train),
+                           "eval_k": jax.vmap(evaluate, in_axes=(0, 0, None))}  # fmt: skip
         self._compiled: dict[str, Callable] = {}
         self.compile_seconds = 0.0
 
@@ -244,9 +248,13 @@ class Program:
 
 @functools.lru_cache(maxsize=32)
 def program(graph: Graph, task: Task, layers: int, hidden: int, batch: int, seq_len: int,
-            steps_per_call: int) -> Program:  # fmt: skip
-    """The cached `Program` for one combination (hyperparameters are not part of the key)."""
-    return Program(graph, task, layers, hidden, batch, seq_len, steps_per_call)
+            steps_per_call: int, has_dropout: bool = False) -> Program:  # fmt: skip
+    """The cached `Program` for one combination.
+
+    The learning rate, clip, init scale and dropout rate are not part of the key; only whether
+    there is dropout at all is.
+    """
+    return Program(graph, task, layers, hidden, batch, seq_len, steps_per_call, has_dropout)
 
 
 # ------------------------------------------------------------------------------- the trial
@@ -262,7 +270,7 @@ def train_trial(
     Returns:
       The `TrialResult`; `score` is the task's validation score (None unless status is `ok`).
     """
-    result = TrialResult(spec, status="error")
+    result = TrialResult(spec, status="ok")
     try:
         spec.validate()
         task = spec.make_task()
@@ -279,17 +287,17 @@ def _run(spec: TrialSpec, task: Task, result: TrialResult, progress) -> None:
     budget, hp = spec.budget, spec.hparams
     seq_len = result.sequence_length = task.sequence_length(budget.seq_len)
     k = budget.steps_per_call
-    prog = program(spec.graph(), task, hp.layers, budget.hidden, budget.batch, seq_len, k)
+    prog = program(spec.graph(), task, hp.layers, budget.hidden, budget.batch, seq_len, k,
+                   hp.dropout > 0)  # fmt: skip
     compile_before = prog.compile_seconds
     f32 = np.float32
     key_init, key_train = jax.random.split(jax.random.key(spec.seed))
-
     start = time.perf_counter()
     params = prog.call("init", key_init, f32(hp.init_scale))
     carry = zero_carry(hp.layers, budget.batch, budget.hidden)
     batches = task.train_batches(budget.batch, seq_len, spec.seed)
     chunk = _stack([next(batches) for _ in range(k)])
-    status, step = "ok", 0
+    step = 0
     while step < budget.steps:
         lr = budget.lr_at(hp.lr, step)
         params, carry, losses = prog.call(
@@ -298,41 +306,57 @@ def _run(spec: TrialSpec, task: Task, result: TrialResult, progress) -> None:
         )  # fmt: skip
         if step + k < budget.steps:  # prepare the next chunk while the device computes
             chunk = _stack([next(batches) for _ in range(k)])
-        losses = np.asarray(losses)
-        finite = np.isfinite(losses)
-        if not finite.all():
-            status, first_bad = "diverged", int(np.argmin(finite))
-            if first_bad:  # keep what was measured before the loss stopped being finite
-                result.train_loss = float(losses[:first_bad].mean())
-                result.loss_curve.append((step + first_bad, round(result.train_loss, 5)))
-            step += first_bad
+        if not _record_losses(result, np.asarray(losses), step):
             break
         step += k
-        result.train_loss = float(losses.mean())
-        result.loss_curve.append((step, round(result.train_loss, 5)))
         if progress:
             progress(step, result.train_loss)
-    result.steps_done = step
     result.train_seconds = time.perf_counter() - start - (prog.compile_seconds - compile_before)
-    result.status = status
-    if status == "ok":
+    if result.status == "ok":
         eval_start, compile_start = time.perf_counter(), prog.compile_seconds
-        for split in ("valid", "test"):
-            metrics = _evaluate(prog, task, params, budget, seq_len, split)
-            setattr(result, split, metrics)
+        metrics = {split: _evaluate(prog, task, params, budget, seq_len, split)
+                   for split in ("valid", "test")}  # fmt: skip
+        _score(result, task, metrics["valid"], metrics["test"])
         result.eval_seconds = (
             time.perf_counter() - eval_start - (prog.compile_seconds - compile_start)
         )
-        if not all(math.isfinite(v) for v in result.valid.values()):
-            result.status = "diverged"
-        else:
-            result.score = float(task.score(result.valid))
     result.compile_seconds = prog.compile_seconds - compile_before
 
 
-def _evaluate(prog: Program, task: Task, params, budget: Budget, seq_len: int, split: str) -> dict:
-    """Sums the statistics of `task.eval_batches`, `steps_per_call` batches per jitted call."""
+def _record_losses(result: TrialResult, losses: np.ndarray, step: int) -> bool:
+    """Books one call's per-step losses (from `step` on); False once a loss is not finite."""
+    finite = np.isfinite(losses)
+    if not finite.all():
+        first_bad = int(np.argmin(finite))
+        if first_bad:  # keep what was measured before the loss stopped being finite
+            result.train_loss = float(losses[:first_bad].mean())
+            result.loss_curve.append((step + first_bad, round(result.train_loss, 5)))
+        result.steps_done, result.status = step + first_bad, "diverged"
+        return False
+    result.steps_done = step + len(losses)
+    result.train_loss = float(losses.mean())
+    result.loss_curve.append((result.steps_done, round(result.train_loss, 5)))
+    return True
+
+
+def _score(result: TrialResult, task: Task, valid: dict, test: dict) -> None:
+    result.valid, result.test = valid, test
+    if not all(math.isfinite(v) for v in valid.values()):
+        result.status = "diverged"
+    else:
+        result.score = float(task.score(valid))
+
+
+def _evaluate(prog: Program, task: Task, params, budget: Budget, seq_len: int, split: str,
+              lanes: int | None = None) -> dict | list[dict]:  # fmt: skip
+    """Sums the statistics of `task.eval_batches`, `steps_per_call` batches per jitted call.
+
+    With `lanes`, `params` holds that many settings (`train_settings`) and a list of metric dicts
+    comes back, one per setting.
+    """
     carry = zero_carry(prog.layers, budget.batch, budget.hidden)
+    if lanes is not None:
+        carry = jax.tree_util.tree_map(lambda z: jnp.broadcast_to(z, (lanes, *z.shape)), carry)
     totals, group = [], []
     batches = task.eval_batches(split, budget.batch, seq_len, budget.eval_sequences)
     for batch in itertools.chain(batches, [None]):
@@ -342,11 +366,98 @@ def _evaluate(prog: Program, task: Task, params, budget: Budget, seq_len: int, s
             # an unscored, state-keeping filler completes the last group without a new shape
             filler = Batch(*(np.zeros_like(a) for a in group[0][:4]), reset=False)
             group += [filler] * (prog.steps_per_call - len(group))
-            carry, stats = prog.call("eval", params, carry, _stack(group))
+            carry, stats = prog.call("eval" if lanes is None else "eval_k", params, carry, _stack(group))
             totals.append(stats)
             group = []
-    summed = {name: float(sum(float(t[name]) for t in totals)) for name in STATS}
-    return task.metrics(summed)
+    summed = {name: np.sum([np.asarray(t[name], np.float64) for t in totals], axis=0) for name in STATS}
+    if lanes is None:
+        return task.metrics({name: float(v) for name, v in summed.items()})
+    return [task.metrics({name: float(v[i]) for name, v in summed.items()}) for i in range(lanes)]
+
+
+# ---------------------------------------------------------------------- settings as one program
+def train_settings(specs: Sequence[TrialSpec]) -> list[TrialResult]:
+    """Trains K hyperparameter settings of one cell as ONE vmapped program (for GPUs).
+
+    Each setting is a lane of the program: its own parameters, data stream (from its seed),
+    learning rate, clip, init scale and dropout rate, so its row is what `train_trial` gives up
+    to float rounding. A lane that diverges is recorded as diverged at its own step while the
+    others go on. On a CPU this is slower than one trial after another (the vmapped backward scan;
+    ../shared/docs/perf-notes.md); a GPU is where it pays (benchmarks/vmap_settings.py).
+
+    Args:
+      specs: trials sharing the cell, task, task options, budget, layer count and whether they
+        use dropout.
+
+    Returns:
+      One `TrialResult` per spec, in order. `train_seconds` and `eval_seconds` are the whole
+      group's (the lanes ran together); the row's `vmapped_settings` says K.
+    """
+    results = [TrialResult(spec, status="ok") for spec in specs]
+    try:
+        if not specs:
+            return []
+        shape = lambda s: (s.cell, s.task, s.task_options, s.budget, s.hparams.layers,  # noqa: E731
+                           s.hparams.dropout > 0)  # fmt: skip
+        for i, spec in enumerate(specs):
+            if shape(spec) != shape(specs[0]):
+                raise ValueError(f"settings {i} and 0 differ in cell, task, budget, layers or "
+                                 f"dropout use; train_settings needs them equal")  # fmt: skip
+            spec.validate()
+        task = specs[0].make_task()
+        for result in results:
+            result.provenance = {**provenance(task), "vmapped_settings": len(specs)}
+        _run_settings(specs, task, results)
+    except Exception as error:  # as in train_trial: a failure is every lane's result
+        for result in results:
+            result.status, result.score = "error", None
+            result.error = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+    return results
+
+
+def _run_settings(specs: Sequence[TrialSpec], task: Task, results: list[TrialResult]) -> None:
+    budget, layers, lanes = specs[0].budget, specs[0].hparams.layers, len(specs)
+    seq_len = task.sequence_length(budget.seq_len)
+    k = budget.steps_per_call
+    prog = program(specs[0].graph(), task, layers, budget.hidden, budget.batch, seq_len, k,
+                   specs[0].hparams.dropout > 0)  # fmt: skip
+    compile_before = prog.compile_seconds
+    lane = lambda values: np.asarray(values, np.float32)  # noqa: E731
+    keys = [jax.random.split(jax.random.key(spec.seed)) for spec in specs]
+    start = time.perf_counter()
+    params = prog.call("init_k", jnp.stack([key[0] for key in keys]),
+                       lane([s.hparams.init_scale for s in specs]))  # fmt: skip
+    carry = jax.tree_util.tree_map(lambda z: jnp.broadcast_to(z, (lanes, *z.shape)),
+                                   zero_carry(layers, budget.batch, budget.hidden))  # fmt: skip
+    streams = [task.train_batches(budget.batch, seq_len, spec.seed) for spec in specs]
+    next_chunk = lambda: _stack([_stack([next(b) for _ in range(k)]) for b in streams])  # noqa: E731
+    chunk, step, alive = next_chunk(), 0, [True] * lanes
+    while step < budget.steps and any(alive):
+        params, carry, losses = prog.call(
+            "train_k", params, carry, chunk,
+            lane([budget.lr_at(s.hparams.lr, step) for s in specs]),
+            lane([s.hparams.clip for s in specs]), lane([s.hparams.dropout for s in specs]),
+            jnp.stack([jax.random.fold_in(key[1], step) for key in keys]),
+        )  # fmt: skip
+        if step + k < budget.steps:
+            chunk = next_chunk()
+        losses = np.asarray(losses)
+        for i, result in enumerate(results):
+            alive[i] = alive[i] and _record_losses(result, losses[i], step)
+        step += k
+    train_seconds = time.perf_counter() - start - (prog.compile_seconds - compile_before)
+    eval_start, compile_start = time.perf_counter(), prog.compile_seconds
+    if any(alive):
+        metrics = {split: _evaluate(prog, task, params, budget, seq_len, split, lanes)
+                   for split in ("valid", "test")}  # fmt: skip
+        for i, result in enumerate(results):
+            if alive[i]:
+                _score(result, task, metrics["valid"][i], metrics["test"][i])
+    eval_seconds = time.perf_counter() - eval_start - (prog.compile_seconds - compile_start)
+    for result in results:
+        result.sequence_length = seq_len
+        result.train_seconds, result.eval_seconds = train_seconds, eval_seconds
+        result.compile_seconds = prog.compile_seconds - compile_before
 
 
 def _stack(batches: list[Batch]) -> Batch:

@@ -314,3 +314,78 @@ def test_cell_without_memory_passes_c_through():
     _, c1 = cell.step(random_params(cell), (h, c), xs[0])
     np.testing.assert_array_equal(c1, c)
     assert not cell.has_memory and compile_cell(baseline("lstm")).has_memory
+
+
+# ------------------------------------------------------------------ the hand-written backward pass
+def unroll_loss(unroll, weights):
+    """A loss that reads every output of an unroll (all hs, final h and c) with fixed weights."""
+
+    def loss(params, h, c, xs, x_proj=None):
+        args = (params, (h, c), xs) + ((x_proj,) if x_proj is not None else ())
+        (h_final, c_final), hs = unroll(*args)
+        return (hs * weights[0]).sum() + (h_final * weights[1]).sum() + (c_final * weights[2]).sum()
+
+    return loss
+
+
+def assert_gradients_match(cell, rtol, dtype=jnp.float32, steps=T):
+    xs, h, c = (a.astype(dtype) for a in random_inputs(steps=steps))
+    params = jax.tree_util.tree_map(lambda a: a.astype(dtype), random_params(cell))
+    weights = [a.astype(dtype) for a in random_inputs(seed=5, steps=steps)]
+    ours = jax.grad(unroll_loss(cell.unroll, weights), argnums=(0, 1, 2, 3))(params, h, c, xs)
+    ref = jax.grad(unroll_loss(cell.unroll_autodiff, weights), argnums=(0, 1, 2, 3))(params, h, c, xs)
+    for got, want in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_hand_written_backward_pass_equals_autodiff(name):
+    cell = compile_cell(baseline(name))
+    assert_gradients_match(cell, rtol=2e-5)
+    (h1, c1), hs1 = cell.unroll(random_params(cell), random_inputs()[1:], random_inputs()[0])
+    (h2, c2), hs2 = cell.unroll_autodiff(random_params(cell), random_inputs()[1:], random_inputs()[0])
+    close(hs1, hs2), close(c1, c2)
+
+
+def test_hand_written_backward_pass_covers_every_op_of_mutants():
+    from search.mutation import ACTIVATIONS_WITH_LEAKY_RELU, mutate
+
+    rng = np.random.default_rng(0)
+    ops, compared = set(), 0
+    with jax.enable_x64(True):  # float64, so that fast-growing cells compare to rounding
+        for draw in range(24):
+            graph = baseline(("lstm", "gru", "mut1")[draw % 3])
+            for _ in range(1 + draw % 4):
+                graph = mutate(graph, rng, activations=ACTIVATIONS_WITH_LEAKY_RELU).graph
+            cell = compile_cell(graph)
+            xs, h, c = random_inputs(steps=6)
+            _, hs = cell.unroll_autodiff(random_params(cell), (h, c), xs)
+            if not float(jnp.abs(hs).max()) < 1e4:  # cells that blow up: cancellation, not bugs
+                continue
+            assert_gradients_match(cell, rtol=1e-8, dtype=jnp.float64, steps=6)
+            ops |= {node.op for node in graph.nodes}
+            compared += 1
+    assert compared >= 12  # 16 of the 24 draws stay below 1e4
+    assert ops >= {"tanh", "sigmoid", "relu", "leaky_relu", "identity", "add", "sub", "mul", "one"}
+
+
+def test_precomputed_x_projection_gets_the_gradient_of_the_x_matmul():
+    cell = compile_cell(baseline("lstm"))
+    xs, h, c = random_inputs()
+    params = random_params(cell)
+    weights = list(random_inputs(seed=5))
+    key = cell.x_matmul
+    assert key == "x" and not cell.reads_x_outside_matmul
+
+    def folded(params, h, c, xs):
+        x_proj = xs @ params[key]["kernel"] + params[key]["bias"]
+        return unroll_loss(cell.unroll, weights)(params, h, c, None, x_proj)
+
+    ours = jax.grad(folded)(params, h, c, xs)
+    ref = jax.grad(unroll_loss(cell.unroll_autodiff, weights))(params, h, c, xs)
+    for got, want in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(jnp.abs(want).max()))
+    reads_x = compile_cell(parse("h_new = tanh(W(x) + W(h)) * x"))
+    assert reads_x.reads_x_outside_matmul
+    with pytest.raises(ValueError, match="xs may be None only"):
+        reads_x.unroll(random_params(reads_x), (h, c), None, jnp.zeros((T, B, H)))

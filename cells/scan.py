@@ -1,0 +1,195 @@
+"""`CompiledCell.unroll`: a cell over a whole sequence, with a hand-written backward pass.
+
+Autodiff of `lax.scan` computes each weight gradient inside the reverse loop, as one small
+(B, H)^T @ (B, k*H) product per fused matmul per step. Here the reverse loop only propagates the
+state gradient (one (B, k*H) @ (k*H, H) product per step for each fused matmul whose operand depends
+on the state) and emits the gradient of every matmul's output; after the loop each weight gradient
+is ONE (T*B, H)^T @ (T*B, k*H) product, and the gradient of the input sequence through the matmul
+on x is one (T*B, k*H) @ (k*H, H) product. The backward rules below cover every op of the cell
+language, so this works for any graph; tests compare it with autodiff of `unroll_autodiff`.
+
+The forward pass saves, per step, only what the backward rules read: the outputs of tanh, sigmoid,
+relu and leaky_relu, the inputs of `mul`, and each matmul's operand. x and h are not saved (they
+are the input sequence and the shifted outputs); c is, when the cell reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from cells.compile import _BINARY, _UNARY
+from cells.graph import CONST, LEAKY_SLOPE, LINEAR, SOURCES
+
+# d(output)/d(input) of each unary op, written in terms of its OUTPUT y (what the forward saves).
+_DERIVATIVE = {
+    "tanh": lambda y: 1.0 - y * y,
+    "sigmoid": lambda y: y * (1.0 - y),
+    "relu": lambda y: (y > 0).astype(y.dtype),
+    "leaky_relu": lambda y: jnp.where(y > 0, 1.0, LEAKY_SLOPE).astype(y.dtype),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the forward pass keeps and the backward pass visits, for one cell."""
+
+    nodes: tuple[int, ...]  # distinct values, in evaluation order
+    inputs: dict[int, tuple[int, ...]]  # node -> its inputs (distinct values)
+    constant: frozenset[int]  # nodes whose value is a scalar built from `one` alone
+    source: dict[str, int]  # "x" / "h" / "c" -> node, for the sources the cell reads
+    saved: tuple[int, ...]  # non-source nodes whose forward value the backward rules read
+    h_out: int
+    c_out: int | None
+
+
+def _plan(cell) -> _Plan:
+    graph, value_of = cell.graph, cell._value_of
+    nodes = tuple(i for i in range(len(graph.nodes)) if value_of[i] == i)
+    inputs = {i: tuple(value_of[j] for j in graph.nodes[i].inputs) for i in nodes}
+    op = {i: graph.nodes[i].op for i in nodes}
+    constant: set[int] = set()
+    for i in nodes:
+        if op[i] == CONST or (
+            op[i] not in SOURCES and op[i] != LINEAR and all(j in constant for j in inputs[i])
+        ):
+            constant.add(i)
+    read: set[int] = {m.operand for m in cell.matmuls}
+    for i in nodes:
+        if i in constant:
+            continue
+        if op[i] in _DERIVATIVE:
+            read.add(i)
+        elif op[i] == "mul":
+            read.update(inputs[i])
+    source = {op[i]: i for i in nodes if op[i] in SOURCES}
+    saved = tuple(i for i in nodes if i in read and i not in constant and op[i] not in SOURCES)
+    c_out = value_of[graph.c_new] if graph.c_new is not None else None
+    return _Plan(nodes, inputs, frozenset(constant), source, saved, value_of[graph.h_new], c_out)
+
+
+def unroll(cell, params, carry, xs, x_proj=None):
+    """See `CompiledCell.unroll`."""
+    if xs is None and (x_proj is None or cell.reads_x_outside_matmul):
+        raise ValueError("xs may be None only when x_proj is given and x feeds nothing else")
+    if x_proj is not None:  # the x matmul's weights live with whoever computed x_proj
+        params = {k: v for k, v in params.items() if k != cell.x_matmul}
+    return _unroll(cell, params, carry, xs, x_proj)
+
+
+def _forward(cell, plan: _Plan, params, carry, xs, x_proj):
+    def body(carry, inputs):
+        x, x_proj_t = inputs
+        values = cell.values(params, carry, x, x_proj_t)
+        new = cell.outputs(values, carry)
+        saved = {i: values[i] for i in plan.saved}
+        c_prev = carry[1] if "c" in plan.source else None
+        return new, (new[0], saved, c_prev)
+
+    steps = (xs if xs is not None else x_proj).shape[0]
+    final, (hs, saved, c_prev) = jax.lax.scan(body, carry, (xs, x_proj), length=steps)
+    return (final, hs), (saved, c_prev)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _unroll(cell, params, carry, xs, x_proj):
+    return _forward(cell, _plan(cell), params, carry, xs, x_proj)[0]
+
+
+def _unroll_fwd(cell, params, carry, xs, x_proj):
+    (final, hs), (saved, c_prev) = _forward(cell, _plan(cell), params, carry, xs, x_proj)
+    return (final, hs), (params, carry, xs, hs, saved, c_prev)
+
+
+def _unroll_bwd(cell, residuals, cotangents):
+    params, (h0, _), xs, hs, saved, c_prev = residuals
+    (g_h_final, g_c_final), g_hs = cotangents
+    plan = _plan(cell)
+    graph = cell.graph
+    hidden = h0.shape[-1]
+    h_prev = jnp.concatenate([h0[None], hs[:-1]])
+    x_key = cell.x_matmul
+    x_node = plan.source.get("x")
+    # the matmul on x itself gets no operand gradient inside the loop: that is one product after it
+    looped = [m for m in cell.matmuls if m.key != x_key]
+    reading = {i: [m for m in looped if m.operand == i] for i in plan.nodes}
+
+    def body(state, inputs):
+        g_h_next, g_c_next = state
+        x, h, c, values_saved, g_h_out = inputs
+        values = dict(values_saved)
+        for name, value in (("x", x), ("h", h), ("c", c)):
+            if name in plan.source:
+                values[plan.source[name]] = value
+        for i in plan.nodes:
+            if i in plan.constant:
+                values[i] = _constant_value(graph.nodes[i].op, [values[j] for j in plan.inputs[i]])
+        grads: dict[int, jax.Array] = {}
+
+        def add(i, g):
+            if i not in plan.constant:
+                grads[i] = g if i not in grads else grads[i] + g
+
+        add(plan.h_out, g_h_next + g_h_out)
+        if plan.c_out is not None:
+            add(plan.c_out, g_c_next)
+        zeros = jnp.zeros_like(g_h_next)
+        g_matmul = {}
+        for i in reversed(plan.nodes):
+            for m in reading[i]:  # all of m's W nodes come later, so their gradients are final
+                g_matmul[m.key] = jnp.concatenate([grads.get(j, zeros) for j in m.nodes], -1)
+                add(i, g_matmul[m.key] @ params[m.key]["kernel"].T)
+            if i not in grads:
+                continue
+            g, op, args = grads[i], graph.nodes[i].op, plan.inputs[i]
+            if op in _DERIVATIVE:
+                add(args[0], g * _DERIVATIVE[op](values[i]))
+            elif op in ("identity", "add"):
+                for j in args:
+                    add(j, g)
+            elif op == "sub":
+                add(args[0], g)
+                add(args[1], -g)
+            elif op == "mul":
+                add(args[0], g * values[args[1]])
+                add(args[1], g * values[args[0]])
+        if x_key is not None:
+            x_matmul = next(m for m in cell.matmuls if m.key == x_key)
+            g_matmul[x_key] = jnp.concatenate([grads.get(j, zeros) for j in x_matmul.nodes], -1)
+        g_h = grads.get(plan.source.get("h"), zeros)
+        g_c = grads.get(plan.source.get("c"), zeros) if cell.has_memory else g_c_next
+        g_x = None if x is None else grads.get(x_node, jnp.zeros_like(x))
+        return (g_h, g_c), (g_matmul, g_x)
+
+    (g_h0, g_c0), (g_matmul, g_xs) = jax.lax.scan(
+        body, (g_h_final, g_c_final), (xs, h_prev, c_prev, saved, g_hs), reverse=True,
+        length=hs.shape[0],
+    )  # fmt: skip
+    sequences = {"x": xs, "h": h_prev, "c": c_prev}
+    operand_seq = {**saved, **{i: sequences[name] for name, i in plan.source.items()}}
+    g_params = {}
+    for m in cell.matmuls:
+        if m.key not in params:  # the x matmul, when its output came in as x_proj
+            continue
+        a = operand_seq[m.operand].reshape(-1, hidden)
+        g = g_matmul[m.key].reshape(-1, g_matmul[m.key].shape[-1])
+        g_params[m.key] = {"kernel": a.T @ g, "bias": g.sum(0)}
+    g_x_proj = None
+    if x_key is not None:
+        if x_key not in params:
+            g_x_proj = g_matmul[x_key]
+        else:
+            g_xs = g_xs + g_matmul[x_key] @ params[x_key]["kernel"].T
+    return g_params, (g_h0, g_c0), g_xs, g_x_proj
+
+
+_unroll.defvjp(_unroll_fwd, _unroll_bwd)
+
+
+def _constant_value(op, inputs):
+    if op == CONST:
+        return jnp.float32(1.0)
+    return _UNARY[op](*inputs) if op in _UNARY else _BINARY[op](*inputs)
