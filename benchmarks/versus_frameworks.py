@@ -10,7 +10,8 @@ PyTorch runs eagerly with its fused `nn.LSTM` / `nn.GRU` (CPU kernels). Contende
 each round (the order reverses every round) and each round reports steps/s; the table gives
 min/median/max over rounds and the paired ratio ours / contender per round. The GEMM ceiling is a
 jitted f32 matmul of the step's largest shape; the share is the LSTM step's matmul FLOPs per second
-over it.
+over it, counted twice: the nominal FLOPs of an unfolded step (the same for every contender) and the
+FLOPs ours does with the embedding folded into the x-projection.
 """
 
 from __future__ import annotations
@@ -44,7 +45,26 @@ def _sgd_step(loss_fn, lr):
 
 
 def ours(cell: str, hidden: int, vocab: int, key):
-    """The model around `compile_cell(baseline(cell))`, unrolled with lax.scan."""
+    """The trainer's network (`tasks.model.RNNModel`) around `compile_cell(baseline(cell))`: the
+    hand-written backward pass over the scan (`cells.scan`) and the folded embedding."""
+    from flax import nnx
+
+    from tasks.model import RNNModel, zero_carry
+
+    model = RNNModel(compile_cell(baseline(cell)), n_inputs=vocab, n_outputs=vocab, tokens=True,
+                     layers=1, hidden=hidden, init_scale=1.0, rngs=nnx.Rngs(params=key))  # fmt: skip
+    graphdef, params = nnx.split(model)
+
+    def loss(p, inputs, targets):
+        carry = zero_carry(1, inputs.shape[0], hidden)
+        _, logits = nnx.merge(graphdef, p)(carry, inputs, None, jax.random.key(0))
+        return _xent(logits, targets)
+
+    return params, loss
+
+
+def ours_autodiff(cell: str, hidden: int, vocab: int, key):
+    """Our cell as before the levers: autodiff of `lax.scan` over `CompiledCell.step`."""
     compiled = compile_cell(baseline(cell))
     k1, k2, k3 = jax.random.split(key, 3)
     params = {"cell": compiled.init(k1, hidden), "embed": jax.random.normal(k2, (vocab, hidden)) * 0.1,
@@ -52,7 +72,8 @@ def ours(cell: str, hidden: int, vocab: int, key):
 
     def loss(p, inputs, targets):
         xs = jnp.swapaxes(p["embed"][inputs], 0, 1)  # (T, B, H)
-        _, hs = compiled.unroll(p["cell"], compiled.initial_carry((inputs.shape[0],), hidden), xs)
+        carry = compiled.initial_carry((inputs.shape[0],), hidden)
+        _, hs = compiled.unroll_autodiff(p["cell"], carry, xs)
         return _xent(jnp.swapaxes(hs, 0, 1) @ p["out"] + p["out_b"], targets)
 
     return params, loss
@@ -183,7 +204,8 @@ def main(argv=None) -> None:
     for hidden in args.hidden:
         for cell in args.cells:
             key = jax.random.key(0)
-            contenders = {"ours": ours(cell, hidden, args.vocab, key)}
+            contenders = {"ours": ours(cell, hidden, args.vocab, key),
+                          "ours, autodiff of lax.scan": ours_autodiff(cell, hidden, args.vocab, key)}
             if cell in ("lstm", "gru"):
                 contenders["flax nnx"] = flax_nnx(cell, hidden, args.vocab, key)
             if cell == "lstm":
@@ -218,12 +240,21 @@ def main(argv=None) -> None:
                 ratio = "-" if name == "ours" else f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}]"
                 lines.append(f"| {cell} | {hidden} | {name} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} | {ratio} |")
             if cell == "lstm":
-                flops = 3 * 2 * args.batch * args.seq * (2 * hidden) * (4 * hidden)  # fwd + ~2x bwd
+                # nominal: the cell's matmuls of an unfolded step (fwd + ~2x bwd), the same work for
+                # every contender; done: what ours computes with the embedding folded (the h matmul
+                # over T*B rows plus the (V, H) @ (H, 4H) table), so a share above 100% is possible
+                # for the nominal count only
+                tokens = args.batch * args.seq
+                nominal = 3 * 2 * tokens * (2 * hidden) * (4 * hidden)
+                done = 3 * 2 * (tokens + args.vocab) * hidden * (4 * hidden)
                 ceiling = gemm_ceiling(args.batch, 2 * hidden, 4 * hidden)
-                share = flops * statistics.median(rates["ours"]) / ceiling
-                results["runs"][run_key]["gemm"] = {"ceiling_gflops": ceiling / 1e9, "share_of_ceiling": share}
+                rate = statistics.median(rates["ours"])
+                share, share_done = nominal * rate / ceiling, done * rate / ceiling
+                results["runs"][run_key]["gemm"] = {"ceiling_gflops": ceiling / 1e9, "share_of_ceiling": share,
+                                                    "share_of_ceiling_flops_done": share_done}  # fmt: skip
                 lines.append(f"| lstm | {hidden} | GEMM ceiling ({args.batch}x{2 * hidden} @ {2 * hidden}x{4 * hidden}) "
-                             f"| {ceiling / 1e9:.1f} GFLOP/s | ours: {100 * share:.0f}% of it | |")
+                             f"| {ceiling / 1e9:.1f} GFLOP/s | ours: {100 * share:.0f}% of it (nominal FLOPs), "
+                             f"{100 * share_done:.0f}% (FLOPs done) | |")
             print("\n".join(lines[-len(rates) - (cell == "lstm"):]), flush=True)
     write(results, args.out, "\n".join(lines))
 

@@ -219,6 +219,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tasks import train_trial
 
     spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
+    if args.settings is not None:
+        return _train_settings(spec, graph, args)
     with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",
               disable=args.quiet, file=sys.stderr) as bar:  # fmt: skip
 
@@ -227,17 +229,42 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{loss:.4f}")
 
         result = train_trial(spec, progress)
-    row = result.row()
-    row.pop("traceback", None)
-    text = json.dumps(row)
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
-    if result.status == "error":
-        print(f"cellsearch: trial failed: {result.error}", file=sys.stderr)
-        return 1
-    return 0
+    return _print_rows([result], args.out)
+
+
+def _train_settings(spec, graph, args: argparse.Namespace) -> int:
+    """`train --settings K`: K settings drawn from the paper's grid, trained as one program."""
+    from tasks import GRID, sample_settings, train_settings
+
+    if args.settings < 1:
+        raise UsageError(f"--settings must be a positive integer, got {args.settings}")
+    fixed = parse_overrides(args.set)
+    grid = {name: GRID[name] for name in ("lr", "clip", "init_scale") if name not in fixed}
+    drawn = sample_settings((graph.hash, spec.task, args.seed), args.settings, grid=grid)
+    specs = [dataclasses.replace(spec, seed=args.seed + i, hparams=spec.hparams._replace(
+                 **{name: getattr(hp, name) for name in grid}))
+             for i, hp in enumerate(drawn)]  # fmt: skip
+    if not args.quiet:
+        print(f"training {len(specs)} settings of {spec.cell if spec.cell in BASELINES else graph.hash} "
+              f"on {spec.task} as one program...", file=sys.stderr)  # fmt: skip
+    return _print_rows(train_settings(specs), args.out)
+
+
+def _print_rows(results, out: str | None) -> int:
+    """Prints each result's row as JSON (and appends it to `out`); 1 if any trial failed."""
+    failed = 0
+    for result in results:
+        row = result.row()
+        row.pop("traceback", None)
+        text = json.dumps(row)
+        print(text)
+        if out:
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(text + "\n")
+        if result.status == "error":
+            print(f"cellsearch: trial failed: {result.error}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -477,6 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "a budget field (steps, hidden, batch, seq_len, ...) or a task option "
                        "(task.max_digits=5); repeatable")
     train.add_argument("--out", help="also append the row to this JSON-lines file")
+    train.add_argument("--settings", type=int, metavar="K",
+                       help="train K settings drawn from the paper's grid (lr, clip, init_scale "
+                       "unless fixed with --set; seeds SEED..SEED+K-1) as ONE vmapped program, "
+                       "one row each; pays on a GPU")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 

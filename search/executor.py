@@ -91,11 +91,15 @@ class RayExecutor:
       gpus_per_worker: GPUs each worker asks for (for GPU clusters).
       retries: how often a trial whose worker died is retried.
       start_timeout: seconds a replacement worker has to start before its slot is given up.
+      worker: the actor class; `benchmarks/ray_execution.py` passes one whose trials do nothing,
+        to measure what the driver, Ray and the store cost per trial.
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None,
-                 gpus_per_worker: float = 0, retries: int = 2, start_timeout: float = 60):  # fmt: skip
+                 gpus_per_worker: float = 0, retries: int = 2, start_timeout: float = 60,
+                 worker: type = TrialWorker):  # fmt: skip
         self.workers = workers
+        self.worker = worker
         self.start_timeout = start_timeout
         self.poll_seconds = 10.0  # how often a wait for results also checks for lost nodes
         self.nodes: list[str] = []
@@ -122,7 +126,7 @@ class RayExecutor:
         if self.workers is None:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.workers = max(1, cpus)
-        self._remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(TrialWorker)
+        self._remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(self.worker)
         self.actors = [self._new_actor(i) for i in range(self.workers)]
         try:  # where each worker runs; also proves that every one of them could start
             self.nodes = ray.get([actor.node.remote() for actor in self.actors], timeout=self.start_timeout)

@@ -101,6 +101,20 @@ def test_train_prints_one_json_row(tmp_path):
     assert "gru on arith" in result.stderr  # the progress bar
 
 
+def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    result = cellsearch("train", "gru", "arith", "--settings", "3", "--set", "steps=20", "--set",
+                        "hidden=16", "--set", "task.max_digits=2", "--set", "clip=2.5", "--seed", "4",
+                        "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+    assert [row["seed"] for row in rows] == [4, 5, 6]
+    assert all(row["vmapped_settings"] == 3 and row["clip"] == 2.5 for row in rows)  # --set fixes clip
+    assert len({(row["lr"], row["init_scale"]) for row in rows}) == 3  # drawn from the grid
+    assert "3 settings of gru on arith as one program" in result.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -112,6 +126,7 @@ def test_train_prints_one_json_row(tmp_path):
         (["train", "lstm", "arith", "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "lstm", "ptb", "--set", "seq_len=0"], "task ptb needs seq_len >= 1"),
         (["train", "lstm", "ptb", "--set", "hidden=0"], "hidden must be >= 1, got 0"),
+        (["train", "lstm", "arith", "--settings", "0"], "--settings must be a positive integer"),
     ],
 )
 def test_train_usage_errors_are_one_line(args, message):
