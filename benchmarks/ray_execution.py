@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import statistics
 import sys
@@ -74,24 +75,11 @@ def search_overhead(trials: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp, \
             RayExecutor(workers=2, worker=NoTrainingWorker) as executor:  # fmt: skip
         start = time.perf_counter()
-        summary_ = run_search(config, pathlib.Path(tmp) / "run", lambda: _Entered(executor))
+        summary_ = run_search(config, pathlib.Path(tmp) / "run", lambda: contextlib.nullcontext(executor))
         seconds = time.perf_counter() - start
         store_bytes = sum(p.stat().st_size for p in (pathlib.Path(tmp) / "run").iterdir())
     return {"trials": summary_.trials, "seconds": seconds, "per_trial_ms": 1000 * seconds / summary_.trials,
             "store_bytes": store_bytes}  # fmt: skip
-
-
-class _Entered:
-    """An executor that is already running, as `run_search`'s factory hands it over."""
-
-    def __init__(self, executor):
-        self.executor = executor
-
-    def __enter__(self):
-        return self.executor
-
-    def __exit__(self, *exc):
-        return None
 
 
 def main(argv=None) -> None:

@@ -91,6 +91,9 @@ class SearchConfig:
     nasbench_nlp: NasbenchOptions = NasbenchOptions()
     baselines: BaselinesOptions = BaselinesOptions()
     leaky_relu: bool = False  # add NAS-Bench-NLP's leaky_relu to the activations mutation draws
+    # trials of one cell, task and layer count trained together as one vmapped program (up to
+    # this many; `tasks.train_settings`): for GPU workers. Changes no trial, only how it runs.
+    vmap_settings: int = 1
 
     def validate(self, source: str = "config") -> None:
         def fail(key, message):
@@ -107,7 +110,7 @@ class SearchConfig:
                 fail("tasks", f"unknown task '{task}' (known: {', '.join(TASKS)})")
             if task not in PRESETS[self.preset]:
                 fail("tasks", f"preset '{self.preset}' has no budget for task '{task}'")
-        for key in ("settings_per_task", "cells_per_round", "max_trials"):
+        for key in ("settings_per_task", "cells_per_round", "max_trials", "vmap_settings"):
             if getattr(self, key) < 1:
                 fail(key, f"must be >= 1, got {getattr(self, key)}")
         if self.retries < 0:
@@ -153,10 +156,11 @@ class SearchConfig:
                 fail(f"budget/task_options of {task}", str(error).splitlines()[0])
 
     def search_fields(self) -> dict:
-        """The fields that determine the trial sequence (all but name and max_trials)."""
+        """The fields that determine the trial sequence (all but name, max_trials and
+        vmap_settings)."""
         fields = to_dict(self)
-        fields.pop("name")
-        fields.pop("max_trials")
+        for key in ("name", "max_trials", "vmap_settings"):
+            fields.pop(key)
         return fields
 
 

@@ -50,6 +50,15 @@ class TrialWorker:
         row.pop("traceback", None)
         return row
 
+    def run_group(self, specs: list[TrialSpec]) -> list[dict]:
+        """Trains trials of one program shape as one vmapped program (`tasks.train_settings`)."""
+        from tasks import train_settings
+
+        rows = [result.row() for result in train_settings(specs)]
+        for row in rows:
+            row.pop("traceback", None)
+        return rows
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -185,8 +194,15 @@ class RayExecutor:
 
         return ray.get([actor.pid.remote() for actor in self.actors if actor is not None])
 
-    def run(self, jobs: list[tuple[int, TrialSpec]], on_row: Callable[[int, dict], None]) -> None:
-        """Runs `jobs`, calling `on_row(trial_id, row)` as each finishes (in completion order)."""
+    def run(self, jobs: list[tuple[int, TrialSpec]], on_row: Callable[[int, dict], None],
+            group: int = 1) -> None:  # fmt: skip
+        """Runs `jobs`, calling `on_row(trial_id, row)` as each finishes (in completion order).
+
+        With `group` > 1, up to that many pending trials of one program shape (cell, task, budget,
+        layers; `TrialSpec.program_shape`) go to a worker together and train as one vmapped
+        program (`tasks.train_settings`): for GPU workers. A failed group's trials are retried
+        one by one.
+        """
         import ray
         from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
@@ -194,10 +210,22 @@ class RayExecutor:
 
         pending = collections.deque((tid, spec, 0) for tid, spec in jobs)
         idle = [i for i, actor in enumerate(self.actors) if actor is not None]
-        in_flight: dict = {}
+        in_flight: dict = {}  # ref -> ([(trial_id, spec, attempts)], worker index)
 
-        def failed(tid, spec, attempts, index, error) -> dict | None:
-            """Replaces the worker; the trial goes back in the queue, or becomes an error row."""
+        def take() -> list[tuple]:
+            batch = [pending.popleft()]
+            if group > 1 and batch[0][2] == 0:  # a retried trial runs alone
+                shape = batch[0][1].program_shape()
+                for job in list(pending):
+                    if len(batch) == group:
+                        break
+                    if job[2] == 0 and job[1].program_shape() == shape:
+                        pending.remove(job)
+                        batch.append(job)
+            return batch
+
+        def failed(batch, index, error) -> list[tuple[int, dict]]:
+            """Replaces the worker; each trial goes back in the queue, or becomes an error row."""
             try:
                 ray.kill(self.actors[index])
             except Exception:  # noqa: BLE001 - already gone
@@ -208,38 +236,42 @@ class RayExecutor:
             elif not any(a is not None for a in self.actors):
                 raise RuntimeError("every Ray worker is gone and the cluster has no CPU left for a "
                                    "new one; resume with the same command when it is back")  # fmt: skip
-            if attempts < self.retries:
-                pending.appendleft((tid, spec, attempts + 1))
-                return None
-            result = TrialResult(spec, status="error")
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            result.error = f"worker failed {attempts + 1} times: {type(error).__name__}: {message}"[:500]
-            return result.row()
+            rows = []
+            for tid, spec, attempts in reversed(batch):  # back at the front, in their order
+                if attempts < self.retries:
+                    pending.appendleft((tid, spec, attempts + 1))
+                    continue
+                result = TrialResult(spec, status="error")
+                message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                result.error = f"worker failed {attempts + 1} times: {type(error).__name__}: {message}"[:500]
+                rows.append((tid, result.row()))
+            return rows[::-1]
 
         while pending or in_flight:
             while pending and idle:
                 index = idle.pop(0)
-                tid, spec, attempts = pending.popleft()
-                ref = self.actors[index].run.remote(spec)
-                in_flight[ref] = (tid, spec, attempts, index)
+                batch = take()
+                actor = self.actors[index]
+                specs = [spec for _, spec, _ in batch]
+                ref = actor.run.remote(specs[0]) if len(batch) == 1 else actor.run_group.remote(specs)
+                in_flight[ref] = (batch, index)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.poll_seconds)
             if not ready:  # a lost node's tasks may never fail by themselves: look for them
                 alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-                for ref, (tid, spec, attempts, index) in list(in_flight.items()):
+                for ref, (batch, index) in list(in_flight.items()):
                     if self.nodes[index] not in alive:
                         del in_flight[ref]
-                        row = failed(tid, spec, attempts, index, RuntimeError("its node was lost"))
-                        if row is not None:
+                        for tid, row in failed(batch, index, RuntimeError("its node was lost")):
                             on_row(tid, row)
                 continue
             for ref in ready:
-                tid, spec, attempts, index = in_flight.pop(ref)
+                batch, index = in_flight.pop(ref)
                 try:
-                    row = ray.get(ref)
+                    rows = ray.get(ref)
                 except (RayActorError, WorkerCrashedError, RayTaskError) as error:
-                    row = failed(tid, spec, attempts, index, error)
-                    if row is None:
-                        continue
-                else:
-                    idle.append(index)
-                on_row(tid, row)
+                    for tid, row in failed(batch, index, error):
+                        on_row(tid, row)
+                    continue
+                idle.append(index)
+                for (tid, _, _), row in zip(batch, rows if len(batch) > 1 else [rows]):
+                    on_row(tid, row)

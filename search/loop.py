@@ -189,7 +189,7 @@ def run_search(
                                           _best(strategy), summary.ran,
                                           time.monotonic() - start))  # fmt: skip
 
-                executor.run(jobs, on_row)
+                executor.run(jobs, on_row, group=config.vmap_settings)
             if fault_point("strategy_update"):
                 crash_now()
             strategy.update([rows[t] for t in sorted(rows)])

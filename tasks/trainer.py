@@ -84,6 +84,11 @@ class TrialSpec:
     def make_task(self) -> Task:
         return make_task(self.task, **dict(self.task_options))
 
+    def program_shape(self) -> tuple:
+        """What trials must share to be trained as one program (`train_settings`)."""
+        return (self.cell, self.task, self.task_options, self.budget, self.hparams.layers,
+                self.hparams.dropout > 0)  # fmt: skip
+
     def validate(self) -> None:
         """Raises ValueError/CellError naming the first problem."""
         self.graph()
@@ -402,10 +407,8 @@ def train_settings(specs: Sequence[TrialSpec]) -> list[TrialResult]:
     try:
         if not specs:
             return []
-        shape = lambda s: (s.cell, s.task, s.task_options, s.budget, s.hparams.layers,  # noqa: E731
-                           s.hparams.dropout > 0)  # fmt: skip
         for i, spec in enumerate(specs):
-            if shape(spec) != shape(specs[0]):
+            if spec.program_shape() != specs[0].program_shape():
                 raise ValueError(f"settings {i} and 0 differ in cell, task, budget, layers or "
                                  f"dropout use; train_settings needs them equal")  # fmt: skip
             spec.validate()

@@ -75,6 +75,19 @@ def test_resume_continues_exactly_and_replays_without_training(tmp_path, ray_wor
     assert again.ran == 0 and again.replayed == 16
 
 
+def test_settings_grouped_into_one_program_change_no_trial(tmp_path, ray_workers):
+    shape = {"strategy": "baselines", "settings_per_task": 4, "max_trials": 24}
+    run_search(tiny(**shape), tmp_path / "plain", borrowed(ray_workers))
+    run_search(tiny(**shape, vmap_settings=4), tmp_path / "grouped", borrowed(ray_workers))
+    assert sequence(tmp_path / "grouped") == sequence(tmp_path / "plain")
+    plain, grouped = (load(tmp_path / run).set_index("trial").sort_index() for run in ("plain", "grouped"))
+    assert len(grouped) == 24 and grouped.index.is_unique
+    assert (grouped["vmapped_settings"] > 1).sum() >= 2  # some trials did share a program
+    assert (grouped["status"] == plain["status"]).all()
+    ok = plain["status"] == "ok"
+    assert ((grouped["score"][ok] - plain["score"][ok]).abs() <= 1e-3 * plain["score"][ok].abs() + 1e-6).all()
+
+
 def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
     run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))
     with pytest.raises(ConfigError, match="cannot resume .*'seed' was 0, now 1"):
