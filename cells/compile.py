@@ -177,9 +177,8 @@ class CompiledCell:
     def reads_x_outside_matmul(self) -> bool:
         """Whether x feeds anything but its fused matmul (then `unroll` needs xs with x_proj)."""
         x_nodes = {i for i, node in enumerate(self.graph.nodes) if node.op == "x"}
-        return any(
-            node.op != LINEAR and any(j in x_nodes for j in node.inputs) for node in self.graph.nodes
-        )
+        readers = (node for node in self.graph.nodes if node.op != LINEAR)
+        return any(j in x_nodes for node in readers for j in node.inputs)
 
     def unroll(
         self, params: Params, carry: Carry, xs: jax.Array | None, x_proj: jax.Array | None = None
@@ -202,7 +201,9 @@ class CompiledCell:
 
         return unroll(self, params, carry, xs, x_proj)
 
-    def unroll_autodiff(self, params: Params, carry: Carry, xs: jax.Array) -> tuple[Carry, jax.Array]:
+    def unroll_autodiff(
+        self, params: Params, carry: Carry, xs: jax.Array
+    ) -> tuple[Carry, jax.Array]:
         """`unroll` as a plain `lax.scan` of `step`, differentiated by JAX (the reference)."""
 
         def body(carry, x):

@@ -4,8 +4,9 @@
     result.row()   # a flat JSON-ready dict: spec, metrics, status, timings, provenance
 
 Speed comes from compiling ONE program per (cell, task, layers, H, batch, sequence length, steps per
-call): the learning rate, clip, init scale and dropout rate are traced arguments, so every
-hyperparameter setting reuses it, and each call runs `steps_per_call` SGD steps in a `lax.scan`.
+call, dropout or not): the learning rate, clip, init scale and dropout rate are traced arguments,
+so every hyperparameter setting reuses it, and each call runs `steps_per_call` SGD steps in a
+`lax.scan`.
 Programs are compiled ahead of time (so compile seconds are measured exactly) and cached.
 
 The loss follows the paper's protocol (paper.md section 10): the negative log-likelihood is SUMMED
@@ -376,10 +377,12 @@ def _evaluate(prog: Program, task: Task, params, budget: Budget, seq_len: int, s
             # an unscored, state-keeping filler completes the last group without a new shape
             filler = Batch(*(np.zeros_like(a) for a in group[0][:4]), reset=False)
             group += [filler] * (prog.steps_per_call - len(group))
-            carry, stats = prog.call("eval" if lanes is None else "eval_k", params, carry, _stack(group))
+            name = "eval" if lanes is None else "eval_k"
+            carry, stats = prog.call(name, params, carry, _stack(group))
             totals.append(stats)
             group = []
-    summed = {name: np.sum([np.asarray(t[name], np.float64) for t in totals], axis=0) for name in STATS}
+    summed = {name: np.sum([np.asarray(t[name], np.float64) for t in totals], axis=0)
+              for name in STATS}  # fmt: skip
     if lanes is None:
         return task.metrics({name: float(v) for name, v in summed.items()})
     return [task.metrics({name: float(v[i]) for name, v in summed.items()}) for i in range(lanes)]
@@ -438,7 +441,10 @@ def _run_settings(specs: Sequence[TrialSpec], task: Task, results: list[TrialRes
     carry = jax.tree_util.tree_map(lambda z: jnp.broadcast_to(z, (lanes, *z.shape)),
                                    zero_carry(layers, budget.batch, budget.hidden))  # fmt: skip
     streams = [task.train_batches(budget.batch, seq_len, spec.seed) for spec in specs]
-    next_chunk = lambda: _stack([_stack([next(b) for _ in range(k)]) for b in streams])  # noqa: E731
+
+    def next_chunk():
+        return _stack([_stack([next(b) for _ in range(k)]) for b in streams])
+
     chunk, step, alive = next_chunk(), 0, [True] * lanes
     while step < budget.steps and any(alive):
         params, carry, losses = prog.call(
