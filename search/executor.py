@@ -46,18 +46,13 @@ class TrialWorker:
     def run(self, spec: TrialSpec) -> dict:
         from tasks import train_trial
 
-        row = train_trial(spec).row()
-        row.pop("traceback", None)
-        return row
+        return _stored_row(train_trial(spec))
 
     def run_group(self, specs: list[TrialSpec]) -> list[dict]:
         """Trains trials of one program shape as one vmapped program (`tasks.train_settings`)."""
         from tasks import train_settings
 
-        rows = [result.row() for result in train_settings(specs)]
-        for row in rows:
-            row.pop("traceback", None)
-        return rows
+        return [_stored_row(result) for result in train_settings(specs)]
 
     def pid(self) -> int:
         return os.getpid()
@@ -67,6 +62,13 @@ class TrialWorker:
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+
+def _stored_row(result) -> dict:
+    """A trial's row as the store keeps it (the in-process traceback stays out)."""
+    row = result.row()
+    row.pop("traceback", None)
+    return row
 
 
 def _private_dir(path: pathlib.Path) -> pathlib.Path:

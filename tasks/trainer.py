@@ -416,8 +416,9 @@ def train_settings(specs: Sequence[TrialSpec]) -> list[TrialResult]:
                                  f"dropout use; train_settings needs them equal")  # fmt: skip
             spec.validate()
         task = specs[0].make_task()
+        shared = {**provenance(task), "vmapped_settings": len(specs)}
         for result in results:
-            result.provenance = {**provenance(task), "vmapped_settings": len(specs)}
+            result.provenance = dict(shared)
         _run_settings(specs, task, results)
     except Exception as error:  # as in train_trial: a failure is every lane's result
         for result in results:
