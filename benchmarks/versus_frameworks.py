@@ -49,7 +49,7 @@ def ours(cell: str, hidden: int, vocab: int, key):
     hand-written backward pass over the scan (`cells.scan`) and the folded embedding."""
     from flax import nnx
 
-    from tasks.model import RNNModel, zero_carry
+    from tasks.model import RNNModel, step_losses, zero_carry
 
     model = RNNModel(compile_cell(baseline(cell)), n_inputs=vocab, n_outputs=vocab, tokens=True,
                      layers=1, hidden=hidden, init_scale=1.0, rngs=nnx.Rngs(params=key))  # fmt: skip
@@ -58,7 +58,7 @@ def ours(cell: str, hidden: int, vocab: int, key):
     def loss(p, inputs, targets):
         carry = zero_carry(1, inputs.shape[0], hidden)
         _, logits = nnx.merge(graphdef, p)(carry, inputs, None, jax.random.key(0))
-        return _xent(logits, targets)
+        return step_losses(logits, targets.T, True).mean()  # the trainer's loss, time-major
 
     return params, loss
 

@@ -199,9 +199,10 @@ class Program:
         def loss_fn(params, carry, batch, rate, key):
             # without dropout the network has no dropout code at all (and may fold its embedding)
             carry, logits = forward(params, carry, batch, rate if has_dropout else None, key)
-            nll = step_losses(logits, batch.targets, tokens) * batch.mask
-            objective = nll.sum() / batch.mask.shape[0]  # summed over time, mean over batch
-            return objective, (carry, nll.sum() / jnp.maximum(batch.mask.sum(), 1.0))
+            targets, mask, _ = _time_major(batch)
+            nll = step_losses(logits, targets, tokens) * mask
+            objective = nll.sum() / mask.shape[1]  # summed over time, mean over batch
+            return objective, (carry, nll.sum() / jnp.maximum(mask.sum(), 1.0))
 
         def train(params, carry, batches: Batch, lr, clip, rate, key):
             tx = optax.chain(optax.clip_by_global_norm(clip), optax.sgd(lr))
@@ -223,16 +224,17 @@ class Program:
 
         def evaluate_one(carry, batch: Batch, params):
             carry, logits = forward(params, carry, batch, None, jax.random.key(0))
-            nll = step_losses(logits, batch.targets, tokens) * batch.mask
+            targets, mask, aux_mask = _time_major(batch)
+            nll = step_losses(logits, targets, tokens) * mask
             stats = {name: jnp.float32(0.0) for name in STATS}
-            stats["nll"], stats["count"] = nll.sum(), batch.mask.sum()
+            stats["nll"], stats["count"] = nll.sum(), mask.sum()
             if tokens:
-                hit = (jnp.argmax(logits, -1) == batch.targets).astype(jnp.float32)
-                scored = batch.mask.sum(1) > 0
-                stats["correct"] = (hit * batch.mask).sum()
-                stats["aux_correct"] = (hit * batch.aux_mask).sum()
-                stats["aux_count"] = batch.aux_mask.sum()
-                exact = ((hit * batch.mask).sum(1) == batch.mask.sum(1)) & scored
+                hit = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+                scored = mask.sum(0) > 0  # per sequence: time is axis 0
+                stats["correct"] = (hit * mask).sum()
+                stats["aux_correct"] = (hit * aux_mask).sum()
+                stats["aux_count"] = aux_mask.sum()
+                exact = ((hit * mask).sum(0) == mask.sum(0)) & scored
                 stats["seq_exact"] = exact.sum().astype(jnp.float32)
                 stats["seqs"] = scored.sum().astype(jnp.float32)
             return carry, stats
@@ -360,11 +362,20 @@ def _score(result: TrialResult, task: Task, valid: dict, test: dict) -> None:
 
 def _evaluate(prog: Program, task: Task, params, budget: Budget, seq_len: int, split: str,
               lanes: int | None = None) -> dict | list[dict]:  # fmt: skip
-    """Sums the statistics of `task.eval_batches`, `steps_per_call` batches per jitted call.
+    """The task's metrics on a split (`task.metrics` of `_eval_totals`).
 
     With `lanes`, `params` holds that many settings (`train_settings`) and a list of metric dicts
     comes back, one per setting.
     """
+    summed = _eval_totals(prog, task, params, budget, seq_len, split, lanes)
+    if lanes is None:
+        return task.metrics({name: float(v) for name, v in summed.items()})
+    return [task.metrics({name: float(v[i]) for name, v in summed.items()}) for i in range(lanes)]
+
+
+def _eval_totals(prog: Program, task: Task, params, budget: Budget, seq_len: int, split: str,
+                 lanes: int | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Sums the `STATS` of `task.eval_batches`, `steps_per_call` batches per jitted call."""
     carry = zero_carry(prog.layers, budget.batch, budget.hidden)
     if lanes is not None:
         carry = jax.tree_util.tree_map(lambda z: jnp.broadcast_to(z, (lanes, *z.shape)), carry)
@@ -381,11 +392,8 @@ def _evaluate(prog: Program, task: Task, params, budget: Budget, seq_len: int, s
             carry, stats = prog.call(name, params, carry, _stack(group))
             totals.append(stats)
             group = []
-    summed = {name: np.sum([np.asarray(t[name], np.float64) for t in totals], axis=0)
-              for name in STATS}  # fmt: skip
-    if lanes is None:
-        return task.metrics({name: float(v) for name, v in summed.items()})
-    return [task.metrics({name: float(v[i]) for name, v in summed.items()}) for i in range(lanes)]
+    return {name: np.sum([np.asarray(t[name], np.float64) for t in totals], axis=0)
+            for name in STATS}  # fmt: skip
 
 
 # ---------------------------------------------------------------------- settings as one program
@@ -473,6 +481,14 @@ def _run_settings(specs: Sequence[TrialSpec], task: Task, results: list[TrialRes
         result.sequence_length = seq_len
         result.train_seconds, result.eval_seconds = train_seconds, eval_seconds
         result.compile_seconds = prog.compile_seconds - compile_before
+
+
+def _time_major(batch: Batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The batch's targets, mask and aux mask with time first, like the model's logits.
+
+    Swapping these small arrays costs far less than swapping the logits (and their gradient).
+    """
+    return jnp.swapaxes(batch.targets, 0, 1), batch.mask.T, batch.aux_mask.T
 
 
 def _stack(batches: list[Batch]) -> Batch:

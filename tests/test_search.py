@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -19,6 +20,7 @@ import pytest
 from results import load
 from search.config import ConfigError
 from search.loop import run_search
+from tasks import make_task
 from searchkit import QUICK, borrowed, descendants, free_port, sequence, tiny, tiny_args, wait_for_rows
 
 
@@ -84,8 +86,13 @@ def test_settings_grouped_into_one_program_change_no_trial(tmp_path, ray_workers
     assert len(grouped) == 24 and grouped.index.is_unique
     assert (grouped["vmapped_settings"] > 1).sum() >= 2  # some trials did share a program
     assert (grouped["status"] == plain["status"]).all()
-    ok = plain["status"] == "ok"
-    assert ((grouped["score"][ok] - plain["score"][ok]).abs() <= 1e-3 * plain["score"][ok].abs() + 1e-6).all()
+    # A trial that ends worse than guessing uniformly has blown up (lr 5 on ptb); its chaotic
+    # trajectory amplifies the vmapped program's different float rounding, so compare the others.
+    uniform = plain["task"].astype(str).map(lambda name: math.log(make_task(name).n_outputs))
+    stable = (plain["status"] == "ok") & (plain["train_loss"] < uniform)
+    assert stable.sum() >= 12
+    diff = (grouped["score"][stable] - plain["score"][stable]).abs()
+    assert (diff <= 1e-3 * plain["score"][stable].abs() + 1e-6).all()
 
 
 def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):

@@ -4,9 +4,16 @@ import json
 import math
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 
+from cells import compile_cell
 from tasks import TASKS, Budget, HParams, TrialSpec, sample_settings, train_settings, train_trial
+from tasks.model import RNNModel, zero_carry
+from tasks.registry import STATS
+from tasks.trainer import _eval_totals, program
 
 TINY = {"steps": 60, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_sequences": 16}
 
@@ -36,6 +43,50 @@ def test_lstm_learns_memorize_within_the_stated_budget():
     assert result.status == "ok"
     assert result.valid["accuracy"] >= 0.8
     assert result.valid["sequence_accuracy"] >= 0.3
+
+
+@pytest.mark.parametrize("task_name", ["arith", "xml", "ptb", "jsb"])
+def test_evaluation_statistics_equal_a_batch_major_numpy_reference(task_name):
+    # The jitted evaluation works time-major, in groups of steps_per_call with a padded last
+    # batch and unscored fillers; the reference runs the model batch by batch and counts in numpy,
+    # batch-major, so any mix-up of time and batch axes shows (each task uses other statistics).
+    spec = TrialSpec.from_preset("lstm", task_name, "quick", budget_overrides=TINY | {
+        "seq_len": 20, "steps_per_call": 2, "eval_sequences": 20})  # fmt: skip
+    task, budget = spec.make_task(), spec.budget
+    seq_len = task.sequence_length(budget.seq_len)
+    prog = program(spec.graph(), task, 1, budget.hidden, budget.batch, seq_len, 2)
+    params = prog.init(jax.random.key(3), np.float32(1.0))
+    got = _eval_totals(prog, task, params, budget, seq_len, "valid")
+
+    model = RNNModel(compile_cell(spec.graph()), n_inputs=task.n_inputs, n_outputs=task.n_outputs,
+                     tokens=task.tokens, layers=1, hidden=budget.hidden, init_scale=1.0,
+                     rngs=nnx.Rngs(params=0))  # fmt: skip
+    nnx.update(model, params)
+    totals = dict.fromkeys(STATS, 0.0)
+    carry = None
+    for batch in task.eval_batches("valid", budget.batch, seq_len, budget.eval_sequences):
+        if batch.reset or carry is None:
+            carry = zero_carry(1, batch.mask.shape[0], budget.hidden)
+        carry, logits = model(carry, jnp.asarray(batch.inputs), None, jax.random.key(0))
+        logits = np.asarray(logits, np.float64).transpose(1, 0, 2)  # (B, T, outputs)
+        mask = batch.mask
+        if task.tokens:
+            log_norm = np.log(np.exp(logits).sum(-1))
+            nll = log_norm - np.take_along_axis(logits, batch.targets[..., None], -1)[..., 0]
+            hit = logits.argmax(-1) == batch.targets
+            scored = mask.sum(1) > 0
+            totals["correct"] += (hit * mask).sum()
+            totals["aux_correct"] += (hit * batch.aux_mask).sum()
+            totals["aux_count"] += batch.aux_mask.sum()
+            totals["seq_exact"] += (((hit * mask).sum(1) == mask.sum(1)) & scored).sum()
+            totals["seqs"] += scored.sum()
+        else:
+            nll = (np.logaddexp(0, logits) - logits * batch.targets).sum(-1)  # BCE over the keys
+        totals["nll"] += (nll * mask).sum()
+        totals["count"] += mask.sum()
+    for name in STATS:
+        assert float(got[name]) == pytest.approx(totals[name], rel=1e-4, abs=1e-6), name
+    assert totals["count"] > 0 and (not task.tokens or 0 < totals["seqs"] < totals["count"])
 
 
 def test_no_recompilation_across_hyperparameter_settings():

@@ -1,0 +1,145 @@
+"""Train steps/s of the trainer's program at a git revision vs the working tree, side by side.
+
+    python benchmarks/versus_revision.py --base 2cc665a                 # lstm on ptb, arith, jsb
+    python benchmarks/versus_revision.py --base HEAD~3 --cells gru --tasks ptb --preset paper
+
+How a change to `cells/` or `tasks/` moves the speed of real trials, measured honestly on a noisy
+machine: the base revision's `cells` and `tasks` packages are extracted with `git archive` and
+imported under other names (`cells_base`, `tasks_base`) into THIS process, so both versions run
+alternately on the same core, data and parameters' shapes. Each contender builds the trainer's
+`Program` for the preset's budget (one layer, no dropout) and runs its jitted train call (
+`steps_per_call` SGD steps) on the same batches; rounds alternate the order. The table gives
+ms per SGD step (min/median/max over rounds) and the paired ratio base / now (above 1: now is
+faster). The base revision must have the same `Program` constructor (from 2cc665a on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import machine, summary, write  # noqa: E402
+
+sys.path.remove(str(ROOT / "benchmarks"))  # benchmarks/results would shadow the results package
+PACKAGES = ("cells", "tasks")
+_IMPORT = re.compile(r"^(\s*)(from|import) (cells|tasks)\b", re.MULTILINE)
+
+
+def import_revision(revision: str, into: pathlib.Path) -> dict:
+    """Imports `cells` and `tasks` as of `revision` as `cells_base` and `tasks_base`.
+
+    Returns:
+      {"cells": module, "tasks": module, "trainer": module, "commit": full hash}.
+    """
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", revision], check=True,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *PACKAGES,
+                              ":(exclude)tasks/data"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    for package in PACKAGES:
+        source, target = into / package, into / f"{package}_base"
+        source.rename(target)
+        for path in target.rglob("*.py"):
+            path.write_text(_IMPORT.sub(r"\1\2 \3_base", path.read_text()))
+    (into / "tasks_base" / "data").symlink_to(ROOT / "tasks" / "data")  # the same data files
+    sys.path.insert(0, str(into))
+    return {"cells": importlib.import_module("cells_base"),
+            "tasks": importlib.import_module("tasks_base"),
+            "trainer": importlib.import_module("tasks_base.trainer"), "commit": commit}  # fmt: skip
+
+
+def contender(trainer, cell: str, task_name: str, preset: str):
+    """A function running one jitted train call of `trainer`'s Program, and its steps per call."""
+    import jax
+    import numpy as np
+
+    spec = trainer.TrialSpec.from_preset(cell, task_name, preset)
+    task, budget = spec.make_task(), spec.budget
+    seq_len = task.sequence_length(budget.seq_len)
+    k = budget.steps_per_call
+    prog = trainer.Program(spec.graph(), task, 1, budget.hidden, budget.batch, seq_len, k, False)
+    f32 = np.float32
+    params = prog.init(jax.random.key(0), f32(1.0))
+    carry = trainer.zero_carry(1, budget.batch, budget.hidden)
+    stream = task.train_batches(budget.batch, seq_len, 0)
+    chunk = trainer._stack([next(stream) for _ in range(k)])
+    args = (params, carry, chunk, f32(0.1), f32(5.0), f32(0.0), jax.random.key(1))
+
+    def run():
+        return prog.call("train", *args)[2]  # the per-step losses
+
+    losses = np.asarray(run())  # compiles
+    shape = {"hidden": budget.hidden, "batch": budget.batch, "seq_len": seq_len, "steps_per_call": k,
+             "outputs": task.n_outputs}  # fmt: skip
+    return run, losses, shape
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--cells", nargs="+", default=["lstm"])
+    parser.add_argument("--tasks", nargs="+", default=["ptb", "arith", "jsb"])
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--calls", type=int, default=3, help="jitted train calls per round")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--out", default="benchmarks/results/versus_revision")
+    args = parser.parse_args(argv)
+    import jax
+    import numpy as np
+
+    import tasks.trainer as now_trainer
+
+    with tempfile.TemporaryDirectory(prefix="cellsearch-base-") as tmp:
+        base = import_revision(args.base, pathlib.Path(tmp))
+        results = {"machine": machine(), "base": base["commit"], "preset": args.preset,
+                   "rounds": args.rounds, "calls": args.calls, "runs": {}}  # fmt: skip
+        lines = [f"Base {base['commit'][:12]} against the working tree; preset `{args.preset}`.", "",
+                 "| cell | task | H, B x T, outputs | ms/step base (min / median / max) | now | "
+                 "base / now (paired, median [min, max]) | losses agree (max rel. diff) |",
+                 "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for cell in args.cells:
+            for task_name in args.tasks:
+                runners, losses = {}, {}
+                for name, trainer in (("base", base["trainer"]), ("now", now_trainer)):
+                    runners[name], losses[name], shape = contender(trainer, cell, task_name,
+                                                                   args.preset)  # fmt: skip
+                times = {name: [] for name in runners}
+                for round_ in range(args.rounds):
+                    for name in (list(runners) if round_ % 2 == 0 else list(runners)[::-1]):
+                        start = time.perf_counter()
+                        for _ in range(args.calls):
+                            out = runners[name]()
+                        jax.block_until_ready(out)
+                        elapsed = time.perf_counter() - start
+                        times[name].append(1e3 * elapsed / (args.calls * shape["steps_per_call"]))
+                paired = [b / n for b, n in zip(times["base"], times["now"])]
+                agree = float(np.max(np.abs(losses["base"] - losses["now"])
+                                     / np.maximum(np.abs(losses["base"]), 1e-6)))  # fmt: skip
+                b, n = summary(times["base"]), summary(times["now"])
+                results["runs"][f"{cell}/{task_name}"] = {
+                    "shape": shape, "base_ms": b, "now_ms": n, "loss_rel_diff": agree,
+                    "paired": summary(paired)}  # fmt: skip
+                lines.append(
+                    f"| {cell} | {task_name} | {shape['hidden']}, {shape['batch']} x "
+                    f"{shape['seq_len']}, {shape['outputs']} | {b['min']:.2f} / {b['median']:.2f} / "
+                    f"{b['max']:.2f} | {n['min']:.2f} / {n['median']:.2f} / {n['max']:.2f} | "
+                    f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}] | "
+                    f"{agree:.1e} |")  # fmt: skip
+                print(lines[-1], flush=True)
+        write(results, args.out, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
