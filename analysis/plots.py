@@ -230,3 +230,13 @@ PLOTS = {
     "importance.png": plot_importance,
 }
 """file name -> plot function, in the order of the report."""
+
+NEEDS = {
+    "progress.png": "a search run in which a found (non-baseline) cell was scored on every search "
+                    "task and the GRU above 0 on each",
+    "baselines.png": "baseline trials on a search or music task",
+    "learning_rate.png": "trials without dropout on a search or music task",
+    "divergence.png": "trials of mutant cells",
+    "importance.png": "a task whose scores vary",
+}  # fmt: skip
+"""file name -> what the runs must hold for the plot to be drawn (the report names what is missing)."""

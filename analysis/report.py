@@ -19,7 +19,7 @@ import pandas as pd
 
 from analysis.findings import Bootstrap, findings
 from analysis.leaderboard import leaderboard, to_markdown
-from analysis.plots import PLOTS, hparam_importance, op_divergence, plot_baselines
+from analysis.plots import NEEDS, PLOTS, hparam_importance, op_divergence, plot_baselines
 from analysis.tables import paper_table1, paper_table2, with_counts
 from results import StoreError, load
 from results.store import CONFIG
@@ -91,11 +91,14 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     if frame.empty:
         raise StoreError(f"no trials in {', '.join(map(str, runs))}")
     boot = Bootstrap(frame)
-    figures = []
+    figures, not_drawn = [], []
     for name, plot in PLOTS.items():
         args = (frame, out / name) + ((boot,) if plot is plot_baselines else ())
         if plot(*args) is not None:
             figures.append((name, plot.__doc__.splitlines()[0]))
+        else:
+            (out / name).unlink(missing_ok=True)  # never leave a stale figure from an earlier report
+            not_drawn.append(f"- `{name}` is not drawn: it needs {NEEDS[name]}.")
     board = leaderboard(frame)
     checked = findings(frame, boot=boot)
     versions = frame["versions"].dropna().iloc[0] if "versions" in frame else {}
@@ -145,6 +148,8 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     text += ["## Figures", ""]
     for name, caption in figures:
         text += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    if not_drawn:
+        text += [*not_drawn, ""]
     importance = hparam_importance(frame)
     if not importance.empty:
         text += ["Share of score variance explained by each factor alone (main effects, "

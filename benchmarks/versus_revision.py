@@ -9,8 +9,10 @@ imported under other names (`cells_base`, `tasks_base`) into THIS process, so bo
 alternately on the same core, data and parameters' shapes. Each contender builds the trainer's
 `Program` for the preset's budget (one layer, no dropout) and runs its jitted train call (
 `steps_per_call` SGD steps) on the same batches; rounds alternate the order. The table gives
-ms per SGD step (min/median/max over rounds) and the paired ratio base / now (above 1: now is
-faster). The base revision must have the same `Program` constructor (from 2cc665a on).
+ms per SGD step (min/median/max over rounds), the paired ratio base / now (above 1: now is
+faster), how far the two programs' losses on the first call differ, and the ms per step each
+version's task spends generating training batches (which the trainer does between calls). The base
+revision must have the same `Program` constructor (from 2cc665a on).
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ def import_revision(revision: str, into: pathlib.Path) -> dict:
             "trainer": importlib.import_module("tasks_base.trainer"), "commit": commit}  # fmt: skip
 
 
-def contender(trainer, cell: str, task_name: str, preset: str):
-    """A function running one jitted train call of `trainer`'s Program, and its steps per call."""
+def contender(trainer, cell: str, task_name: str, preset: str, chunk=None):
+    """Functions running one jitted train call of `trainer`'s Program (on `chunk`, default its own
+    task's first batches) and generating the batches of one call; the first call's losses; shapes."""
     import jax
     import numpy as np
 
@@ -74,16 +77,20 @@ def contender(trainer, cell: str, task_name: str, preset: str):
     params = prog.init(jax.random.key(0), f32(1.0))
     carry = trainer.zero_carry(1, budget.batch, budget.hidden)
     stream = task.train_batches(budget.batch, seq_len, 0)
-    chunk = trainer._stack([next(stream) for _ in range(k)])
+    own = trainer._stack([next(stream) for _ in range(k)])
+    chunk = own if chunk is None else chunk
     args = (params, carry, chunk, f32(0.1), f32(5.0), f32(0.0), jax.random.key(1))
 
     def run():
         return prog.call("train", *args)[2]  # the per-step losses
 
+    def generate():  # what the trainer does for each call besides the program: k new batches
+        return trainer._stack([next(stream) for _ in range(k)])
+
     losses = np.asarray(run())  # compiles
     shape = {"hidden": budget.hidden, "batch": budget.batch, "seq_len": seq_len, "steps_per_call": k,
              "outputs": task.n_outputs}  # fmt: skip
-    return run, losses, shape
+    return run, generate, losses, shape, own
 
 
 def main(argv=None) -> None:
@@ -107,36 +114,47 @@ def main(argv=None) -> None:
                    "rounds": args.rounds, "calls": args.calls, "runs": {}}  # fmt: skip
         lines = [f"Base {base['commit'][:12]} against the working tree; preset `{args.preset}`.", "",
                  "| cell | task | H, B x T, outputs | ms/step base (min / median / max) | now | "
-                 "base / now (paired, median [min, max]) | losses agree (max rel. diff) |",
-                 "|---|---|---|---|---|---|---|"]  # fmt: skip
+                 "base / now (paired, median [min, max]) | losses agree (max rel. diff) | "
+                 "data ms/step base / now (median) |",
+                 "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for cell in args.cells:
             for task_name in args.tasks:
-                runners, losses = {}, {}
-                for name, trainer in (("base", base["trainer"]), ("now", now_trainer)):
-                    runners[name], losses[name], shape = contender(trainer, cell, task_name,
-                                                                   args.preset)  # fmt: skip
+                runners, generators, losses, chunk = {}, {}, {}, None
+                for name, trainer in (("now", now_trainer), ("base", base["trainer"])):
+                    # both programs train on the working tree's batches, so their losses compare
+                    runners[name], generators[name], losses[name], shape, own = contender(
+                        trainer, cell, task_name, args.preset, chunk)  # fmt: skip
+                    chunk = own if chunk is None else chunk
+                runners = {name: runners[name] for name in ("base", "now")}
                 times = {name: [] for name in runners}
+                data = {name: [] for name in runners}
+                per_step = args.calls * shape["steps_per_call"]
                 for round_ in range(args.rounds):
                     for name in (list(runners) if round_ % 2 == 0 else list(runners)[::-1]):
                         start = time.perf_counter()
                         for _ in range(args.calls):
                             out = runners[name]()
                         jax.block_until_ready(out)
-                        elapsed = time.perf_counter() - start
-                        times[name].append(1e3 * elapsed / (args.calls * shape["steps_per_call"]))
+                        times[name].append(1e3 * (time.perf_counter() - start) / per_step)
+                        start = time.perf_counter()
+                        for _ in range(args.calls):
+                            generators[name]()
+                        data[name].append(1e3 * (time.perf_counter() - start) / per_step)
                 paired = [b / n for b, n in zip(times["base"], times["now"])]
                 agree = float(np.max(np.abs(losses["base"] - losses["now"])
                                      / np.maximum(np.abs(losses["base"]), 1e-6)))  # fmt: skip
                 b, n = summary(times["base"]), summary(times["now"])
+                data_b, data_n = statistics.median(data["base"]), statistics.median(data["now"])
                 results["runs"][f"{cell}/{task_name}"] = {
                     "shape": shape, "base_ms": b, "now_ms": n, "loss_rel_diff": agree,
-                    "paired": summary(paired)}  # fmt: skip
+                    "paired": summary(paired), "data_ms_per_step": {"base": summary(data["base"]),
+                                                                    "now": summary(data["now"])}}  # fmt: skip
                 lines.append(
                     f"| {cell} | {task_name} | {shape['hidden']}, {shape['batch']} x "
                     f"{shape['seq_len']}, {shape['outputs']} | {b['min']:.2f} / {b['median']:.2f} / "
                     f"{b['max']:.2f} | {n['min']:.2f} / {n['median']:.2f} / {n['max']:.2f} | "
                     f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}] | "
-                    f"{agree:.1e} |")  # fmt: skip
+                    f"{agree:.1e} | {data_b:.3f} / {data_n:.3f} |")  # fmt: skip
                 print(lines[-1], flush=True)
         write(results, args.out, "\n".join(lines))
 

@@ -73,7 +73,8 @@ class Task:
     def data_checksum(self) -> str:
         """Identifies the data: sha256 of the files, or the generator version and options."""
         fields = ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
-        return f"synthetic:{self.name}:v1:" + hashlib.sha256(fields.encode()).hexdigest()[:16]
+        version = f"v{self.generator_version}"
+        return f"synthetic:{self.name}:{version}:" + hashlib.sha256(fields.encode()).hexdigest()[:16]
 
     def metrics(self, totals: dict[str, float]) -> dict[str, float]:
         count = max(totals["count"], 1.0)
@@ -87,8 +88,11 @@ class Generated(Task):
     """A synthetic task: batches come from `generate(rng, n, seq_len)` with a seeded generator.
 
     Training data follows the trial's seed; validation and test sets use fixed seeds, so every
-    trial is scored on the same sequences.
+    trial is scored on the same sequences. `generator_version` changes whenever the same seed
+    gives other data; it is part of `data_checksum`, so rows say which data they saw.
     """
+
+    generator_version: ClassVar[int] = 1
 
     @property
     def n_inputs(self) -> int:
@@ -137,6 +141,7 @@ class Arith(ArithOptions, Generated):
     """
 
     name: ClassVar[str] = "arith"
+    generator_version: ClassVar[int] = 2  # 2: drawn for the whole batch at once; a uniform cap
     summary: ClassVar[str] = "a+b or a-b with distractor characters, answer after '='"
 
     def sequence_length(self, seq_len: int) -> int:
@@ -158,6 +163,7 @@ class Xml(XmlOptions, Generated):
     """
 
     name: ClassVar[str] = "xml"
+    generator_version: ClassVar[int] = 2  # 2: random numbers drawn in blocks (same distribution)
     summary: ClassVar[str] = "next character of random nested tags"
 
     def generate(self, rng, n, seq_len):

@@ -35,30 +35,6 @@ class Batch(NamedTuple):
     reset: bool = True
 
 
-def encode_prompt_answer(
-    pairs: list[tuple[str, str]], alphabet: str, length: int
-) -> Batch:
-    """Encodes (prompt, answer) strings as next-character prediction scored on the answer.
-
-    The sequence is prompt + answer; the input at step t is character t, the target character t+1,
-    and the steps whose target lies in the answer are scored. Sequences are padded to `length`.
-    """
-    index = {ch: i for i, ch in enumerate(alphabet)}
-    n = len(pairs)
-    inputs = np.zeros((n, length), np.int32)
-    targets = np.zeros((n, length), np.int32)
-    mask = np.zeros((n, length), np.float32)
-    for row, (prompt, answer) in enumerate(pairs):
-        ids = [index[ch] for ch in prompt + answer]
-        steps = len(ids) - 1
-        if steps > length:
-            raise ValueError(f"sequence of {steps} steps does not fit length {length}")
-        inputs[row, :steps] = ids[:-1]
-        targets[row, :steps] = ids[1:]
-        mask[row, len(prompt) - 1 : steps] = 1.0
-    return Batch(inputs, targets, mask, np.zeros_like(mask))
-
-
 # ---------------------------------------------------------------------------------- memorize
 @dataclasses.dataclass(frozen=True)
 class MemorizeOptions:
@@ -142,34 +118,94 @@ class ArithOptions:
             raise ValueError("max_distractors must be >= 0")
 
 
-def arith_example(rng: np.random.Generator, options: ArithOptions) -> tuple[str, str]:
-    """One (prompt, answer) pair such as ('3e36d9-h1h39f94eeh43keg3c=', '-13991064.')."""
-    numbers = []
-    for _ in range(2):
-        digits = int(rng.integers(options.min_digits, options.max_digits + 1))
-        low = 0 if digits == 1 else 10 ** (digits - 1)
-        numbers.append(int(rng.integers(low, 10**digits)))
-    op = "-" if rng.random() < options.subtract_p else "+"
-    a, b = numbers
-    clean = f"{a}{op}{b}="
-    gaps = len(clean) - 1  # between successive characters, before '=' included
-    counts = rng.geometric(1 - options.distractor_p, size=gaps) - 1 if options.distractors else (
-        np.zeros(gaps, int)
-    )
-    while counts.sum() > options.distractor_cap:
-        counts[rng.choice(np.flatnonzero(counts))] -= 1
-    parts = []
-    for ch, k in zip(clean[:-1], counts):
-        parts.append(ch)
-        parts.extend(rng.choice(list(options.distractors), size=k))
-    prompt = "".join(parts) + "="
-    answer = str(a - b if op == "-" else a + b) + ("." if options.end_token else "")
-    return prompt, answer
-
-
 def arith_batch(rng: np.random.Generator, n: int, options: ArithOptions) -> Batch:
-    pairs = [arith_example(rng, options) for _ in range(n)]
-    return encode_prompt_answer(pairs, options.alphabet, options.length)
+    """`n` sequences prompt + answer, such as '3e36d9-h1h39f94eeh43keg3c=' + '-13991064.'.
+
+    Each number has a uniform number of digits in [min_digits, max_digits] (no leading zero), the
+    operator is '-' with probability `subtract_p`, and k ~ Geometric distractors (P(k) = (1-p) p^k,
+    uniform letters) follow each character of `a op b` before '='. A sequence with more than
+    `distractor_cap` of them keeps a uniformly random `distractor_cap` (a multivariate
+    hypergeometric draw). Every random draw is made for the whole batch at once: building examples
+    one by one in Python cost 2.3 ms per batch of 32, four times an arith train step (version 1).
+
+    Encoding: the input at step t is character t of prompt + answer and the target character t+1;
+    the steps whose target lies in the answer are scored; padded with 0 to `length` steps.
+    """
+    digits = rng.integers(options.min_digits, options.max_digits + 1, size=(n, 2))
+    low = np.where(digits == 1, 0, 10 ** (digits - 1))
+    numbers = rng.integers(low, 10**digits)  # (n, 2) int64: up to 18 digits fit
+    subtract = rng.random(n) < options.subtract_p
+    a, b = numbers[:, 0], numbers[:, 1]
+    answer_value = np.where(subtract, a - b, a + b)
+    # the clean prompt `a op b =` as token ids, left-aligned in (n, 2 * max_digits + 2)
+    len_a, len_b = _decimal_length(a), _decimal_length(b)
+    width = 2 * options.max_digits + 2
+    pos = np.arange(width)[None, :]
+    clean = np.full((n, width), -1, np.int64)
+    clean = np.where(pos < len_a[:, None], _digit_at(a, len_a, pos), clean)
+    clean = np.where(pos == len_a[:, None], np.where(subtract, 11, 10)[:, None], clean)
+    in_b = (pos > len_a[:, None]) & (pos <= (len_a + len_b)[:, None])
+    clean = np.where(in_b, _digit_at(b, len_b, pos - len_a[:, None] - 1), clean)
+    clean_len = len_a + len_b + 2
+    clean = np.where(pos == clean_len[:, None] - 1, 12, clean)  # '='
+    # distractors after each character of the clean prompt but '=', capped per sequence
+    gaps = np.arange(width - 1)[None, :] < (clean_len - 1)[:, None]
+    if options.distractors:
+        counts = (rng.geometric(1 - options.distractor_p, size=(n, width - 1)) - 1) * gaps
+    else:
+        counts = np.zeros((n, width - 1), np.int64)
+    for row in np.flatnonzero(counts.sum(1) > options.distractor_cap):
+        counts[row] = rng.multivariate_hypergeometric(counts[row], options.distractor_cap)
+    before = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(counts, 1)], 1)
+    prompt_len = clean_len + counts.sum(1)
+    # answer: sign, digits, end token
+    magnitude = np.abs(answer_value)
+    len_m = _decimal_length(magnitude)
+    negative = (answer_value < 0).astype(np.int64)
+    answer_len = negative + len_m + int(options.end_token)
+    # the whole sequence: random distractor letters everywhere, then the prompt's characters and
+    # the answer written over them at their positions, then 0 after the end
+    total = options.length + 1
+    first_distractor = 14  # after "0123456789+-=."
+    sequence = first_distractor + rng.integers(0, max(len(options.distractors), 1), (n, total))
+    rows = np.repeat(np.arange(n), width)
+    where_clean = (pos + before)  # (n, width): position of clean character j
+    keep = (clean >= 0).ravel()
+    sequence[rows[keep], where_clean.ravel()[keep]] = clean.ravel()[keep]
+    k = np.arange(options.max_digits + 3)[None, :]
+    answer = np.where(k < negative[:, None], 11, _digit_at(magnitude, len_m, k - negative[:, None]))
+    answer = np.where(k == (negative + len_m)[:, None], 13, answer)  # '.'
+    in_answer = k < answer_len[:, None]
+    answer_rows = np.repeat(np.arange(n), k.shape[1]).reshape(n, -1)
+    sequence[answer_rows[in_answer], (prompt_len[:, None] + k)[in_answer]] = answer[in_answer]
+    steps = (prompt_len + answer_len - 1)[:, None]  # (prompt + answer) characters - 1
+    t = np.arange(total - 1)[None, :]
+    inputs = np.where(t < steps, sequence[:, :-1], 0).astype(np.int32)
+    targets = np.where(t < steps, sequence[:, 1:], 0).astype(np.int32)
+    mask = ((t >= prompt_len[:, None] - 1) & (t < steps)).astype(np.float32)
+    return Batch(inputs, targets, mask, np.zeros_like(mask))
+
+
+def _decimal_length(values: np.ndarray) -> np.ndarray:
+    """Digits of each non-negative int64 (1 for 0)."""
+    powers = 10 ** np.arange(1, 19, dtype=np.int64)
+    return 1 + (values[:, None] >= powers[None, :]).sum(1)
+
+
+def _digit_at(values: np.ndarray, lengths: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Digit `position` (0 = most significant) of each value; garbage where position is outside."""
+    exponent = np.clip(lengths[:, None] - 1 - position, 0, 18)
+    return (values[:, None] // 10**exponent) % 10
+
+
+def arith_example(rng: np.random.Generator, options: ArithOptions) -> tuple[str, str]:
+    """One (prompt, answer) pair such as ('3e36d9-h1h39f94eeh43keg3c=', '-13991064.'), decoded
+    from a batch of one (for tests and for reading)."""
+    batch = arith_batch(rng, 1, options)
+    first = int(np.argmax(batch.mask[0]))  # the step whose input is '=' predicts the answer
+    prompt = [options.alphabet[i] for i in batch.inputs[0, : first + 1]]
+    answer = [options.alphabet[i] for i in batch.targets[0, first : first + int(batch.mask[0].sum())]]
+    return "".join(prompt), "".join(answer)
 
 
 def solve_arith_prompt(prompt: str, options: ArithOptions) -> str:
@@ -214,15 +250,17 @@ def xml_stream(rng: np.random.Generator, n_chars: int, options: XmlOptions) -> t
     than `max_depth` are open) or closes the innermost open tag, until the root is closed. The
     marked characters are the name and `>` of each closing tag, which the open-tag stack determines.
     """
+    # Random numbers are drawn in blocks, not one numpy call per tag (what made version 1 slow).
+    opens = _in_blocks(lambda size: rng.random(size) < options.p_open)
+    name_sizes = _in_blocks(lambda size: rng.integers(options.name_min, options.name_max + 1, size))
+    letters = _in_blocks(lambda size: rng.integers(0, 26, size))
     text: list[str] = []
     closing: list[int] = []
-    letters = np.array(list(string.ascii_lowercase))
     while len(text) < n_chars:
         stack: list[str] = []
         while True:
-            if not stack or (len(stack) < options.max_depth and rng.random() < options.p_open):
-                size = int(rng.integers(options.name_min, options.name_max + 1))
-                name = "".join(rng.choice(letters, size=size))
+            if not stack or (len(stack) < options.max_depth and next(opens)):
+                name = "".join(chr(97 + next(letters)) for _ in range(next(name_sizes)))
                 stack.append(name)
                 token = f"<{name}>"
                 text.extend(token)
@@ -234,6 +272,12 @@ def xml_stream(rng: np.random.Generator, n_chars: int, options: XmlOptions) -> t
                 if not stack:
                     break
     return "".join(text), np.array(closing, np.float32)
+
+
+def _in_blocks(draw, size: int = 512):
+    """An endless iterator over `draw(size)`'s values, drawing the next block when one runs out."""
+    while True:
+        yield from draw(size).tolist()
 
 
 def xml_batch(rng: np.random.Generator, n: int, length: int, options: XmlOptions) -> Batch:

@@ -95,6 +95,26 @@ def test_arith_strings_have_the_papers_form_and_true_answers():
     assert max(lengths) > 20  # distractors do appear
 
 
+@pytest.mark.parametrize("options", [{"max_digits": 18, "min_digits": 18}, {"distractors": ""},
+                                     {"max_digits": 1, "max_distractors": 0}, {"end_token": False},
+                                     {"max_digits": 4, "distractor_p": 0.9}])  # fmt: skip
+def test_arith_batches_encode_true_answers_at_every_option(options):
+    task = make_task("arith", **options)
+    batch = task.generate(np.random.default_rng(1), 200, 0)
+    chars = np.array(list(task.alphabet))
+    for inputs, targets, mask in zip(batch.inputs, batch.targets, batch.mask):
+        steps = int(np.flatnonzero(mask)[-1]) + 1  # the last scored step ends the sequence
+        first = int(np.argmax(mask))
+        assert mask[first:steps].all() and not mask[steps:].any()
+        assert (inputs[1:steps] == targets[: steps - 1]).all()  # the input is the last target
+        assert not inputs[steps:].any() and not targets[steps:].any()  # padding
+        prompt = "".join(chars[inputs[: first + 1]])
+        answer = "".join(chars[targets[first:steps]])
+        end = "." if task.end_token else ""
+        assert answer == solve_arith_prompt(prompt, task) + end, (prompt, answer)
+        assert len(prompt) - sum(ch not in task.distractors for ch in prompt) <= task.distractor_cap
+
+
 def test_arith_batch_scores_exactly_the_answer():
     task = make_task("arith", max_digits=3)
     rng = np.random.default_rng(5)

@@ -128,7 +128,9 @@ def test_nan_producing_setting_is_recorded_as_diverged():
 
 def test_settings_trained_as_one_vmapped_program_equal_separate_trials():
     relu_rnn = "h_new = relu(W(x) + W(h))"
-    settings = [HParams(lr=0.5, clip=5.0, init_scale=1.0), HParams(lr=0.2, clip=1.0, init_scale=2.0),
+    # lr 0.2 and 0.1: at lr 0.5 this ReLU RNN's training amplifies the vmapped program's other
+    # float rounding to 1e-3 by step 60 (its validation NLL still agrees to 1e-5)
+    settings = [HParams(lr=0.2, clip=5.0, init_scale=1.0), HParams(lr=0.1, clip=1.0, init_scale=2.0),
                 HParams(lr=1e4, clip=1e4, init_scale=2.8)]  # the last one diverges
     specs = [TrialSpec.from_preset(relu_rnn, "arith", "quick", hp, seed, TINY)
              for seed, hp in enumerate(settings)]  # fmt: skip
@@ -180,7 +182,7 @@ def test_row_records_what_reproduces_the_trial():
     assert row["cell"] == "mut1" and row["cell_text"].startswith("z = sigmoid(W(x))")
     assert (row["task"], row["seed"], row["lr"], row["clip"], row["layers"]) == ("xml", 7, 0.3, 2.5, 2)
     assert row["task_options"] == {"name_max": 4} and row["budget_hidden"] == 16
-    assert row["data_checksum"].startswith("synthetic:xml:v1:")
+    assert row["data_checksum"].startswith("synthetic:xml:v2:")
     assert row["code_version"] and row["versions"]["jax"] == jax.__version__
     assert row["sequence_length"] == 20 and row["steps_per_second"] > 0
 
