@@ -63,8 +63,9 @@ def import_revision(revision: str, into: pathlib.Path) -> dict:
 
 
 def contender(trainer, cell: str, task_name: str, preset: str, chunk=None):
-    """Functions running one jitted train call of `trainer`'s Program (on `chunk`, default its own
-    task's first batches) and generating the batches of one call; the first call's losses; shapes."""
+    """One jitted train call of `trainer`'s Program on `chunk` (default: its own task's first
+    batches), as a function; a function generating one call's batches; the first call's losses;
+    the shapes; and its own first batches."""
     import jax
     import numpy as np
 
@@ -88,8 +89,8 @@ def contender(trainer, cell: str, task_name: str, preset: str, chunk=None):
         return trainer._stack([next(stream) for _ in range(k)])
 
     losses = np.asarray(run())  # compiles
-    shape = {"hidden": budget.hidden, "batch": budget.batch, "seq_len": seq_len, "steps_per_call": k,
-             "outputs": task.n_outputs}  # fmt: skip
+    shape = {"hidden": budget.hidden, "batch": budget.batch, "seq_len": seq_len,
+             "steps_per_call": k, "outputs": task.n_outputs}  # fmt: skip
     return run, generate, losses, shape, own
 
 

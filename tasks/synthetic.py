@@ -169,7 +169,7 @@ def arith_batch(rng: np.random.Generator, n: int, options: ArithOptions) -> Batc
     first_distractor = 14  # after "0123456789+-=."
     sequence = first_distractor + rng.integers(0, max(len(options.distractors), 1), (n, total))
     rows = np.repeat(np.arange(n), width)
-    where_clean = (pos + before)  # (n, width): position of clean character j
+    where_clean = pos + before  # (n, width): where clean character j lands
     keep = (clean >= 0).ravel()
     sequence[rows[keep], where_clean.ravel()[keep]] = clean.ravel()[keep]
     k = np.arange(options.max_digits + 3)[None, :]
@@ -204,7 +204,8 @@ def arith_example(rng: np.random.Generator, options: ArithOptions) -> tuple[str,
     batch = arith_batch(rng, 1, options)
     first = int(np.argmax(batch.mask[0]))  # the step whose input is '=' predicts the answer
     prompt = [options.alphabet[i] for i in batch.inputs[0, : first + 1]]
-    answer = [options.alphabet[i] for i in batch.targets[0, first : first + int(batch.mask[0].sum())]]
+    scored = int(batch.mask[0].sum())
+    answer = [options.alphabet[i] for i in batch.targets[0, first : first + scored]]
     return "".join(prompt), "".join(answer)
 
 
