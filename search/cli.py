@@ -585,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(configs/PRESET.toml), and write OUT/report.md. Running it again on the same --out "
         "resumes both runs and rewrites the report.",
     )  # fmt: skip
-    reproduce.add_argument("--preset", default="quick", help="quick (about 10 min on 2 cores), "
+    reproduce.add_argument("--preset", default="quick", help="quick (about 8 min on 2 cores), "
                            "small (hours), paper (a cluster); default quick")  # fmt: skip
     reproduce.add_argument("--configs", help=f"directory of the preset configs (default {CONFIGS})")
     _execution_arguments(reproduce, "runs/reproduce-<preset>")
