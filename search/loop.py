@@ -64,14 +64,18 @@ def make_spec(config: SearchConfig, proposal: Proposal, trial: int, name: str | 
         raise ConfigError(f"budget/task options for {proposal.task}: {error}") from None
 
 
+def _tasks_of(config: SearchConfig) -> list:
+    """The run's tasks, the screening task included, as made with the run's task options."""
+    return [TrialSpec.from_preset("lstm", task, config.preset,
+                                  task_options=config.task_options.get(task)).make_task()
+            for task in sorted({*config.tasks, config.jozefowicz.screen_task})]  # fmt: skip
+
+
 def run_toml(config: SearchConfig) -> str:
     """The run.toml of a new run: resolved config, code and package versions, data checksums."""
-    checksums, info = {}, None
-    for task in sorted({*config.tasks, config.jozefowicz.screen_task}):
-        made = TrialSpec.from_preset("lstm", task, config.preset,
-                                     task_options=config.task_options.get(task)).make_task()  # fmt: skip
-        checksums[task] = made.data_checksum()
-        info = info or provenance(made)
+    tasks = _tasks_of(config)
+    checksums = {task.name: task.data_checksum() for task in tasks}
+    info = provenance(tasks[0])
     meta = {
         "format": STORE_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -104,6 +108,15 @@ def check_resumable(store: RunStore, config: SearchConfig) -> None:
             raise ConfigError(
                 f"cannot resume {store.path}: '{key}' was {old.get(key)!r}, now {new.get(key)!r}; "
                 "it would change the trial sequence (use a new --out, or the old value)"
+            )
+    stored_data = run.get("data_checksums", {})
+    for task in _tasks_of(config):
+        before, now = stored_data.get(task.name), task.data_checksum()
+        if before is not None and before != now:
+            raise ConfigError(
+                f"cannot resume {store.path}: the data of task '{task.name}' changed ({before} -> "
+                f"{now}), so its new trials would see other data than its stored ones (use a new "
+                "--out, or the cellsearch version that wrote the run)"
             )
 
 

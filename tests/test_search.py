@@ -95,6 +95,18 @@ def test_settings_grouped_into_one_program_change_no_trial(tmp_path, ray_workers
     assert (diff <= 1e-3 * plain["score"][stable].abs() + 1e-6).all()
 
 
+def test_resume_refuses_a_run_whose_data_changed(tmp_path, ray_workers):
+    run_search(tiny(max_trials=2), tmp_path / "run", borrowed(ray_workers))
+    config = tmp_path / "run" / "run.toml"
+    now = make_task("arith", **tiny().task_options.get("arith", {})).data_checksum()
+    before = now.replace(":v2:", ":v1:")  # as a run made before the arith generator's version 2
+    assert now in config.read_text()
+    config.write_text(config.read_text().replace(now, before))
+    with pytest.raises(ConfigError, match=f"data of task 'arith' changed \\({before} -> {now}\\)"):
+        run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))
+    assert len(load(tmp_path / "run")) == 2  # nothing was run or lost
+
+
 def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
     run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))
     with pytest.raises(ConfigError, match="cannot resume .*'seed' was 0, now 1"):
