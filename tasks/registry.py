@@ -72,9 +72,7 @@ class Task:
 
     def data_checksum(self) -> str:
         """Identifies the data: sha256 of the files, or the generator version and options."""
-        fields = ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
-        version = f"v{self.generator_version}"
-        return f"synthetic:{self.name}:{version}:" + hashlib.sha256(fields.encode()).hexdigest()[:16]
+        raise NotImplementedError
 
     def metrics(self, totals: dict[str, float]) -> dict[str, float]:
         count = max(totals["count"], 1.0)
@@ -97,6 +95,11 @@ class Generated(Task):
     @property
     def n_inputs(self) -> int:
         return len(self.alphabet)
+
+    def data_checksum(self) -> str:
+        fields = ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        digest = hashlib.sha256(fields.encode()).hexdigest()[:16]
+        return f"synthetic:{self.name}:v{self.generator_version}:{digest}"
 
     def generate(self, rng: np.random.Generator, n: int, seq_len: int) -> Batch:
         raise NotImplementedError
