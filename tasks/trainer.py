@@ -22,6 +22,7 @@ import functools
 import importlib.metadata
 import itertools
 import math
+import os
 import platform
 import subprocess
 import time
@@ -538,4 +539,8 @@ def provenance(task: Task) -> dict:
         "code_version": code_version(),
         "versions": {**_versions(), "python": platform.python_version()},
         "device": jax.devices()[0].device_kind,
+        # Both change the numbers on a GPU: TF32 matmuls by default, and reductions that differ
+        # between two runs of one program unless --xla_gpu_deterministic_ops=true.
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
     }

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -184,6 +185,7 @@ def test_row_records_what_reproduces_the_trial():
     assert row["task_options"] == {"name_max": 4} and row["budget_hidden"] == 16
     assert row["data_checksum"].startswith("synthetic:xml:v2:")
     assert row["code_version"] and row["versions"]["jax"] == jax.__version__
+    assert row["xla_flags"] == os.environ.get("XLA_FLAGS", "") and row["matmul_precision"] == "default"
     assert row["sequence_length"] == 20 and row["steps_per_second"] > 0
 
 
