@@ -1,4 +1,4 @@
-"""Train steps/s of the trainer's program at a git revision vs the working tree, side by side.
+"""Train and eval speed of the trainer's programs at a git revision vs the working tree, side by side.
 
     python benchmarks/versus_revision.py --base 2cc665a                 # lstm on ptb, arith, jsb
     python benchmarks/versus_revision.py --base HEAD~3 --cells gru --tasks ptb --preset paper
@@ -8,11 +8,13 @@ machine: the base revision's `cells` and `tasks` packages are extracted with `gi
 imported under other names (`cells_base`, `tasks_base`) into THIS process, so both versions run
 alternately on the same core, data and parameters' shapes. Each contender builds the trainer's
 `Program` for the preset's budget (one layer, no dropout) and runs its jitted train call (
-`steps_per_call` SGD steps) on the same batches; rounds alternate the order. The table gives
-ms per SGD step (min/median/max over rounds), the paired ratio base / now (above 1: now is
-faster), how far the two programs' losses on the first call differ, and the ms per step each
+`steps_per_call` SGD steps) and its jitted evaluation call (as many batches) on the same
+batches; rounds alternate the order. The table gives ms per SGD step (min/median/max over
+rounds), the paired ratio base / now (above 1: now is faster), how far the two programs' losses on
+the first call differ, the same paired ratio for ms per evaluated batch, and the ms per step each
 version's task spends generating training batches (which the trainer does between calls). The base
-revision must have the same `Program` constructor (from 2cc665a on).
+revision must have the same `Program` constructor (from 2cc665a on). Compile time is not measured
+here (two identical programs would share JAX's in-memory cache): see `compile_and_screen.py`.
 """
 
 from __future__ import annotations
@@ -63,9 +65,9 @@ def import_revision(revision: str, into: pathlib.Path) -> dict:
 
 
 def contender(trainer, cell: str, task_name: str, preset: str, chunk=None):
-    """One jitted train call of `trainer`'s Program on `chunk` (default: its own task's first
-    batches), as a function; a function generating one call's batches; the first call's losses;
-    the shapes; and its own first batches."""
+    """One jitted train call and one eval call of `trainer`'s Program on `chunk` (default: its own
+    task's first batches), as functions; a function generating one call's batches; the first
+    call's losses; the shapes; and its own first batches."""
     import jax
     import numpy as np
 
@@ -85,13 +87,17 @@ def contender(trainer, cell: str, task_name: str, preset: str, chunk=None):
     def run():
         return prog.call("train", *args)[2]  # the per-step losses
 
+    def evaluate():
+        return prog.call("eval", params, carry, chunk)[1]  # the summed statistics
+
     def generate():  # what the trainer does for each call besides the program: k new batches
         return trainer._stack([next(stream) for _ in range(k)])
 
     losses = np.asarray(run())  # compiles
+    jax.block_until_ready(evaluate())
     shape = {"hidden": budget.hidden, "batch": budget.batch, "seq_len": seq_len,
              "steps_per_call": k, "outputs": task.n_outputs}  # fmt: skip
-    return run, generate, losses, shape, own
+    return {"train": run, "eval": evaluate}, generate, losses, shape, own
 
 
 def main(argv=None) -> None:
@@ -116,8 +122,9 @@ def main(argv=None) -> None:
         lines = [f"Base {base['commit'][:12]} against the working tree; preset `{args.preset}`.", "",
                  "| cell | task | H, B x T, outputs | ms/step base (min / median / max) | now | "
                  "base / now (paired, median [min, max]) | losses agree (max rel. diff) | "
+                 "eval ms/batch base / now (median) | eval base / now (paired) | "
                  "data ms/step base / now (median) |",
-                 "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                 "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for cell in args.cells:
             for task_name in args.tasks:
                 runners, generators, losses, chunk = {}, {}, {}, None
@@ -128,34 +135,41 @@ def main(argv=None) -> None:
                     chunk = own if chunk is None else chunk
                 runners = {name: runners[name] for name in ("base", "now")}
                 times = {name: [] for name in runners}
+                evals = {name: [] for name in runners}
                 data = {name: [] for name in runners}
                 per_step = args.calls * shape["steps_per_call"]
                 for round_ in range(args.rounds):
                     for name in (list(runners) if round_ % 2 == 0 else list(runners)[::-1]):
-                        start = time.perf_counter()
-                        for _ in range(args.calls):
-                            out = runners[name]()
-                        jax.block_until_ready(out)
-                        times[name].append(1e3 * (time.perf_counter() - start) / per_step)
+                        for kind, record in (("train", times), ("eval", evals)):
+                            start = time.perf_counter()
+                            for _ in range(args.calls):
+                                out = runners[name][kind]()
+                            jax.block_until_ready(out)
+                            record[name].append(1e3 * (time.perf_counter() - start) / per_step)
                         start = time.perf_counter()
                         for _ in range(args.calls):
                             generators[name]()
                         data[name].append(1e3 * (time.perf_counter() - start) / per_step)
                 paired = [b / n for b, n in zip(times["base"], times["now"])]
+                paired_eval = [b / n for b, n in zip(evals["base"], evals["now"])]
+                eval_b, eval_n = summary(evals["base"]), summary(evals["now"])
                 agree = float(np.max(np.abs(losses["base"] - losses["now"])
                                      / np.maximum(np.abs(losses["base"]), 1e-6)))  # fmt: skip
                 b, n = summary(times["base"]), summary(times["now"])
                 data_b, data_n = statistics.median(data["base"]), statistics.median(data["now"])
                 results["runs"][f"{cell}/{task_name}"] = {
                     "shape": shape, "base_ms": b, "now_ms": n, "loss_rel_diff": agree,
-                    "paired": summary(paired), "data_ms_per_step": {"base": summary(data["base"]),
+                    "paired": summary(paired), "eval_base_ms": eval_b, "eval_now_ms": eval_n,
+                    "eval_paired": summary(paired_eval), "data_ms_per_step": {"base": summary(data["base"]),
                                                                     "now": summary(data["now"])}}  # fmt: skip
                 lines.append(
                     f"| {cell} | {task_name} | {shape['hidden']}, {shape['batch']} x "
                     f"{shape['seq_len']}, {shape['outputs']} | {b['min']:.2f} / {b['median']:.2f} / "
                     f"{b['max']:.2f} | {n['min']:.2f} / {n['median']:.2f} / {n['max']:.2f} | "
                     f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}] | "
-                    f"{agree:.1e} | {data_b:.3f} / {data_n:.3f} |")  # fmt: skip
+                    f"{agree:.1e} | {eval_b['median']:.2f} / {eval_n['median']:.2f} | "
+                    f"{statistics.median(paired_eval):.2f} [{min(paired_eval):.2f}, "
+                    f"{max(paired_eval):.2f}] | {data_b:.3f} / {data_n:.3f} |")  # fmt: skip
                 print(lines[-1], flush=True)
         write(results, args.out, "\n".join(lines))
 

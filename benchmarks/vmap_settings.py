@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     learned = {i: d for i, d in agree.items() if rows["sequential"][i].valid["nll"] < uniform}
     statuses = {name: [r.status for r in rows[name]] for name in rows}
     per_setting = [{"lr": s.hparams.lr, "clip": s.hparams.clip, "init_scale": s.hparams.init_scale,
-                    "valid_nll": {name: rows[name][i].valid["nll"] for name in rows},
+                    "valid_nll": {name: rows[name][i].valid.get("nll") for name in rows},
                     "relative_difference": agree.get(i)} for i, s in enumerate(specs)]  # fmt: skip
     paired = [a / b for a, b in zip(rates["vmapped"], rates["sequential"])]
     budget = specs[0].budget
