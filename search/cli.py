@@ -289,12 +289,14 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
 
 def _executor_factory(args: argparse.Namespace, config):
-    from search.executor import RayExecutor
+    from search.executor import DETERMINISTIC_XLA_FLAGS, RayExecutor
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    xla_flags = DETERMINISTIC_XLA_FLAGS if config.deterministic else ""
     return lambda: RayExecutor(workers=args.workers, address=args.address,
-                               gpus_per_worker=args.gpus_per_worker, retries=config.retries)  # fmt: skip
+                               gpus_per_worker=args.gpus_per_worker, retries=config.retries,
+                               xla_flags=xla_flags)  # fmt: skip
 
 
 def _run_search(config, args: argparse.Namespace, out: str | None = None, executor=None) -> int:

@@ -94,6 +94,10 @@ class SearchConfig:
     # trials of one cell, task and layer count trained together as one vmapped program (up to
     # this many; `tasks.train_settings`): for GPU workers. Changes no trial, only how it runs.
     vmap_settings: int = 1
+    # GPU workers use XLA's deterministic reductions, so that a trial run again gives the same
+    # numbers (`search.executor.DETERMINISTIC_XLA_FLAGS`; 11-18% slower on an H200). A CPU is
+    # deterministic anyway. Changes no trial's spec, only how it runs.
+    deterministic: bool = False
 
     def validate(self, source: str = "config") -> None:
         def fail(key, message):
@@ -156,10 +160,10 @@ class SearchConfig:
                 fail(f"budget/task_options of {task}", str(error).splitlines()[0])
 
     def search_fields(self) -> dict:
-        """The fields that determine the trial sequence (all but name, max_trials and
-        vmap_settings)."""
+        """The fields that determine the trial sequence (all but name, max_trials, vmap_settings
+        and deterministic)."""
         fields = to_dict(self)
-        for key in ("name", "max_trials", "vmap_settings"):
+        for key in ("name", "max_trials", "vmap_settings", "deterministic"):
             fields.pop(key)
         return fields
 

@@ -34,9 +34,11 @@ CACHE_DIR = pathlib.Path(
 class TrialWorker:
     """A Ray actor that trains trials one after another (made remote in `RayExecutor`)."""
 
-    def __init__(self, core: int | None, cache_dir: str):
+    def __init__(self, core: int | None, cache_dir: str, xla_flags: str = ""):
         if core is not None:
             os.sched_setaffinity(0, {core})  # before jax starts its thread pool
+        if xla_flags:  # XLA reads them when the first computation starts its backend
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
         import jax
 
         jax.config.update("jax_compilation_cache_dir", cache_dir)
@@ -92,6 +94,12 @@ def local_ray_environment() -> dict[str, str]:
     }
 
 
+# A GPU's reductions (scatter-adds among them) may add in another order on every run, so a trial
+# run again differs slightly; with these flags it is exact, at 11-18% of the throughput on an H200
+# (benchmarks/README.md). A CPU is deterministic either way.
+DETERMINISTIC_XLA_FLAGS = "--xla_gpu_deterministic_ops=true"
+
+
 class RayExecutor:
     """Runs trials on Ray worker actors (see the module docstring).
 
@@ -100,6 +108,7 @@ class RayExecutor:
       address: an existing Ray cluster ("host:port" or "auto"); default `RAY_ADDRESS`, else a new
         local Ray bound to 127.0.0.1 that lives as long as this executor.
       gpus_per_worker: GPUs each worker asks for (for GPU clusters).
+      xla_flags: added to each worker's `XLA_FLAGS` (e.g. `DETERMINISTIC_XLA_FLAGS`).
       retries: how often a trial whose worker died is retried.
       start_timeout: seconds a replacement worker has to start before its slot is given up.
       worker: the actor class; `benchmarks/ray_execution.py` passes one whose trials do nothing,
@@ -108,7 +117,7 @@ class RayExecutor:
 
     def __init__(self, workers: int | None = None, address: str | None = None,
                  gpus_per_worker: float = 0, retries: int = 2, start_timeout: float = 60,
-                 worker: type = TrialWorker):  # fmt: skip
+                 worker: type = TrialWorker, xla_flags: str = ""):  # fmt: skip
         self.workers = workers
         self.worker = worker
         self.start_timeout = start_timeout
@@ -116,6 +125,7 @@ class RayExecutor:
         self.nodes: list[str] = []
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.gpus_per_worker = gpus_per_worker
+        self.xla_flags = xla_flags
         self.retries = retries
         self.started_ray = False
         self.actors: list = []
@@ -155,7 +165,7 @@ class RayExecutor:
             cores = sorted(os.sched_getaffinity(0))
             core = cores[index % len(cores)]
         cache = str(_private_dir(CACHE_DIR / "jax"))
-        return self._remote.remote(core, cache)
+        return self._remote.remote(core, cache, self.xla_flags)
 
     def _replacement(self, index: int):
         """A fresh actor for a dead one, or None when the cluster has no room for it (a node died):

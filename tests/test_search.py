@@ -111,6 +111,9 @@ def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
     run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))
     with pytest.raises(ConfigError, match="cannot resume .*'seed' was 0, now 1"):
         run_search(tiny(max_trials=3, seed=1), tmp_path / "run", borrowed(ray_workers))
+    # how trials run is not part of the search: these resume (here, replay) without complaint
+    run_search(tiny(max_trials=3, vmap_settings=2, deterministic=True), tmp_path / "run",
+               borrowed(ray_workers))  # fmt: skip
 
 
 @pytest.mark.parametrize("victims", ["one", "all"])
@@ -164,7 +167,7 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_wo
 
 
 def test_search_joins_a_separately_started_ray_head(tmp_path):
-    from search.executor import local_ray_environment
+    from search.executor import DETERMINISTIC_XLA_FLAGS, local_ray_environment
 
     port = free_port()
     env = os.environ | local_ray_environment()
@@ -177,14 +180,17 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        args = [*tiny_args(max_trials=4), "--quiet"]
+        # deterministic: the workers on the cluster get XLA's deterministic flags (GPU reruns exact)
+        args = [*tiny_args(max_trials=4, deterministic="true"), "--quiet"]
         result = subprocess.run(
             [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
              "--address", f"127.0.0.1:{port}", *args],
             env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
-        assert sorted(load(tmp_path / "run")["trial"]) == [0, 1, 2, 3]
+        rows = load(tmp_path / "run")
+        assert sorted(rows["trial"]) == [0, 1, 2, 3]
+        assert rows["xla_flags"].str.endswith(DETERMINISTIC_XLA_FLAGS).all()
         assert head.poll() is None  # joining a cluster does not stop it
     finally:
         head.send_signal(signal.SIGTERM)  # only the head we started, by its PID
