@@ -94,9 +94,9 @@ def local_ray_environment() -> dict[str, str]:
     }
 
 
-# A GPU's reductions (scatter-adds among them) may add in another order on every run, so a trial
-# run again differs slightly; with these flags it is exact, at 11-18% of the throughput on an H200
-# (benchmarks/README.md). A CPU is deterministic either way.
+# Some of XLA's GPU kernels (atomic scatters, reductions) may add in another order on every run,
+# so a trial run again differs slightly; with these flags it is exact, at 11-18% of the throughput
+# on an H200 (benchmarks/README.md). A CPU is deterministic either way.
 DETERMINISTIC_XLA_FLAGS = "--xla_gpu_deterministic_ops=true"
 
 
