@@ -86,7 +86,8 @@ def main(argv=None) -> None:
     agree = relative_differences(rows["vmapped"], rows["sequential"])
     repeat = relative_differences(runs["sequential"][0], runs["sequential"][-1])
     # A trial whose NLL ends above the uniform guess's has blown up; from there rounding decides.
-    uniform = math.log(make_task(args.task).n_outputs)
+    outputs = make_task(args.task).n_outputs
+    uniform = math.log(outputs)
     learned = {i: d for i, d in agree.items() if rows["sequential"][i].valid["nll"] < uniform}
     statuses = {name: [r.status for r in rows[name]] for name in rows}
     per_setting = [{"lr": s.hparams.lr, "clip": s.hparams.clip, "init_scale": s.hparams.init_scale,
@@ -115,7 +116,7 @@ def main(argv=None) -> None:
                      f"{ratio if name == 'vmapped' else '-'} |")  # fmt: skip
     lines += ["", f"Agreement: {len(agree)} settings ok in both; relative difference of the "
               f"validation NLL {spread(agree)} (median [largest]); over the {len(learned)} whose NLL "
-              f"ends below the uniform guess's (ln {make_task(args.task).n_outputs}): "
+              f"ends below the uniform guess's (ln {outputs}): "
               f"{spread(learned)}. Statuses equal: {statuses['vmapped'] == statuses['sequential']}."]  # fmt: skip
     if args.rounds > 1:
         lines.append(f"The sequential trials of round 1 against those of round {args.rounds}: "

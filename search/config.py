@@ -94,9 +94,8 @@ class SearchConfig:
     # trials of one cell, task and layer count trained together as one vmapped program (up to
     # this many; `tasks.train_settings`): for GPU workers. Changes no trial, only how it runs.
     vmap_settings: int = 1
-    # GPU workers use XLA's deterministic reductions, so that a trial run again gives the same
-    # numbers (`search.executor.DETERMINISTIC_XLA_FLAGS`; 11-18% slower on an H200). A CPU is
-    # deterministic anyway. Changes no trial's spec, only how it runs.
+    # workers run with `search.executor.DETERMINISTIC_XLA_FLAGS`, so that a trial run again on a
+    # GPU gives the same numbers. Changes no trial's spec, only how it runs.
     deterministic: bool = False
 
     def validate(self, source: str = "config") -> None:

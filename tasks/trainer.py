@@ -168,8 +168,7 @@ def _json_safe(value):
 # On a CPU, the evaluation programs are compiled with LLVM at -O1 instead of XLA's -O3: they run
 # 1.6-1.9x faster on arith and xml (the same on ptb and jsb) and compile 10-20% faster. The train
 # program stays at -O3: at -O1 its steps were 3-8% slower at the paper's sizes (benchmarks/README.md).
-CPU_COMPILER_OPTIONS = {"eval": {"xla_backend_optimization_level": 1},
-                        "eval_k": {"xla_backend_optimization_level": 1}}
+CPU_COMPILER_OPTIONS = {name: {"xla_backend_optimization_level": 1} for name in ("eval", "eval_k")}
 
 
 class Program:
