@@ -21,6 +21,7 @@ import collections
 import os
 import pathlib
 import secrets
+import warnings
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # the worker module must not import jax before the worker pins its core
@@ -137,10 +138,14 @@ class RayExecutor:
 
         if self.address is None:
             cpus = len(os.sched_getaffinity(0))
-            # address="local": always a new Ray of our own, never one found on the machine
-            ray.init(address="local", num_cpus=max(cpus, self.workers or 0),
-                     include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR",
-                     log_to_driver=False)  # fmt: skip
+            with warnings.catch_warnings():
+                # JAX warns at every fork once it has a backend; Ray's fork starts its own
+                # processes with an exec right after, where no JAX thread can deadlock
+                warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+                # address="local": always a new Ray of our own, never one found on the machine
+                ray.init(address="local", num_cpus=max(cpus, self.workers or 0),
+                         include_dashboard=False, _node_ip_address="127.0.0.1",
+                         logging_level="ERROR", log_to_driver=False)  # fmt: skip
             self.started_ray = True
         else:
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
