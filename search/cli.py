@@ -323,7 +323,7 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
         bar.n = p.trials
         rate = 3600 * p.ran / p.seconds if p.seconds > 0 else 0
         best = f"{p.best[0][:24]} {p.best[1]:.3f}" if p.best else "-"
-        bar.set_postfix_str(f"failed={p.failures} best={best} {rate:.0f}/h", refresh=True)
+        bar.set_postfix_str(f"diverged/error={p.failures} best={best} {rate:.0f}/h", refresh=True)
 
     with bar:
         summary = run_search(config, out, executor, progress)
