@@ -8,7 +8,9 @@ layer of H units over `--seq` steps, a linear readout, softmax cross-entropy, pl
 `--batch`. JAX contenders jit the whole step (loss, gradient, update) with donated parameters;
 PyTorch runs eagerly with its fused `nn.LSTM` / `nn.GRU` (CPU kernels). Contenders alternate within
 each round (the order reverses every round) and each round reports steps/s; the table gives
-min/median/max over rounds and the paired ratio ours / contender per round. The GEMM ceiling is a
+min/median/max over rounds and the paired ratio ours / contender per round. "ours, k steps per call"
+is ours as the trainer runs it: k SGD steps (same batch) as one jitted `lax.scan`; its ratio is given
+against PyTorch, which steps eagerly. The GEMM ceiling is a
 jitted f32 matmul of the step's largest shape; the share is the LSTM step's matmul FLOPs per second
 over it, counted twice: the nominal FLOPs of an unfolded step (the same for every contender) and the
 FLOPs ours does (with the embedding folded into the x-projection when `--vocab` <= batch x seq).
@@ -31,6 +33,12 @@ import numpy as np  # noqa: E402
 from cells import baseline, compile_cell  # noqa: E402
 
 
+# our cells that flax NNX and PyTorch also have -> their class. Both frameworks' GRU applies the
+# reset AFTER the recurrent matmul, as our `gru_reset_after` does; our `gru` is the paper's form
+# (reset before it), which needs one more matmul per step, after r is known.
+FRAMEWORK_CELLS = {"lstm": "LSTM", "gru": "GRU", "gru_reset_after": "GRU"}
+
+
 def _xent(logits, targets):
     logp = jax.nn.log_softmax(logits)
     return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
@@ -42,6 +50,20 @@ def _sgd_step(loss_fn, lr):
         return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
 
     return jax.jit(step, donate_argnums=0)
+
+
+def _sgd_steps(loss_fn, lr):
+    """Several SGD steps, one per stacked batch, as ONE jitted call (a `lax.scan` over stacked batches), the way
+    the trainer runs them (`Budget.steps_per_call`)."""
+
+    def steps(params, inputs, targets):
+        def one(params, batch):
+            loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+            return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
+
+        return jax.lax.scan(one, params, (inputs, targets))
+
+    return jax.jit(steps, donate_argnums=0)
 
 
 def ours(cell: str, hidden: int, vocab: int, key):
@@ -164,6 +186,14 @@ def gemm_ceiling(rows: int, inner: int, cols: int, repeats: int = 20) -> float:
     return 2 * rows * inner * cols / best
 
 
+def _paired(mine, theirs) -> str:
+    """median [min, max] of the per-round ratios mine / theirs ("-" without mine)."""
+    if mine is None:
+        return "-"
+    paired = [a / b for a, b in zip(mine, theirs)]
+    return f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}]"
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -172,13 +202,17 @@ def _timed(fn) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", nargs="+", default=["lstm", "gru", "mut1"],
-                        help="lstm and gru have framework contenders; other cells (mut1) run ours only")
+    parser.add_argument("--cells", nargs="+", default=["lstm", "gru", "gru_reset_after", "mut1"],
+                        help="lstm, gru and gru_reset_after have framework contenders; other cells "
+                             "(mut1) run ours only")
     parser.add_argument("--hidden", nargs="+", type=int, default=[128, 256, 512])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=50)
     parser.add_argument("--vocab", type=int, default=50, help="small, so that the recurrence dominates")
     parser.add_argument("--steps", type=int, default=10, help="train steps per contender per round")
+    parser.add_argument("--steps-per-call", type=int, default=10,
+                        help="also time ours running this many steps per jitted call, as the trainer "
+                             "does (a divisor of --steps; 1 leaves it out)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--out", default="benchmarks/results/versus_frameworks")
@@ -198,19 +232,24 @@ def main(argv=None) -> None:
                "threads": {"torch": torch.get_num_threads() if torch else None,
                            "XLA_FLAGS": __import__("os").environ.get("XLA_FLAGS", "")},
                "torch": torch.__version__ if torch else None, "runs": {}}  # fmt: skip
-    lines = ["| cell | H | contender | steps/s min | median | max | ours / contender (paired, median [min, max]) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    k = args.steps_per_call
+    if args.steps % k:
+        parser.error(f"--steps-per-call {k} does not divide --steps {args.steps}")
+    multi = f"ours, {k} steps per call"
+    lines = ["| cell | H | contender | steps/s min | median | max | ours / contender (paired, median [min, max]) "
+             f"| {multi} / contender |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     inputs, targets = jnp.asarray(inputs_np), jnp.asarray(targets_np)
     for hidden in args.hidden:
         for cell in args.cells:
             key = jax.random.key(0)
             contenders = {"ours": ours(cell, hidden, args.vocab, key),
                           "ours, autodiff of lax.scan": ours_autodiff(cell, hidden, args.vocab, key)}
-            if cell in ("lstm", "gru"):
+            if cell in FRAMEWORK_CELLS:
                 contenders["flax nnx"] = flax_nnx(cell, hidden, args.vocab, key)
             if cell == "lstm":
                 contenders["jax.numpy by hand"] = hand_lstm(hidden, args.vocab, key)
             runners = {}
+            ours_params = jax.tree.map(jnp.copy, contenders["ours"][0])  # the steps below donate theirs
             for name, (params, loss) in contenders.items():
                 step = _sgd_step(loss, lr)
                 state = {"params": step(params, inputs, targets)[0]}  # compiles
@@ -222,11 +261,23 @@ def main(argv=None) -> None:
 
                 run()
                 runners[name] = run
-            if torch is not None and cell in ("lstm", "gru"):
+            if k > 1:
+                steps = _sgd_steps(contenders["ours"][1], lr)
+                stacked = (jnp.stack([inputs] * k), jnp.stack([targets] * k))
+                state = {"params": steps(ours_params, *stacked)[0]}  # compiles
+
+                def run_multi(steps=steps, state=state):
+                    for _ in range(args.steps // k):
+                        state["params"], losses = steps(state["params"], *stacked)
+                    losses.block_until_ready()
+
+                run_multi()
+                runners[multi] = run_multi
+            if torch is not None and cell in FRAMEWORK_CELLS:
                 torch_step = torch_model(cell, hidden, args.vocab, lr)
                 t_in, t_out = torch.from_numpy(inputs_np), torch.from_numpy(targets_np)
                 torch_step(t_in, t_out)
-                runners[f"torch nn.{cell.upper()}"] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
+                runners[f"torch nn.{FRAMEWORK_CELLS[cell]}"] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
             rates = {name: [] for name in runners}
             for round_ in range(args.rounds):
                 order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
@@ -235,10 +286,13 @@ def main(argv=None) -> None:
             run_key = f"{cell}/H{hidden}"
             results["runs"][run_key] = {name: summary(r) for name, r in rates.items()}
             for name, r in rates.items():
-                paired = [a / b for a, b in zip(rates["ours"], r)]
                 s = summary(r)
-                ratio = "-" if name == "ours" else f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}]"
-                lines.append(f"| {cell} | {hidden} | {name} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} | {ratio} |")
+                # ours run as the trainer runs it, against PyTorch's eager steps; the JAX contenders
+                # could run several steps per call as well, so that ratio would not compare cells
+                ratios = [_paired(rates["ours"], r) if name != "ours" else "-",
+                          _paired(rates.get(multi), r) if name.startswith("torch") else "-"]
+                lines.append(f"| {cell} | {hidden} | {name} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} "
+                             f"| {ratios[0]} | {ratios[1]} |")
             if cell == "lstm":
                 # nominal: the cell's matmuls of an unfolded step (fwd + ~2x bwd), the same work for
                 # every contender; done: what ours computes with the embedding folded (the h matmul
@@ -249,13 +303,18 @@ def main(argv=None) -> None:
                 folds = args.vocab <= tokens  # tasks.model.RNNModel folds only then
                 done = 3 * 2 * (tokens + args.vocab) * hidden * (4 * hidden) if folds else nominal
                 ceiling = gemm_ceiling(args.batch, 2 * hidden, 4 * hidden)
-                rate = statistics.median(rates["ours"])
-                share, share_done = nominal * rate / ceiling, done * rate / ceiling
-                results["runs"][run_key]["gemm"] = {"ceiling_gflops": ceiling / 1e9, "share_of_ceiling": share,
-                                                    "share_of_ceiling_flops_done": share_done}  # fmt: skip
+                gemm = {"ceiling_gflops": ceiling / 1e9}
+                shares = []
+                for name in ("ours", multi):
+                    if name in rates:
+                        rate = statistics.median(rates[name])
+                        share, share_done = nominal * rate / ceiling, done * rate / ceiling
+                        gemm[name] = {"share_of_ceiling": share, "share_of_ceiling_flops_done": share_done}
+                        shares.append(f"{name}: {100 * share:.0f}% of it (nominal FLOPs), "
+                                      f"{100 * share_done:.0f}% (FLOPs done)")
+                results["runs"][run_key]["gemm"] = gemm
                 lines.append(f"| lstm | {hidden} | GEMM ceiling ({args.batch}x{2 * hidden} @ {2 * hidden}x{4 * hidden}) "
-                             f"| {ceiling / 1e9:.1f} GFLOP/s | ours: {100 * share:.0f}% of it (nominal FLOPs), "
-                             f"{100 * share_done:.0f}% (FLOPs done) | |")
+                             f"| {ceiling / 1e9:.1f} GFLOP/s | {'; '.join(shares)} | | | |")
             print("\n".join(lines[-len(rates) - (cell == "lstm"):]), flush=True)
     write(results, args.out, "\n".join(lines))
 

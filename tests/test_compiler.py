@@ -369,6 +369,22 @@ def test_hand_written_backward_pass_covers_every_op_of_mutants():
     assert ops >= {"tanh", "sigmoid", "relu", "leaky_relu", "identity", "add", "sub", "mul", "one"}
 
 
+@pytest.mark.parametrize("text, shared", [
+    (baseline("lstm").text(), {"h": "x"}),  # W_x* + W_h* per gate: one stacked gradient
+    (baseline("gru").text(), {}),
+    ("a = W(x) + W(h)\nh_new = tanh(a) * tanh(W(x) + W(h))", {"h": "x"}),
+    ("c_new = W(x)\nh_new = tanh(c_new + W(h)) * c", {}),  # W(x) is an output: more gradient
+    ("h_new = tanh(W(x) + W(h) + W(h))", {}),  # blocks do not pair up
+])  # fmt: skip
+def test_backward_pass_stacks_a_shared_matmul_gradient_once(text, shared):
+    from cells.scan import _plan, _same_output_gradient
+
+    cell = compile_cell(parse(text))
+    assert _same_output_gradient(cell, _plan(cell)) == shared
+    with jax.enable_x64(True):
+        assert_gradients_match(cell, rtol=1e-8, dtype=jnp.float64, steps=6)
+
+
 def test_precomputed_x_projection_gets_the_gradient_of_the_x_matmul():
     cell = compile_cell(baseline("lstm"))
     xs, h, c = random_inputs()
