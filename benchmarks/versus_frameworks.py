@@ -1,6 +1,6 @@
 """Train steps per second of our compiled cells vs flax NNX, a hand-written jax.numpy cell and PyTorch.
 
-    python benchmarks/versus_frameworks.py                       # lstm and gru, H = 128 256 512
+    python benchmarks/versus_frameworks.py                       # lstm, grus, mut1; H = 128 256 512
     python benchmarks/versus_frameworks.py --hidden 256 --rounds 3 --steps 10
 
 Every contender trains the same model: an embedding (vocabulary `--vocab`, width H), one recurrent
@@ -10,10 +10,10 @@ PyTorch runs eagerly with its fused `nn.LSTM` / `nn.GRU` (CPU kernels). Contende
 each round (the order reverses every round) and each round reports steps/s; the table gives
 min/median/max over rounds and the paired ratio ours / contender per round. "ours, k steps per call"
 is ours as the trainer runs it: k SGD steps (same batch) as one jitted `lax.scan`; its ratio is given
-against PyTorch, which steps eagerly. The GEMM ceiling is a
-jitted f32 matmul of the step's largest shape; the share is the LSTM step's matmul FLOPs per second
-over it, counted twice: the nominal FLOPs of an unfolded step (the same for every contender) and the
-FLOPs ours does (with the embedding folded into the x-projection when `--vocab` <= batch x seq).
+against PyTorch, which steps eagerly. The GEMM ceiling is a jitted f32 matmul of the step's largest
+shape; the share is the LSTM step's matmul FLOPs per second over it, counted twice: the nominal
+FLOPs of an unfolded step (the same for every contender) and the FLOPs ours does (with the
+embedding folded into the x-projection when `--vocab` <= batch x seq).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def _sgd_step(loss_fn, lr):
 
 
 def _sgd_steps(loss_fn, lr):
-    """Several SGD steps, one per stacked batch, as ONE jitted call (a `lax.scan` over stacked batches), the way
-    the trainer runs them (`Budget.steps_per_call`)."""
+    """SGD steps as ONE jitted call, a `lax.scan` over stacked batches: the way the trainer runs
+    them (`Budget.steps_per_call`)."""
 
     def steps(params, inputs, targets):
         def one(params, batch):
