@@ -44,24 +44,27 @@ def _xent(logits, targets):
     return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
 
 
-def _sgd_step(loss_fn, lr):
+def _sgd_update(loss_fn, lr):
+    """One plain SGD step as a pure function: (params, inputs, targets) -> (params, loss)."""
+
     def step(params, inputs, targets):
         loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets)
         return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
 
-    return jax.jit(step, donate_argnums=0)
+    return step
+
+
+def _sgd_step(loss_fn, lr):
+    return jax.jit(_sgd_update(loss_fn, lr), donate_argnums=0)
 
 
 def _sgd_steps(loss_fn, lr):
     """SGD steps as ONE jitted call, a `lax.scan` over stacked batches: the way the trainer runs
     them (`Budget.steps_per_call`)."""
+    step = _sgd_update(loss_fn, lr)
 
     def steps(params, inputs, targets):
-        def one(params, batch):
-            loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
-            return jax.tree.map(lambda p, g: p - lr * g, params, grads), loss
-
-        return jax.lax.scan(one, params, (inputs, targets))
+        return jax.lax.scan(lambda p, batch: step(p, *batch), params, (inputs, targets))
 
     return jax.jit(steps, donate_argnums=0)
 
