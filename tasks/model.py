@@ -140,5 +140,41 @@ def step_losses(logits, targets, tokens: bool):
       The losses, `logits.shape[:-1]`.
     """
     if tokens:
-        return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        return softmax_cross_entropy(logits, targets)
     return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
+
+
+@jax.custom_vjp
+def softmax_cross_entropy(logits, targets):
+    """`optax.softmax_cross_entropy_with_integer_labels`, with a gradient that needs no scatter.
+
+    Autodiff of the label lookup scatters -1 into the softmax; here the gradient is
+    `softmax - (iota == target)`, one elementwise pass. XLA's CPU scatter kernel cost 50-75 ms of
+    compile per program, and this runs as fast or faster (benchmarks/README.md, "Compilation").
+
+    Args:
+      logits: (..., n_classes).
+      targets: integer class ids, `logits.shape[:-1]`.
+
+    Returns:
+      The losses, `logits.shape[:-1]`.
+    """
+    return _cross_entropy_fwd(logits, targets)[0]
+
+
+def _cross_entropy_fwd(logits, targets):
+    log_norm = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return log_norm - picked, (logits, log_norm, targets)
+
+
+def _cross_entropy_bwd(residuals, g):
+    logits, log_norm, targets = residuals
+    classes = jax.lax.broadcasted_iota(targets.dtype, logits.shape, logits.ndim - 1)
+    g_softmax = g[..., None] * jnp.exp(logits - log_norm[..., None])
+    # a select, not `softmax - one_hot`: subtracting the converted comparison ran the PTB train
+    # step 5% slower on the CPU
+    return jnp.where(classes == targets[..., None], g_softmax - g[..., None], g_softmax), None
+
+
+softmax_cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)

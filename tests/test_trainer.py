@@ -7,14 +7,15 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from cells import compile_cell
 from tasks import TASKS, Budget, HParams, TrialSpec, sample_settings, train_settings, train_trial
-from tasks.model import RNNModel, zero_carry
+from tasks.model import RNNModel, softmax_cross_entropy, zero_carry
 from tasks.registry import STATS
-from tasks.trainer import _eval_totals, program
+from tasks.trainer import _eval_totals, clip_by_global_norm, global_norm, program
 
 TINY = {"steps": 60, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_sequences": 16}
 
@@ -129,9 +130,9 @@ def test_nan_producing_setting_is_recorded_as_diverged():
 
 def test_settings_trained_as_one_vmapped_program_equal_separate_trials():
     relu_rnn = "h_new = relu(W(x) + W(h))"
-    # lr 0.2 and 0.1: at lr 0.5 this ReLU RNN's training amplifies the vmapped program's other
-    # float rounding to 1e-3 by step 60 (its validation NLL still agrees to 1e-5)
-    settings = [HParams(lr=0.2, clip=5.0, init_scale=1.0), HParams(lr=0.1, clip=1.0, init_scale=2.0),
+    # lr 0.05 and 0.02: from lr 0.1 on, this ReLU RNN's training is chaotic and amplifies the
+    # vmapped program's other float rounding (1e-7 after 10 steps) to 1e-4..1e-3 by step 60
+    settings = [HParams(lr=0.05, clip=5.0, init_scale=1.0), HParams(lr=0.02, clip=1.0, init_scale=2.0),
                 HParams(lr=1e4, clip=1e4, init_scale=2.8)]  # the last one diverges
     specs = [TrialSpec.from_preset(relu_rnn, "arith", "quick", hp, seed, TINY)
              for seed, hp in enumerate(settings)]  # fmt: skip
@@ -139,8 +140,8 @@ def test_settings_trained_as_one_vmapped_program_equal_separate_trials():
     for lane, alone in zip(together, map(train_trial, specs)):
         assert (lane.status, lane.steps_done) == (alone.status, alone.steps_done)
         if alone.status == "ok":
-            assert lane.train_loss == pytest.approx(alone.train_loss, rel=1e-4)
-            assert lane.valid["nll"] == pytest.approx(alone.valid["nll"], rel=1e-4)
+            assert lane.train_loss == pytest.approx(alone.train_loss, rel=1e-5)
+            assert lane.valid["nll"] == pytest.approx(alone.valid["nll"], rel=1e-5)
         assert lane.row()["vmapped_settings"] == 3
     assert [r.status for r in together] == ["ok", "ok", "diverged"]
     mixed = train_settings([specs[0], TrialSpec.from_preset("lstm", "arith", "quick", budget_overrides=TINY)])
@@ -210,3 +211,33 @@ def test_sample_settings_never_repeats_and_continues():
 def test_zaremba_learning_rate_schedule():
     budget = Budget(steps=100, hidden=1, batch=1, lr_decay=0.5, lr_decay_start=40, lr_decay_every=20)
     assert [budget.lr_at(1.0, s) for s in (0, 39, 40, 59, 60, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.125]
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 7), (2, 10000), (4,)])
+def test_softmax_cross_entropy_equals_optax_in_value_and_gradient(shape):
+    # Our loss replaces optax's to spare XLA a scatter kernel in the gradient; the two must agree.
+    logits = jax.random.normal(jax.random.key(0), (*shape[:-1], shape[-1])) * 3.0
+    targets = jax.random.randint(jax.random.key(1), shape[:-1], 0, shape[-1])
+    weights = jax.random.uniform(jax.random.key(2), shape[:-1])  # a non-uniform cotangent
+
+    def total(loss):
+        return lambda z: (loss(z, targets) * weights).sum()
+
+    ours, theirs = softmax_cross_entropy, optax.softmax_cross_entropy_with_integer_labels
+    np.testing.assert_allclose(ours(logits, targets), theirs(logits, targets), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.grad(total(ours))(logits), jax.grad(total(theirs))(logits),
+                               rtol=1e-5, atol=1e-7)  # fmt: skip
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clipping, and not
+def test_clip_by_global_norm_equals_optax(max_norm):
+    # Small leaves are summed together, large ones alone (tasks.trainer._SMALL_LEAF): both kinds.
+    keys = jax.random.split(jax.random.key(0), 4)
+    grads = {"big": jax.random.normal(keys[0], (80, 64)), "bias": jax.random.normal(keys[1], (64,)),
+             "kernel": jax.random.normal(keys[2], (16, 64)), "scalar": jax.random.normal(keys[3], ())}  # fmt: skip
+    assert global_norm(grads) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-6)
+    ours, _ = clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+    theirs, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+    for name in grads:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-7)
+    assert (float(optax.tree.norm(ours)) < 1.0) == (max_norm == 0.5)
