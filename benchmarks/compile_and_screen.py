@@ -9,12 +9,20 @@ preset's budget with one random setting, compilation included. Each process uses
 persistent-cache directory, so the first process measures cold compiles; a second process then
 compiles the same programs again from that cache (warm). Compile seconds are the trainer's own AOT
 measurement (`compile_seconds` of the row): the train program and the evaluation program.
+
+    python benchmarks/compile_and_screen.py --base HEAD~3    # also: paired against a revision
+
+Compile seconds of separate runs are hard to compare on a shared machine (the median moved from 1.1
+to 1.5 s within an hour, same code). With `--base`, a third process imports that revision's
+`cells` and `tasks` beside the working tree's (`versus_revision.import_revision`) and compiles each
+cell's train and eval programs with both, alternately, clearing JAX's caches before each.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import statistics
 import subprocess
 import sys
@@ -69,27 +77,74 @@ def measure(texts: list[str], preset: str, sweep: int, cache: str) -> dict:
     return {"screen_seconds": screens, "compile_seconds": compiles, "sweep_compile_seconds": sweep_compiles}
 
 
+def paired(texts: list[str], preset: str, base_revision: str, rounds: int) -> dict:
+    """In this process: each cell's compile seconds (train + eval programs) at `base_revision` and
+    in the working tree, alternately."""
+    import jax
+
+    import tasks.trainer as now
+    from versus_revision import import_revision
+
+    seconds = {"base": [], "now": []}
+    with tempfile.TemporaryDirectory(prefix="cellsearch-base-") as tmp:
+        base = import_revision(base_revision, pathlib.Path(tmp))
+        for turn in range(rounds):
+            for i, text in enumerate(texts):
+                order = [("now", now), ("base", base["trainer"])][:: 1 if (i + turn) % 2 else -1]
+                for name, trainer in order:
+                    jax.clear_caches()  # or the second of two identical programs compiles for free
+                    seconds[name].append(compile_seconds(trainer, text, preset))
+    return seconds | {"commit": base["commit"]}
+
+
+def compile_seconds(trainer, text: str, preset: str) -> float:
+    """`trainer`'s compile seconds of one cell's train and eval programs (memorize, one layer)."""
+    import jax
+    import numpy as np
+
+    spec = trainer.TrialSpec.from_preset(text, "memorize", preset)
+    task, budget = spec.make_task(), spec.budget
+    seq_len, k = task.sequence_length(budget.seq_len), budget.steps_per_call
+    prog = trainer.Program(spec.graph(), task, 1, budget.hidden, budget.batch, seq_len, k, False)
+    f32 = np.float32
+    params, carry = prog.init(jax.random.key(0), f32(1.0)), trainer.zero_carry(1, budget.batch, budget.hidden)
+    stream = task.train_batches(budget.batch, seq_len, 0)
+    chunk = trainer._stack([next(stream) for _ in range(k)])
+    prog.call("train", params, carry, chunk, f32(0.1), f32(5.0), f32(0.0), jax.random.key(1))
+    prog.call("eval", params, carry, chunk)
+    return prog.compile_seconds
+
+
+def in_child(job: dict) -> dict:
+    """Runs `job` (`measure`, or `paired` if it names a base) in a fresh Python process."""
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mutants", type=int, default=10)
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--sweep", type=int, default=20, help="settings of one cell (lr, clip, init)")
+    parser.add_argument("--base", help="also compile each cell at this git revision, paired")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the cells with --base")
     parser.add_argument("--out", default="benchmarks/results/compile_and_screen")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run `measure` in this process
     args = parser.parse_args(argv)
     if args.child:
         job = json.loads(args.child)
-        print(json.dumps(measure(job["texts"], job["preset"], job["sweep"], job["cache"])))
+        if "base" in job:
+            print(json.dumps(paired(job["texts"], job["preset"], job["base"], job["rounds"])))
+        else:
+            print(json.dumps(measure(job["texts"], job["preset"], job["sweep"], job["cache"])))
         return
     texts = cells(args.mutants)
+    job = {"texts": texts, "preset": args.preset}
     with tempfile.TemporaryDirectory(prefix="jaxcache-") as cache:
-        runs = []
-        for _ in ("cold", "warm"):  # two processes, one cache: the second reads what the first wrote
-            job = json.dumps({"texts": texts, "preset": args.preset, "sweep": args.sweep, "cache": cache})
-            done = subprocess.run([sys.executable, __file__, "--child", job], capture_output=True,
-                                  text=True, check=True)  # fmt: skip
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    cold, warm = runs
+        # two processes, one cache: the second reads what the first wrote
+        cold, warm = (in_child(job | {"sweep": args.sweep, "cache": cache}) for _ in ("cold", "warm"))
+    seconds = in_child(job | {"base": args.base, "rounds": args.rounds}) if args.base else None
     results = {"machine": machine(), "preset": args.preset, "cells": len(texts), "sweep": args.sweep,
                "cold": {k: summary(v) for k, v in cold.items()},
                "warm": {k: summary(v) for k, v in warm.items()}}  # fmt: skip
@@ -104,6 +159,18 @@ def main(argv=None) -> None:
         lines.append(f"| {label} | {c['min']:.2f} | {c['median']:.2f} | {c['max']:.2f} | {w['median']:.2f} |")
     lines.append(f"| recompiles across a {args.sweep}-setting sweep of one cell (lr, clip, init) | "
                  f"{recompiles} of {args.sweep - 1} | | | |")
+    if seconds:
+        ratios = [b / n for b, n in zip(seconds["base"], seconds["now"])]
+        results["paired"] = {"base": seconds["commit"], "rounds": args.rounds,
+                             "base_seconds": summary(seconds["base"]), "now_seconds": summary(seconds["now"]),
+                             "base_over_now": summary(ratios)}  # fmt: skip
+        b, n, r = summary(seconds["base"]), summary(seconds["now"]), summary(ratios)
+        lines += ["", f"Paired in one process against {seconds['commit'][:12]} ({len(ratios)} compiles each, "
+                  "alternating; train + eval programs, memorize):", "",
+                  "| compile seconds | min | median | max |", "|---|---|---|---|",
+                  f"| base | {b['min']:.2f} | {b['median']:.2f} | {b['max']:.2f} |",
+                  f"| now | {n['min']:.2f} | {n['median']:.2f} | {n['max']:.2f} |",
+                  f"| base / now (paired) | {r['min']:.2f} | {r['median']:.2f} | {r['max']:.2f} |"]  # fmt: skip
     results["sweep_recompiles"] = recompiles
     results["median_screen_seconds"] = statistics.median(cold["screen_seconds"])
     write(results, args.out, "\n".join(lines))

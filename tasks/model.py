@@ -148,9 +148,9 @@ def step_losses(logits, targets, tokens: bool):
 def softmax_cross_entropy(logits, targets):
     """`optax.softmax_cross_entropy_with_integer_labels`, with a gradient that needs no scatter.
 
-    Autodiff of the label lookup scatters -1 into the softmax; here the gradient is
-    `softmax - (iota == target)`, one elementwise pass. XLA's CPU scatter kernel cost 50-75 ms of
-    compile per program, and this runs as fast or faster (benchmarks/README.md, "Compilation").
+    Autodiff of the label lookup scatters -1 into the softmax; here the gradient is the softmax
+    minus the one-hot target, one elementwise pass. XLA's CPU scatter kernel cost 50-75 ms of
+    compile per program, and this runs as fast (benchmarks/README.md, "Compilation").
 
     Args:
       logits: (..., n_classes).

@@ -165,10 +165,18 @@ def _json_safe(value):
 
 
 # ------------------------------------------------------------------------------- the program
-# On a CPU, the evaluation programs are compiled with LLVM at -O1 instead of XLA's -O3: they run
-# 1.6-1.9x faster on arith and xml (the same on ptb and jsb) and compile 10-20% faster. The train
-# program stays at -O3: at -O1 its steps were 3-8% slower at the paper's sizes (benchmarks/README.md).
-CPU_COMPILER_OPTIONS = {name: {"xla_backend_optimization_level": 1} for name in ("eval", "eval_k")}
+# On a CPU, programs are compiled with LLVM at -O1 instead of XLA's -O3, except train programs
+# from H = 128 on. Evaluation at -O1 runs 1.6-1.9x faster on arith and xml (the same on ptb and jsb);
+# train steps below H = 128 run as fast at -O1 and compile 20-30% faster, while at H = 128 and 200
+# they were about 5% slower (benchmarks/README.md, "Compilation").
+O3_TRAIN_FROM_HIDDEN = 128
+
+
+def compiler_options(name: str, hidden: int) -> dict | None:
+    """XLA options for program `name` ("train", "eval", or their K-settings forms) at width H."""
+    if jax.default_backend() != "cpu" or (name.startswith("train") and hidden >= O3_TRAIN_FROM_HIDDEN):
+        return None
+    return {"xla_backend_optimization_level": 1}
 
 
 # Leaves with fewer elements than this have their squares summed together: XLA's CPU backend gives a
@@ -292,8 +300,8 @@ class Program:
             return carry, stats
 
         def evaluate(params, carry, batches: Batch):
-            # the `STATS` as one running vector: per-stat stacking and sums cost XLA a fusion each,
-            # and each fusion about 13 ms of compile
+            # the `STATS` as one running vector: stacking and summing each stat apart cost XLA a
+            # kernel each, and each kernel 8-30 ms of compile
             def one(state, batch):
                 carry, totals = state
                 carry, stats = evaluate_one(carry, batch, params)
@@ -313,7 +321,7 @@ class Program:
         """Calls function `name`, compiling it ahead of time on first use (timed)."""
         if name not in self._compiled:
             start = time.perf_counter()
-            options = CPU_COMPILER_OPTIONS.get(name) if jax.default_backend() == "cpu" else None
+            options = compiler_options(name, self.hidden)
             lowered = jax.jit(self._functions[name]).lower(*args)
             self._compiled[name] = lowered.compile(compiler_options=options)
             self.compile_seconds += time.perf_counter() - start

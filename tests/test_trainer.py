@@ -15,7 +15,7 @@ from cells import compile_cell
 from tasks import TASKS, Budget, HParams, TrialSpec, sample_settings, train_settings, train_trial
 from tasks.model import RNNModel, softmax_cross_entropy, zero_carry
 from tasks.registry import STATS
-from tasks.trainer import _eval_totals, clip_by_global_norm, global_norm, program
+from tasks.trainer import _eval_totals, clip_by_global_norm, compiler_options, global_norm, program
 
 TINY = {"steps": 60, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_sequences": 16}
 
@@ -241,3 +241,10 @@ def test_clip_by_global_norm_equals_optax(max_norm):
     for name in grads:
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-7)
     assert (float(optax.tree.norm(ours)) < 1.0) == (max_norm == 0.5)
+
+
+def test_train_programs_below_h128_and_all_eval_programs_compile_at_llvm_o1_on_a_cpu():
+    o1 = {"xla_backend_optimization_level": 1}
+    assert [compiler_options(name, h) for name, h in [("train", 32), ("train_k", 64), ("train", 127)]] == [o1] * 3
+    assert compiler_options("train", 128) is None and compiler_options("train_k", 200) is None
+    assert compiler_options("eval", 512) == compiler_options("eval_k", 32) == o1
