@@ -74,8 +74,10 @@ class Bootstrap:
                  min_trials: int = 2):  # fmt: skip
         self.replicates, self.level, self.seed, self.min_trials = replicates, level, seed, min_trials
         frame = frame.assign(_score=trial_scores(frame), _dropout=frame["dropout"] > 0)
+        # sorted: a store lists trials in the order they finished, which differs between two runs
+        # of the same search; the replicates must depend on the scores alone
         self.groups = {
-            (cell, str(task), bool(dropout)): group["_score"].to_numpy()
+            (cell, str(task), bool(dropout)): np.sort(group["_score"].to_numpy())
             for (cell, task, dropout), group in frame.groupby(["cell_hash", "task", "_dropout"], observed=True)
         }  # fmt: skip
         self.names = cell_names(frame)

@@ -226,6 +226,14 @@ def test_each_claim_is_supported_contradicted_or_inconclusive(tmp_path, claim, c
     assert not result.detail.startswith("not measured"), result.detail
 
 
+def test_findings_do_not_depend_on_the_order_trials_finished_in(tmp_path):
+    # Two runs of one search store the same trials in the order Ray finished them, which varies.
+    frame = load(write_store(tmp_path / "run", scored(CASES["forget_gate_most"][2])))
+    shuffled = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    assert not frame["trial"].equals(shuffled["trial"])
+    pd.testing.assert_frame_equal(findings(frame, replicates=300), findings(shuffled, replicates=300))
+
+
 def test_a_claim_without_its_cells_is_not_measured(known):
     table = findings(known, replicates=200)
     assert set(table.index) == set(analysis.CLAIMS)
