@@ -14,7 +14,8 @@ rounds), the paired ratio base / now (above 1: now is faster), how far the two p
 the first call differ, the same paired ratio for ms per evaluated batch, and the ms per step each
 version's task spends generating training batches (which the trainer does between calls). The base
 revision must have the same `Program` constructor (from 2cc665a on). Compile time is not measured
-here (two identical programs would share JAX's in-memory cache): see `compile_and_screen.py`.
+here (two identical programs would share JAX's in-memory cache): `compile_and_screen.py --base`
+pairs it the same way, clearing the caches before each compile.
 """
 
 from __future__ import annotations

@@ -202,9 +202,8 @@ def _same_output_gradient(cell, plan: _Plan) -> dict[str, str]:
     """Matmuls whose output gradient equals an earlier matmul's, by structure -> that matmul.
 
     A W node read once, by an `add` or `identity`, and not itself an output, gets exactly that
-    node's gradient; two fused
-    matmuls whose W nodes pair up that way (the LSTM's W_x* and W_h*, summed per gate) have the same
-    output gradient, so the backward loop stacks it once instead of twice.
+    node's gradient; two fused matmuls whose W nodes pair up that way (the LSTM's W_x* and W_h*,
+    summed per gate) have the same output gradient, so the backward loop stacks it once.
     """
     readers: dict[int, list[int]] = {}
     for i in plan.nodes:
