@@ -25,6 +25,7 @@ def machine() -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),  # fewer under `taskset`
         "python": platform.python_version(),
         "jax": jax.__version__,
         "device": jax.devices()[0].device_kind,
@@ -42,7 +43,8 @@ def write(results: dict, out: str, table: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
-    header = (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), {m['device']}, "
+    pinned = f", pinned to {m['cores_usable']}" if m.get("cores_usable", m["cores"]) < m["cores"] else ""
+    header = (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores{pinned}), {m['device']}, "
               f"jax {m['jax']}, Python {m['python']}.\n\n")  # fmt: skip
     path.with_suffix(".md").write_text(header + table + "\n")
     print(header + table)

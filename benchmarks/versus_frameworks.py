@@ -14,6 +14,14 @@ against PyTorch, which steps eagerly. The GEMM ceiling is a jitted f32 matmul of
 shape; the share is the LSTM step's matmul FLOPs per second over it, counted twice: the nominal
 FLOPs of an unfolded step (the same for every contender) and the FLOPs ours does (with the
 embedding folded into the x-projection when `--vocab` <= batch x seq).
+
+    python benchmarks/versus_frameworks.py --cells gru --vocab 2000 --parts
+
+`--parts` also times, for ours (k steps per call) and PyTorch, the same model with the recurrence
+taken out: embedding, the cell's input projection (k*H columns for k gates), its chunks summed
+through a tanh, readout and loss. That part is the same work for every cell; the step minus it is
+what the recurrence costs each contender, and the table says how fast ours would have to run it to
+reach 1.3x PyTorch's whole step.
 """
 
 from __future__ import annotations
@@ -128,6 +136,26 @@ def hand_lstm(hidden: int, vocab: int, key):
     return params, loss
 
 
+def ours_no_recurrence(gates: int, hidden: int, vocab: int, key):
+    """The model without its recurrence: embedding -> (T*B, H) @ (H, gates*H) -> the chunks summed
+    through a tanh -> the trainer's readout and loss (`--parts`)."""
+    from tasks.model import step_losses
+
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = {"embed": jax.random.normal(k1, (vocab, hidden)) * 0.1,
+              "x": jax.random.normal(k2, (hidden, gates * hidden)) / np.sqrt(hidden),
+              "x_b": jnp.zeros(gates * hidden), "out": jax.random.normal(k3, (hidden, vocab)) * 0.1,
+              "out_b": jnp.zeros(vocab)}  # fmt: skip
+
+    def loss(p, inputs, targets):
+        xs = p["embed"][inputs.T].reshape(-1, hidden)  # time-major, as the trainer's network
+        hs = jnp.tanh(sum(jnp.split(xs @ p["x"] + p["x_b"], gates, -1)))
+        logits = (hs @ p["out"] + p["out_b"]).reshape(*inputs.T.shape, vocab)
+        return step_losses(logits, targets.T, True).mean()
+
+    return params, loss
+
+
 def flax_nnx(cell: str, hidden: int, vocab: int, key):
     """flax NNX: `nnx.RNN` over `OptimizedLSTMCell` or `GRUCell`, split into a pure function."""
     from flax import nnx
@@ -153,18 +181,27 @@ def flax_nnx(cell: str, hidden: int, vocab: int, key):
     return params, loss
 
 
-def torch_model(cell: str, hidden: int, vocab: int, lr: float):
+def torch_model(cell: str, hidden: int, vocab: int, lr: float, recurrence: bool = True):
+    """PyTorch's SGD step; without `recurrence`, the model of `ours_no_recurrence`."""
     import torch
+
+    gates = 4 if cell == "lstm" else 3
 
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.embed = torch.nn.Embedding(vocab, hidden)
-            self.rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(hidden, hidden, batch_first=True)
+            if recurrence:
+                self.rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(hidden, hidden, batch_first=True)
+            else:
+                self.x = torch.nn.Linear(hidden, gates * hidden)
             self.out = torch.nn.Linear(hidden, vocab)
 
         def forward(self, inputs):
-            return self.out(self.rnn(self.embed(inputs))[0])
+            if recurrence:
+                return self.out(self.rnn(self.embed(inputs))[0])
+            chunks = self.x(self.embed(inputs)).chunk(gates, -1)
+            return self.out(torch.tanh(sum(chunks)))
 
     model = Model()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
@@ -187,6 +224,18 @@ def gemm_ceiling(rows: int, inner: int, cols: int, repeats: int = 20) -> float:
     matmul(a, b).block_until_ready()
     best = min(_timed(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats))
     return 2 * rows * inner * cols / best
+
+
+def recurrence_split(rates: dict, multi: str, torch_cell: str) -> dict:
+    """ms per step of the whole step, the part without recurrence and their difference (medians),
+    for ours (several steps per call) and PyTorch; and the recurrence ours would need for 1.3x."""
+    ms = {name: 1e3 / statistics.median(r) for name, r in rates.items()}
+    ours_total, ours_shared = ms[multi], ms[f"{multi}, no recurrence"]
+    torch_total, torch_shared = ms[f"torch nn.{torch_cell}"], ms[f"torch nn.{torch_cell}, no recurrence"]
+    return {"ours_ms": ours_total, "ours_shared_ms": ours_shared, "ours_recurrence_ms": ours_total - ours_shared,
+            "torch_ms": torch_total, "torch_shared_ms": torch_shared,
+            "torch_recurrence_ms": torch_total - torch_shared,
+            "ours_recurrence_ms_for_1.3x": torch_total / 1.3 - ours_shared}  # fmt: skip
 
 
 def _paired(mine, theirs) -> str:
@@ -218,6 +267,12 @@ def main(argv=None) -> None:
                              "does (a divisor of --steps; 1 leaves it out)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="PyTorch's intra-op threads (0: its default); under `taskset -c 0` "
+                             "give 1, as a search's worker pinned to one core runs")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time ours and PyTorch without the recurrence (cells with a "
+                             "framework contender; needs --steps-per-call > 1 and PyTorch)")
     parser.add_argument("--out", default="benchmarks/results/versus_frameworks")
     args = parser.parse_args(argv)
     try:
@@ -226,6 +281,8 @@ def main(argv=None) -> None:
         torch = None
     if args.no_torch:
         torch = None
+    if torch is not None and args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     rng = np.random.default_rng(0)
     inputs_np = rng.integers(0, args.vocab, (args.batch, args.seq))
     targets_np = rng.integers(0, args.vocab, (args.batch, args.seq))
@@ -264,23 +321,33 @@ def main(argv=None) -> None:
 
                 run()
                 runners[name] = run
-            if k > 1:
-                steps = _sgd_steps(contenders["ours"][1], lr)
-                stacked = (jnp.stack([inputs] * k), jnp.stack([targets] * k))
-                state = {"params": steps(ours_params, *stacked)[0]}  # compiles
+            stacked = (jnp.stack([inputs] * k), jnp.stack([targets] * k))
 
-                def run_multi(steps=steps, state=state):
+            def several_per_call(params, loss):
+                steps = _sgd_steps(loss, lr)
+                state = {"params": steps(params, *stacked)[0]}  # compiles
+
+                def run(steps=steps, state=state):
                     for _ in range(args.steps // k):
                         state["params"], losses = steps(state["params"], *stacked)
                     losses.block_until_ready()
 
-                run_multi()
-                runners[multi] = run_multi
+                run()
+                return run
+
+            if k > 1:
+                runners[multi] = several_per_call(ours_params, contenders["ours"][1])
+            parts = args.parts and cell in FRAMEWORK_CELLS
+            if parts:
+                gates = 4 if cell == "lstm" else 3
+                runners[f"{multi}, no recurrence"] = several_per_call(*ours_no_recurrence(gates, hidden, args.vocab, key))
             if torch is not None and cell in FRAMEWORK_CELLS:
-                torch_step = torch_model(cell, hidden, args.vocab, lr)
                 t_in, t_out = torch.from_numpy(inputs_np), torch.from_numpy(targets_np)
-                torch_step(t_in, t_out)
-                runners[f"torch nn.{FRAMEWORK_CELLS[cell]}"] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
+                for recurrence in (True, False) if parts else (True,):
+                    torch_step = torch_model(cell, hidden, args.vocab, lr, recurrence)
+                    torch_step(t_in, t_out)
+                    name = f"torch nn.{FRAMEWORK_CELLS[cell]}" + ("" if recurrence else ", no recurrence")
+                    runners[name] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
             rates = {name: [] for name in runners}
             for round_ in range(args.rounds):
                 order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
@@ -296,6 +363,13 @@ def main(argv=None) -> None:
                           _paired(rates.get(multi), r) if name.startswith("torch") else "-"]
                 lines.append(f"| {cell} | {hidden} | {name} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} "
                              f"| {ratios[0]} | {ratios[1]} |")
+            if parts and torch is not None:
+                results["runs"][run_key]["parts"] = split = recurrence_split(rates, multi, FRAMEWORK_CELLS[cell])
+                lines.append(f"| {cell} | {hidden} | recurrence alone, ms per step (the step minus its part "
+                             f"without recurrence) | ours {split['ours_recurrence_ms']:.1f}, torch "
+                             f"{split['torch_recurrence_ms']:.1f} | shared part: ours {split['ours_shared_ms']:.1f}, "
+                             f"torch {split['torch_shared_ms']:.1f} ms | 1.3x torch needs ours' recurrence <= "
+                             f"{split['ours_recurrence_ms_for_1.3x']:.1f} ms | |")  # fmt: skip
             if cell == "lstm":
                 # nominal: the cell's matmuls of an unfolded step (fwd + ~2x bwd), the same work for
                 # every contender; done: what ours computes with the embedding folded (the h matmul
@@ -318,7 +392,7 @@ def main(argv=None) -> None:
                 results["runs"][run_key]["gemm"] = gemm
                 lines.append(f"| lstm | {hidden} | GEMM ceiling ({args.batch}x{2 * hidden} @ {2 * hidden}x{4 * hidden}) "
                              f"| {ceiling / 1e9:.1f} GFLOP/s | {'; '.join(shares)} | | | |")
-            print("\n".join(lines[-len(rates) - (cell == "lstm"):]), flush=True)
+            print("\n".join(lines[-len(rates) - (cell == "lstm") - bool(parts and torch):]), flush=True)
     write(results, args.out, "\n".join(lines))
 
 

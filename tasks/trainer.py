@@ -91,6 +91,13 @@ class TrialSpec:
         return (self.cell, self.task, self.task_options, self.budget, self.hparams.layers,
                 self.hparams.dropout > 0)  # fmt: skip
 
+    def program(self, task: Task) -> "Program":
+        """The cached `Program` this trial trains with (`task` is `self.make_task()`)."""
+        budget = self.budget
+        return program(self.graph(), task, self.hparams.layers, budget.hidden, budget.batch,
+                       task.sequence_length(budget.seq_len), budget.steps_per_call,
+                       self.hparams.dropout > 0)  # fmt: skip
+
     def validate(self) -> None:
         """Raises ValueError/CellError naming the first problem."""
         self.graph()
@@ -315,16 +322,29 @@ class Program:
                            "train_k": jax.vmap(train),
                            "eval_k": jax.vmap(evaluate, in_axes=(0, 0, None))}  # fmt: skip
         self._compiled: dict[str, Callable] = {}
-        self.compile_seconds = 0.0
+        # seconds spent so far turning functions into programs, by phase: tracing to a jaxpr,
+        # lowering to StableHLO, and XLA's compile (or reading it from the persistent cache)
+        self.compile_phases = {"trace": 0.0, "lower": 0.0, "compile": 0.0}
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent so far compiling this program's functions, all phases."""
+        return sum(self.compile_phases.values())
 
     def call(self, name: str, *args):
         """Calls function `name`, compiling it ahead of time on first use (timed)."""
         if name not in self._compiled:
             start = time.perf_counter()
+            traced = jax.jit(self._functions[name]).trace(*args)
+            traced_at = time.perf_counter()
+            lowered = traced.lower()
+            lowered_at = time.perf_counter()
             options = compiler_options(name, self.hidden)
-            lowered = jax.jit(self._functions[name]).lower(*args)
             self._compiled[name] = lowered.compile(compiler_options=options)
-            self.compile_seconds += time.perf_counter() - start
+            phases = {"trace": traced_at - start, "lower": lowered_at - traced_at,
+                      "compile": time.perf_counter() - lowered_at}  # fmt: skip
+            for phase, seconds in phases.items():
+                self.compile_phases[phase] += seconds
         return self._compiled[name](*args)
 
 
@@ -369,8 +389,7 @@ def _run(spec: TrialSpec, task: Task, result: TrialResult, progress) -> None:
     budget, hp = spec.budget, spec.hparams
     seq_len = result.sequence_length = task.sequence_length(budget.seq_len)
     k = budget.steps_per_call
-    prog = program(spec.graph(), task, hp.layers, budget.hidden, budget.batch, seq_len, k,
-                   hp.dropout > 0)  # fmt: skip
+    prog = spec.program(task)
     compile_before = prog.compile_seconds
     f32 = np.float32
     key_init, key_train = jax.random.split(jax.random.key(spec.seed))
@@ -508,8 +527,7 @@ def _run_settings(specs: Sequence[TrialSpec], task: Task, results: list[TrialRes
     budget, layers, lanes = specs[0].budget, specs[0].hparams.layers, len(specs)
     seq_len = task.sequence_length(budget.seq_len)
     k = budget.steps_per_call
-    prog = program(specs[0].graph(), task, layers, budget.hidden, budget.batch, seq_len, k,
-                   specs[0].hparams.dropout > 0)  # fmt: skip
+    prog = specs[0].program(task)
     compile_before = prog.compile_seconds
     lane = lambda values: np.asarray(values, np.float32)  # noqa: E731
     keys = [jax.random.split(jax.random.key(spec.seed)) for spec in specs]
