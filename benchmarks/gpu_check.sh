@@ -3,7 +3,8 @@
 # and arith (K = 20, paper preset) and the tests that check the cells, the hand-written backward
 # pass, the loss, the clip and the vmapped trainer, at float32 matmul precision (a GPU's default
 # TF32 matmuls would miss the tests' tolerances). Needs jax with CUDA, flax, optax, pandas,
-# pyarrow, pytest, pytest-timeout and hypothesis; not Ray. Writes its tables and the test log to OUT_DIR.
+# pyarrow, pytest, pytest-timeout and hypothesis; not Ray. Writes its tables and the test log to
+# OUT_DIR.
 #
 #     bash benchmarks/gpu_check.sh OUT_DIR        # under 5 minutes on an H200
 set -u

@@ -283,6 +283,9 @@ def main(argv=None) -> None:
         torch = None
     if torch is not None and args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    if args.parts and (torch is None or args.steps_per_call == 1):
+        parser.error("--parts compares ours, several steps per call, with PyTorch: it needs "
+                     "--steps-per-call > 1 and PyTorch (the bench extra), without --no-torch")
     rng = np.random.default_rng(0)
     inputs_np = rng.integers(0, args.vocab, (args.batch, args.seq))
     targets_np = rng.integers(0, args.vocab, (args.batch, args.seq))
