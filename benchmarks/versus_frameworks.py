@@ -45,6 +45,7 @@ from cells import baseline, compile_cell  # noqa: E402
 # reset AFTER the recurrent matmul, as our `gru_reset_after` does; our `gru` is the paper's form
 # (reset before it), which needs one more matmul per step, after r is known.
 FRAMEWORK_CELLS = {"lstm": "LSTM", "gru": "GRU", "gru_reset_after": "GRU"}
+GATES = {"lstm": 4, "gru": 3, "gru_reset_after": 3}  # columns of the input projection, in units of H
 
 
 def _xent(logits, targets):
@@ -185,7 +186,7 @@ def torch_model(cell: str, hidden: int, vocab: int, lr: float, recurrence: bool 
     """PyTorch's SGD step; without `recurrence`, the model of `ours_no_recurrence`."""
     import torch
 
-    gates = 4 if cell == "lstm" else 3
+    gates = GATES[cell]
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -342,8 +343,7 @@ def main(argv=None) -> None:
                 runners[multi] = several_per_call(ours_params, contenders["ours"][1])
             parts = args.parts and cell in FRAMEWORK_CELLS
             if parts:
-                gates = 4 if cell == "lstm" else 3
-                runners[f"{multi}, no recurrence"] = several_per_call(*ours_no_recurrence(gates, hidden, args.vocab, key))
+                runners[f"{multi}, no recurrence"] = several_per_call(*ours_no_recurrence(GATES[cell], hidden, args.vocab, key))
             if torch is not None and cell in FRAMEWORK_CELLS:
                 t_in, t_out = torch.from_numpy(inputs_np), torch.from_numpy(targets_np)
                 for recurrence in (True, False) if parts else (True,):
@@ -366,7 +366,7 @@ def main(argv=None) -> None:
                           _paired(rates.get(multi), r) if name.startswith("torch") else "-"]
                 lines.append(f"| {cell} | {hidden} | {name} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} "
                              f"| {ratios[0]} | {ratios[1]} |")
-            if parts and torch is not None:
+            if parts:  # --parts requires PyTorch (checked above)
                 results["runs"][run_key]["parts"] = split = recurrence_split(rates, multi, FRAMEWORK_CELLS[cell])
                 lines.append(f"| {cell} | {hidden} | recurrence alone, ms per step (the step minus its part "
                              f"without recurrence) | ours {split['ours_recurrence_ms']:.1f}, torch "
@@ -395,7 +395,7 @@ def main(argv=None) -> None:
                 results["runs"][run_key]["gemm"] = gemm
                 lines.append(f"| lstm | {hidden} | GEMM ceiling ({args.batch}x{2 * hidden} @ {2 * hidden}x{4 * hidden}) "
                              f"| {ceiling / 1e9:.1f} GFLOP/s | {'; '.join(shares)} | | | |")
-            print("\n".join(lines[-len(rates) - (cell == "lstm") - bool(parts and torch):]), flush=True)
+            print("\n".join(lines[-len(rates) - (cell == "lstm") - parts:]), flush=True)
     write(results, args.out, "\n".join(lines))
 
 
