@@ -1,12 +1,13 @@
 """Execution on Ray: trials/hour with 1 and 2 workers, and what the driver and store cost per trial.
 
-    python benchmarks/ray_execution.py                       # 2 rounds, 16 trials per contender
+    python benchmarks/ray_execution.py                       # 2 rounds, 64 trials per contender
     python benchmarks/ray_execution.py --trials 8 --rounds 1 --search-trials 200      # shorter
 
 1. Throughput: a local Ray (loopback, as `cellsearch search` starts it) with 1 and then 2 pinned
    worker actors trains the same `--trials` small trials (lstm and gru on arith at the quick
-   preset, distinct hyperparameters). Each executor first runs all of them once untimed (so every
-   worker has compiled both cells), then again timed. Rounds alternate the order of 1 and 2 workers.
+   preset, distinct hyperparameters). Each worker first trains one trial of each cell untimed (so
+   it has compiled both), then the executor runs all of them, timed. Rounds alternate the order of
+   1 and 2 workers.
 2. Overhead: the real search loop (`search.loop.run_search`, configs/quick.toml, the paper's
    strategy with its mutations, hashing and screens, and the JSONL store) runs `--search-trials`
    trials on 2 Ray workers whose trial function does nothing but build the row. Its wall time per
@@ -58,15 +59,33 @@ def small_trials(count: int, steps: int) -> list[TrialSpec]:
             for i, hp in enumerate(settings)]  # fmt: skip
 
 
-def throughput(workers: int, jobs: list[TrialSpec]) -> tuple[float, int]:
-    """Trials/hour of `jobs` on a fresh local Ray with `workers` actors, and the error count."""
-    rows = []
+def throughput(workers: int, jobs: list[TrialSpec]) -> tuple[float, int, float]:
+    """Trials/hour of `jobs` on a fresh local Ray with `workers` actors, the error count, and the
+    share of the workers' time spent idle at the end (the drain).
+
+    Once the queue is empty, each worker that finishes its last trial waits for the slowest one;
+    a search of thousands of trials pays that once, a batch of `len(jobs)` pays it every round.
+    """
+    rows, finished = [], []
+
+    def on_row(tid, row):
+        finished.append(time.perf_counter())
+        rows.append(row)
+
     with RayExecutor(workers=workers) as executor:
-        executor.run(list(enumerate(jobs)), lambda tid, row: None)  # every worker compiles both cells
+        # every worker trains one trial of each cell untimed, so that the timed part compiles nothing
+        # (a warm-up over the job list in order does not do that: with 2 workers and the cells
+        # alternating, each worker got one cell and compiled the other in the timed part)
+        import ray
+
+        warm_up = [jobs[i] for i in range(min(2, len(jobs)))]
+        ray.get([actor.run.remote(spec) for actor in executor.actors for spec in warm_up])
         start = time.perf_counter()
-        executor.run(list(enumerate(jobs)), lambda tid, row: rows.append(row))
+        executor.run(list(enumerate(jobs)), on_row)
         seconds = time.perf_counter() - start
-    return 3600 * len(jobs) / seconds, sum(row["status"] == "error" for row in rows)
+    idle = sum(finished[-1] - t for t in finished[len(finished) - workers:-1])
+    return (3600 * len(jobs) / seconds, sum(row["status"] == "error" for row in rows),
+            idle / (workers * seconds))  # fmt: skip
 
 
 def search_overhead(trials: int) -> dict:
@@ -84,7 +103,8 @@ def search_overhead(trials: int) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=16, help="timed trials per contender per round")
+    # 64: with 16, the drain at a round's end (one worker idle) cost 2 workers 1-3% (README)
+    parser.add_argument("--trials", type=int, default=64, help="timed trials per contender per round")
     parser.add_argument("--steps", type=int, default=300, help="train steps per trial (quick: 300)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--search-trials", type=int, default=1000)
@@ -92,20 +112,24 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     jobs = small_trials(args.trials, args.steps)
     rates: dict[int, list[float]] = {1: [], 2: []}
+    drains: list[float] = []  # 2 workers' idle share at the end of each round
     errors = 0
     for round_ in range(args.rounds):
         for workers in (1, 2) if round_ % 2 == 0 else (2, 1):
-            rate, failed = throughput(workers, jobs)
+            rate, failed, drain = throughput(workers, jobs)
             rates[workers].append(rate)
             errors += failed
-            print(f"round {round_}: {workers} worker(s) {rate:.0f} trials/hour", flush=True)
+            if workers == 2:
+                drains.append(drain)
+            print(f"round {round_}: {workers} worker(s) {rate:.0f} trials/hour, idle at the end "
+                  f"{100 * drain:.1f}%", flush=True)
     paired = [b / a for a, b in zip(rates[1], rates[2])]
     overhead = search_overhead(args.search_trials)
     real_ms = 1000 * 3600 / statistics.median(rates[2])
     share = overhead["per_trial_ms"] / real_ms
     results = {"machine": machine(), "trials": args.trials, "steps": args.steps, "rounds": args.rounds,
                "trials_per_hour": {str(w): summary(r) for w, r in rates.items()},
-               "ratio_2_over_1": summary(paired), "errors": errors, "search_overhead": overhead,
+               "ratio_2_over_1": summary(paired), "drain_share_2_workers": summary(drains), "errors": errors, "search_overhead": overhead,
                "real_trial_ms_at_2_workers": real_ms, "overhead_share": share}  # fmt: skip
     lines = [f"Throughput: {args.trials} trials (lstm and gru on arith, quick preset, {args.steps} "
              f"steps, H=32) per contender, {args.rounds} rounds, warm workers; {errors} error rows.", "",
@@ -114,7 +138,11 @@ def main(argv=None) -> None:
         s = summary(r)
         ratio = f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}]" if workers == 2 else "-"
         lines.append(f"| {workers} | {s['min']:.0f} | {s['median']:.0f} | {s['max']:.0f} | {ratio} |")
-    lines += ["", f"Overhead: the quick search loop over {overhead['trials']} trials that train nothing "
+    d = summary(drains)
+    lines += ["", f"With 2 workers, one sat idle at the end of each round while the other finished its "
+              f"last trial: {100 * d['median']:.1f}% [{100 * d['min']:.1f}, {100 * d['max']:.1f}] of "
+              "the workers' time (a search pays this once, not per batch).",
+              "", f"Overhead: the quick search loop over {overhead['trials']} trials that train nothing "
               f"(2 Ray workers, Ray already up) took {overhead['seconds']:.1f} s, "
               f"{overhead['per_trial_ms']:.1f} ms per trial ({overhead['store_bytes'] / 1e6:.1f} MB "
               f"stored); a real trial above takes {real_ms:.0f} ms of wall time per trial with 2 "
