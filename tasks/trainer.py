@@ -322,14 +322,15 @@ class Program:
                            "train_k": jax.vmap(train),
                            "eval_k": jax.vmap(evaluate, in_axes=(0, 0, None))}  # fmt: skip
         self._compiled: dict[str, Callable] = {}
-        # seconds spent so far turning functions into programs, by phase: tracing to a jaxpr,
-        # lowering to StableHLO, and XLA's compile (or reading it from the persistent cache)
-        self.compile_phases = {"trace": 0.0, "lower": 0.0, "compile": 0.0}
+        # seconds spent turning each function ("train", "eval", ...) into a program, by phase:
+        # tracing to a jaxpr, lowering to StableHLO, and XLA's compile (or reading it from the
+        # persistent cache)
+        self.compile_phases: dict[str, dict[str, float]] = {}
 
     @property
     def compile_seconds(self) -> float:
-        """Seconds spent so far compiling this program's functions, all phases."""
-        return sum(self.compile_phases.values())
+        """Seconds spent so far compiling this program's functions, all functions and phases."""
+        return sum(sum(phases.values()) for phases in self.compile_phases.values())
 
     def call(self, name: str, *args):
         """Calls function `name`, compiling it ahead of time on first use (timed)."""
@@ -341,10 +342,8 @@ class Program:
             lowered_at = time.perf_counter()
             options = compiler_options(name, self.hidden)
             self._compiled[name] = lowered.compile(compiler_options=options)
-            phases = {"trace": traced_at - start, "lower": lowered_at - traced_at,
-                      "compile": time.perf_counter() - lowered_at}  # fmt: skip
-            for phase, seconds in phases.items():
-                self.compile_phases[phase] += seconds
+            self.compile_phases[name] = {"trace": traced_at - start, "lower": lowered_at - traced_at,
+                                         "compile": time.perf_counter() - lowered_at}  # fmt: skip
         return self._compiled[name](*args)
 
 
