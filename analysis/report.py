@@ -123,7 +123,7 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     table1 = paper_table1(frame)
     text += ["## Table 1: search tasks (best validation score; higher is better)", "",
              "Arith and XML: per-character accuracy; PTB: 1/perplexity. `n`: hyperparameter settings "
-             "behind the value.", "", to_markdown(with_counts(table1))]  # fmt: skip
+             "behind the value.", "", to_markdown(with_counts(table1, 4, significant=True))]  # fmt: skip
     table2 = paper_table2(frame)
     if len(table2.columns):
         text += ["## Table 2: music and PTB (test NLL of the best validation setting; lower is better)",

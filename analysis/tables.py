@@ -81,8 +81,18 @@ def paper_table2(frame: pd.DataFrame, cells: tuple[str, ...] | None = None) -> p
     return table
 
 
-def with_counts(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
-    """Merges each `<col>` / `<col> n` pair into one text column '0.8923 (n=3)', for printing."""
+def with_counts(table: pd.DataFrame, digits: int = 4, significant: bool = False) -> pd.DataFrame:
+    """Merges each `<col>` / `<col> n` pair into one text column '0.8923 (n=3)', for printing.
+
+    Args:
+      table: a paper table (`paper_table1`, `paper_table2`).
+      digits: decimals, or significant digits with `significant` (so that PTB's 1/perplexity,
+        about 0.001, keeps its differences: '0.001342' where 4 decimals print '0.0013').
+
+    Returns:
+      A table of strings, without the ' n' columns.
+    """
+    number = f"#.{digits}g" if significant else f".{digits}f"
     out = pd.DataFrame(index=table.index)
     for column in table.columns:
         if column.endswith(" n"):
@@ -92,7 +102,7 @@ def with_counts(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
         for key in table.index:
             value = table.at[key, column]
             n = int(counts[key]) if counts is not None else None
-            text = "-" if pd.isna(value) or n == 0 else "diverged" if np.isinf(value) else f"{value:.{digits}f}"
+            text = "-" if pd.isna(value) or n == 0 else "diverged" if np.isinf(value) else f"{value:{number}}"
             texts.append(text if n in (None, 0) else f"{text} (n={n})")
         out[column] = texts
     return out

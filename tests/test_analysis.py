@@ -126,6 +126,11 @@ def test_paper_table1_of_a_known_store(known):
     assert table.loc["gru", "arith n"] == 2
     text = analysis.with_counts(table)
     assert text.loc["lstm", "arith"] == "0.6000 (n=2)"
+    table.loc["lstm", "ptb"], table.loc["gru", "ptb"] = 0.0013421, 0.0012504  # 1/perplexity
+    assert analysis.with_counts(table).loc[["lstm", "gru"], "ptb"].tolist() == ["0.0013 (n=1)"] * 2
+    text = analysis.with_counts(table, 4, significant=True)
+    assert text.loc[["lstm", "gru"], "ptb"].tolist() == ["0.001342 (n=1)", "0.001250 (n=1)"]
+    assert text.loc["lstm", "arith"] == "0.6000 (n=2)"
 
 
 def test_paper_table2_picks_the_test_nll_of_the_best_validation_setting(tmp_path):
