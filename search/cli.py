@@ -209,6 +209,10 @@ def trial_spec_from_args(cell: str, task: str, preset_name: str, seed: int, over
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.deterministic:  # first: JAX's backend reads XLA_FLAGS once, when it starts
+        from search.executor import DETERMINISTIC_XLA_FLAGS, add_xla_flags
+
+        add_xla_flags(DETERMINISTIC_XLA_FLAGS)
     name, graph = load_cell(args.cell)
     spec = trial_spec_from_args(
         graph.text() if name not in BASELINES else name,
@@ -510,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train K settings drawn from the paper's grid (lr, clip, init_scale "
                        "unless fixed with --set; seeds SEED..SEED+K-1) as ONE vmapped program, "
                        "one row each; pays on a GPU")  # fmt: skip
+    train.add_argument("--deterministic", action="store_true",
+                       help="on a GPU, XLA kernels that add in a fixed order, so that a rerun is "
+                       "exact (slower; a CPU is exact either way)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 

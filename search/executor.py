@@ -38,8 +38,7 @@ class TrialWorker:
     def __init__(self, core: int | None, cache_dir: str, xla_flags: str = ""):
         if core is not None:
             os.sched_setaffinity(0, {core})  # before jax starts its thread pool
-        if xla_flags:  # XLA reads them when the first computation starts its backend
-            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
+        add_xla_flags(xla_flags)
         import jax
 
         jax.config.update("jax_compilation_cache_dir", cache_dir)
@@ -93,6 +92,13 @@ def local_ray_environment() -> dict[str, str]:
         "RAY_AUTH_TOKEN_PATH": str(token),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
+
+
+def add_xla_flags(flags: str) -> None:
+    """Appends `flags` to this process's `XLA_FLAGS`; they apply only if JAX has not yet started its
+    backend (the first computation does), which reads them once."""
+    if flags:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
 # Some of XLA's GPU kernels (atomic scatters, reductions) may add in another order on every run,

@@ -101,6 +101,17 @@ def test_train_prints_one_json_row(tmp_path):
     assert "gru on arith" in result.stderr  # the progress bar
 
 
+def test_train_deterministic_adds_the_xla_flag_and_changes_nothing_on_a_cpu():
+    args = ("train", "gru", "arith", "--set", "steps=20", "--set", "hidden=16", "--set",
+            "task.max_digits=2", "--quiet")  # fmt: skip
+    plain, exact = cellsearch(*args), cellsearch(*args, "--deterministic")
+    assert plain.returncode == 0 and exact.returncode == 0, exact.stderr
+    plain, exact = json.loads(plain.stdout), json.loads(exact.stdout)
+    assert "--xla_gpu_deterministic_ops=true" in exact["xla_flags"].split()
+    assert "--xla_gpu_deterministic_ops=true" not in plain["xla_flags"].split()
+    assert exact["score"] == plain["score"] and exact["train_loss"] == plain["train_loss"]
+
+
 def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
     out = tmp_path / "rows.jsonl"
     result = cellsearch("train", "gru", "arith", "--settings", "3", "--set", "steps=20", "--set",
