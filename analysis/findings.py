@@ -4,7 +4,12 @@ Every claim compares cells by their best score over the trials they had (a trial
 hyperparameter setting and seed), as the paper does. The uncertainty of a best-of-n score comes
 from which settings happened to be drawn, so the bootstrap resamples the trials of each
 (cell, task) with replacement, takes the best again, and recomputes the effect; the interval is
-the central `level` share of those replicates. Scores are normalised by the GRU's best on the same
+the central `level` share of those replicates.
+
+A best-of-n score grows with n, so a cell with more trials has an edge (in a search, the LSTM and
+GRU are re-run far more often than any mutant). With `equal_trials`, every cell's score on a task
+is instead the expected best of k of its trials drawn without replacement, k being the fewest
+trials any measured cell has on that task (`expected_best_weights`): the same budget for all. Scores are normalised by the GRU's best on the same
 task (within each replicate), so effects read as "fractions of the GRU's score"; comparisons that
 span music tasks (whose per-frame likelihoods differ by orders of magnitude) use log score ratios
 instead (`log_ratio`).
@@ -20,6 +25,7 @@ answer at that budget. The claims are not corrected for multiple comparisons.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -58,6 +64,21 @@ def verdict(low: float, high: float) -> str:
     return INCONCLUSIVE
 
 
+def expected_best_weights(n: int, k: int) -> np.ndarray:
+    """Weights w with `w @ np.sort(scores)` = the expected best of k of the n scores, drawn without
+    replacement.
+
+    Args:
+      n: how many scores there are.
+      k: how many are drawn (1 <= k <= n).
+
+    Returns:
+      w, shape (n,): the i-th smallest score is the best of a draw when the other k - 1 come from
+      the i - 1 below it, which C(i-1, k-1) of the C(n, k) draws do.
+    """
+    return np.array([math.comb(i, k - 1) for i in range(n)], dtype=float) / math.comb(n, k)
+
+
 class Bootstrap:
     """Best-of-trials scores per (cell, task, dropout) and their bootstrap replicates.
 
@@ -68,11 +89,14 @@ class Bootstrap:
       seed: replicates are a deterministic function of (seed, cell, task, dropout).
       min_trials: a best-of-1 score has no spread to resample; groups with fewer trials count as
         not measured.
+      equal_trials: score every cell by its expected best of the same number of trials per
+        (task, dropout), the fewest any measured cell has there (see the module docstring).
     """
 
     def __init__(self, frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, seed: int = 0,
-                 min_trials: int = 2):  # fmt: skip
+                 min_trials: int = 2, equal_trials: bool = False):  # fmt: skip
         self.replicates, self.level, self.seed, self.min_trials = replicates, level, seed, min_trials
+        self.equal_trials = equal_trials
         frame = frame.assign(_score=trial_scores(frame), _dropout=frame["dropout"] > 0)
         # sorted: a store lists trials in the order they finished, which differs between two runs
         # of the same search; the replicates must depend on the scores alone
@@ -82,6 +106,13 @@ class Bootstrap:
         }  # fmt: skip
         self.names = cell_names(frame)
         self.tasks = sorted({task for _, task, _ in self.groups})
+        # (task, dropout) -> k, the trials behind every cell's score there (None: all of them)
+        self.trials_per_score: dict[tuple[str, bool], int] = {}
+        if equal_trials:
+            for (_, task, dropout), scores in self.groups.items():
+                if len(scores) >= min_trials:
+                    k = self.trials_per_score.get((task, dropout), len(scores))
+                    self.trials_per_score[task, dropout] = min(k, len(scores))
         self._cache: dict = {}
 
     def cell(self, name: str) -> str:
@@ -101,17 +132,24 @@ class Bootstrap:
             return False
 
     def best(self, name: str, task: str, dropout: bool = False) -> tuple[float, np.ndarray]:
-        """(best score, its bootstrap replicates) of a cell on a task."""
+        """(best score, its bootstrap replicates) of a cell on a task; with `equal_trials`, the
+        expected best of `trials_per_score[task, dropout]` trials."""
         key = (self.cell(name), task, dropout)
         if len(self.groups.get(key, ())) < self.min_trials:
             raise Missing(f"fewer than {self.min_trials} trials of {name} on {task}"
                           + (" with dropout" if dropout else ""))  # fmt: skip
         if key not in self._cache:
-            scores = self.groups[key]
+            scores = self.groups[key]  # sorted
             digest = hashlib.sha256(repr((self.seed, *key)).encode()).digest()
             rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
             picks = rng.integers(0, len(scores), size=(self.replicates, len(scores)))
-            self._cache[key] = (float(scores.max()), scores[picks].max(axis=1))
+            resampled = scores[picks]
+            k = self.trials_per_score.get((task, dropout))
+            if k is None:
+                self._cache[key] = (float(scores.max()), resampled.max(axis=1))
+            else:
+                weights = expected_best_weights(len(scores), k)
+                self._cache[key] = (float(scores @ weights), np.sort(resampled, axis=1) @ weights)
         return self._cache[key]
 
     def normalised(self, name: str, task: str, dropout: bool = False) -> tuple[float, np.ndarray]:
@@ -356,7 +394,7 @@ CLAIMS: dict[str, Claim] = {
 
 
 def findings(frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, seed: int = 0,
-             min_trials: int = 2, boot: Bootstrap | None = None) -> pd.DataFrame:  # fmt: skip
+             min_trials: int = 2, equal_trials: bool = False, boot: Bootstrap | None = None) -> pd.DataFrame:  # fmt: skip
     """Checks every claim of `CLAIMS` against the trials of `frame`.
 
     Args:
@@ -365,12 +403,13 @@ def findings(frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, s
       level: confidence level of the intervals.
       seed: seed of the bootstrap.
       min_trials: fewest trials of a (cell, task) that count as measured.
-      boot: a `Bootstrap` of `frame` already built (replaces the four arguments above).
+      equal_trials: compare every cell at the same number of trials per task (`Bootstrap`).
+      boot: a `Bootstrap` of `frame` already built (replaces the five arguments above).
 
     Returns:
       One row per claim (index: the claim's name) with the columns of `Finding`.
     """
-    boot = boot or Bootstrap(frame, replicates, level, seed, min_trials)
+    boot = boot or Bootstrap(frame, replicates, level, seed, min_trials, equal_trials)
     rows = {}
     for name, (claim, check) in CLAIMS.items():
         try:
@@ -381,19 +420,23 @@ def findings(frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, s
 
 
 def compare(frame: pd.DataFrame, a: str, b: str, replicates: int = 2000, level: float = 0.95,
-            seed: int = 0) -> pd.DataFrame:  # fmt: skip
+            seed: int = 0, equal_trials: bool = False) -> pd.DataFrame:  # fmt: skip
     """Cell `a` vs cell `b` on every task both were trained on (without dropout), and on average.
 
     Args:
       frame: trials from `results.load`.
       a, b: cells by baseline name, structural hash, or a unique hash prefix.
+      equal_trials: score both by their expected best of the same number of trials per task (the
+        fewer of the two has), instead of the best of all their trials.
 
     Returns:
       One row per task plus `mean`, columns of `Finding`: the effect is log(best a / best b)
       (see `log_ratio`); `supported` means a is better than b.
     """
     boot = Bootstrap(frame, replicates, level, seed)
-    boot.cell(a), boot.cell(b)  # Missing names the cell that is not there
+    pair = [boot.cell(a), boot.cell(b)]  # Missing names the cell that is not there
+    if equal_trials:  # k from these two cells alone
+        boot = Bootstrap(frame[frame["cell_hash"].isin(pair)], replicates, level, seed, equal_trials=True)
     tasks = [t for t in boot.tasks if boot.has(a, t) and boot.has(b, t)]
     if not tasks:
         raise Missing(f"{a} and {b} share no task with {boot.min_trials}+ trials each")
@@ -403,8 +446,10 @@ def compare(frame: pd.DataFrame, a: str, b: str, replicates: int = 2000, level: 
         diffs.append((point, reps))
         (pa, _), (pb, _) = boot.best(a, task), boot.best(b, task)
         na, nb = (len(boot.groups[(boot.cell(c), task, False)]) for c in (a, b))
+        k = boot.trials_per_score.get((task, False))
+        best = f"best of {na} vs {nb} trials" if k is None else f"expected best of {k} of {na} vs {nb} trials"
         rows[task] = boot.finding(f"{a} beats {b} on {task}", f"log({a} / {b})", point, reps,
-                                  f"best of {na} vs {nb} trials: {pa:.4g} vs {pb:.4g}")  # fmt: skip
+                                  f"{best}: {pa:.4g} vs {pb:.4g}")  # fmt: skip
     point, reps = float(np.mean([d for d, _ in diffs])), np.mean([r for _, r in diffs], axis=0)
     rows["mean"] = boot.finding(f"{a} beats {b} on average", f"mean log({a} / {b})", point, reps,
                                 f"over {', '.join(tasks)}")  # fmt: skip

@@ -419,10 +419,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     frame = _load_runs(args.runs)
     try:
-        table = compare(frame, args.cell_a, args.cell_b)
+        table = compare(frame, args.cell_a, args.cell_b, equal_trials=args.equal_trials)
     except Missing as missing:
         raise UsageError(str(missing)) from None
-    print(f"{args.cell_a} vs {args.cell_b}: effect = log(best {args.cell_a} / best {args.cell_b}) "
+    best = "expected best of equal trials" if args.equal_trials else "best"
+    print(f"{args.cell_a} vs {args.cell_b}: effect = log({best} {args.cell_a} / {best} {args.cell_b}) "
           "(accuracy: about the relative difference; PTB and music: the NLL gap in nats); "
           f"95% bootstrap interval; supported = {args.cell_a} is better")  # fmt: skip
     for task, row in table.iterrows():
@@ -580,12 +581,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare", help="compare two cells task by task with bootstrap intervals",
-        description="Best score of CELL_A minus CELL_B on every task both were trained on, as a "
-        "fraction of the GRU's best, with a 95%% bootstrap interval and a verdict.",
+        description="log(best score of CELL_A / best of CELL_B) on every task both were trained "
+        "on, and on average, with a 95%% bootstrap interval and a verdict.",
     )  # fmt: skip
     compare.add_argument("runs", metavar="RUN", help="a run directory or a reproduction")
     compare.add_argument("cell_a", metavar="CELL_A", help="baseline name, hash, or hash prefix")
     compare.add_argument("cell_b", metavar="CELL_B", help="baseline name, hash, or hash prefix")
+    compare.add_argument("--equal-trials", action="store_true",
+                         help="score both by their expected best of the same number of trials "
+                         "per task (the fewer of the two has): no edge for the cell run more often")
     compare.set_defaults(run=cmd_compare)
 
     reproduce = commands.add_parser(

@@ -1,6 +1,7 @@
 """analysis/: leaderboards, paper tables and findings on hand-built stores with known values, and
 the whole report / compare / reproduce path on a real tiny reproduction (a subprocess, real Ray)."""
 
+import itertools
 import json
 import math
 import pathlib
@@ -247,6 +248,31 @@ def test_a_claim_without_its_cells_is_not_measured(known):
     assert math.isnan(gates.effect)
 
 
+@pytest.mark.parametrize("n, k", [(1, 1), (5, 1), (5, 2), (6, 3), (7, 7)])
+def test_expected_best_weights_match_every_draw_enumerated(n, k):
+    scores = np.sort(np.random.default_rng(10 * n + k).random(n))
+    draws = [max(draw) for draw in itertools.combinations(scores, k)]
+    assert scores @ analysis.expected_best_weights(n, k) == pytest.approx(np.mean(draws))
+
+
+def test_equal_trials_take_away_the_edge_of_a_cell_run_more_often(tmp_path):
+    # lstm and lstm_b draw from the same scores, but the lstm was run 8 times, lstm_b twice
+    spread = [0.2, 0.4, 0.6, 0.8]
+    spec = over(SEARCH, lstm=spread * 2, lstm_b=[0.4, 0.6], gru=spread)
+    frame = load(write_store(tmp_path / "run", scored(spec)))
+    boot = analysis.Bootstrap(frame, replicates=300, equal_trials=True)
+    assert boot.trials_per_score == {("arith", False): 2, ("xml", False): 2}
+    best_of_two = np.mean([max(pair) for pair in itertools.combinations(spread * 2, 2)])
+    assert boot.best("lstm", "arith")[0] == pytest.approx(best_of_two)  # not 0.8
+    assert boot.best("lstm_b", "arith")[0] == pytest.approx(0.6)  # all its trials
+    assert analysis.Bootstrap(frame, replicates=300).best("lstm", "arith")[0] == 0.8
+    plain = compare(frame, "lstm", "lstm_b", replicates=300)
+    fair = compare(frame, "lstm", "lstm_b", replicates=300, equal_trials=True)
+    assert plain.loc["arith", "effect"] == pytest.approx(math.log(0.8 / 0.6))
+    assert fair.loc["arith", "effect"] == pytest.approx(math.log(best_of_two / 0.6))
+    assert "expected best of 2 of 8 vs 2 trials" in fair.loc["arith", "detail"]
+
+
 def test_compare_two_cells_task_by_task(tmp_path):
     spec = over(SEARCH, lstm_b=tight(0.9), lstm=tight(0.7), gru=tight(0.9))
     frame = load(write_store(tmp_path / "run", scored(spec)))
@@ -308,6 +334,7 @@ def test_reproduce_writes_both_runs_and_a_report(reproduction):
     for heading in ("## The paper's findings, checked", "## Table 1", "## Table 2", "## Leaderboard",
                     "## Figures"):  # fmt: skip
         assert heading in report
+    assert "| at equal trials: effect [95% CI], verdict |" in report
     assert "report.md: written" in result.stdout
 
 
@@ -398,6 +425,9 @@ def test_cli_leaderboard_compare_and_report_on_a_reproduction(reproduction, tmp_
     lines = versus.stdout.splitlines()
     assert lines[0].startswith("lstm_b vs lstm: effect = log(best lstm_b / best lstm)")
     assert [line.split()[0] for line in lines[1:]] == ["arith", "nottingham", "ptb", "xml", "mean"]
+    fair = cellsearch("compare", out, "lstm_b", "lstm", "--equal-trials")
+    assert fair.returncode == 0, fair.stderr
+    assert "expected best of equal trials" in fair.stdout and "expected best of " in fair.stdout.splitlines()[1]
     again = cellsearch("report", out / "baselines", out / "search", "--out", tmp_path / "again")
     assert again.returncode == 0 and (tmp_path / "again" / "report.md").is_file()
 
