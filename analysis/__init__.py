@@ -1,6 +1,14 @@
 """What users look at: leaderboards, the paper's tables, checked findings, plots, report.md."""
 
-from analysis.findings import CLAIMS, Bootstrap, Finding, Missing, compare, expected_best_weights, findings
+from analysis.findings import (
+    CLAIMS,
+    Bootstrap,
+    Finding,
+    Missing,
+    compare,
+    expected_best_weights,
+    findings,
+)
 from analysis.leaderboard import leaderboard, select, to_markdown, trial_scores
 from analysis.plots import PLOTS, hparam_importance, op_divergence
 from analysis.report import find_runs, write_report

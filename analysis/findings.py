@@ -6,13 +6,14 @@ from which settings happened to be drawn, so the bootstrap resamples the trials 
 (cell, task) with replacement, takes the best again, and recomputes the effect; the interval is
 the central `level` share of those replicates.
 
+Scores are normalised by the GRU's best on the same task (within each replicate), so effects read
+as "fractions of the GRU's score"; comparisons that span music tasks (whose per-frame likelihoods
+differ by orders of magnitude) use log score ratios instead (`log_ratio`).
+
 A best-of-n score grows with n, so a cell with more trials has an edge (in a search, the LSTM and
 GRU are re-run far more often than any mutant). With `equal_trials`, every cell's score on a task
 is instead the expected best of k of its trials drawn without replacement, k being the fewest
-trials any measured cell has on that task (`expected_best_weights`): the same budget for all. Scores are normalised by the GRU's best on the same
-task (within each replicate), so effects read as "fractions of the GRU's score"; comparisons that
-span music tasks (whose per-frame likelihoods differ by orders of magnitude) use log score ratios
-instead (`log_ratio`).
+trials any measured cell has on that task (`expected_best_weights`): the same budget for all.
 
 A claim's verdict:
 - supported: the interval lies entirely on the side the paper predicts,
@@ -96,7 +97,6 @@ class Bootstrap:
     def __init__(self, frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, seed: int = 0,
                  min_trials: int = 2, equal_trials: bool = False):  # fmt: skip
         self.replicates, self.level, self.seed, self.min_trials = replicates, level, seed, min_trials
-        self.equal_trials = equal_trials
         frame = frame.assign(_score=trial_scores(frame), _dropout=frame["dropout"] > 0)
         # sorted: a store lists trials in the order they finished, which differs between two runs
         # of the same search; the replicates must depend on the scores alone
@@ -394,7 +394,8 @@ CLAIMS: dict[str, Claim] = {
 
 
 def findings(frame: pd.DataFrame, replicates: int = 2000, level: float = 0.95, seed: int = 0,
-             min_trials: int = 2, equal_trials: bool = False, boot: Bootstrap | None = None) -> pd.DataFrame:  # fmt: skip
+             min_trials: int = 2, equal_trials: bool = False,
+             boot: Bootstrap | None = None) -> pd.DataFrame:  # fmt: skip
     """Checks every claim of `CLAIMS` against the trials of `frame`.
 
     Args:
@@ -447,7 +448,7 @@ def compare(frame: pd.DataFrame, a: str, b: str, replicates: int = 2000, level: 
         (pa, _), (pb, _) = boot.best(a, task), boot.best(b, task)
         na, nb = (len(boot.groups[(boot.cell(c), task, False)]) for c in (a, b))
         k = boot.trials_per_score.get((task, False))
-        best = f"best of {na} vs {nb} trials" if k is None else f"expected best of {k} of {na} vs {nb} trials"
+        best = f"best of {na} vs {nb} trials" if k is None else f"expected best of {k} of {na} vs {nb}"
         rows[task] = boot.finding(f"{a} beats {b} on {task}", f"log({a} / {b})", point, reps,
                                   f"{best}: {pa:.4g} vs {pb:.4g}")  # fmt: skip
     point, reps = float(np.mean([d for d, _ in diffs])), np.mean([r for _, r in diffs], axis=0)
