@@ -20,7 +20,8 @@ A claim's verdict:
 - contradicted: it lies entirely on the other side,
 - inconclusive: it contains 0, or a cell the claim needs was not measured.
 With few settings per cell (the quick preset) most intervals are wide: inconclusive is the honest
-answer at that budget. The claims are not corrected for multiple comparisons.
+answer at that budget. Each verdict is at `level` on its own; for several claims at once, widen it
+(Bonferroni: `level = 1 - 0.05 / len(CLAIMS)`, which the report also counts).
 """
 
 from __future__ import annotations

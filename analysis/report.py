@@ -17,7 +17,7 @@ import tomllib
 import numpy as np
 import pandas as pd
 
-from analysis.findings import Bootstrap, findings
+from analysis.findings import CLAIMS, Bootstrap, findings
 from analysis.leaderboard import leaderboard, to_markdown
 from analysis.plots import NEEDS, PLOTS, hparam_importance, op_divergence, plot_baselines
 from analysis.tables import paper_table1, paper_table2, with_counts
@@ -115,6 +115,10 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     checked = findings(frame, boot=boot)
     equal = Bootstrap(frame, equal_trials=True)
     checked_equal = findings(frame, boot=equal)
+    # Bonferroni over the claims: each interval at 1 - 0.05 / claims, from the same replicates
+    family_level = 1 - (1 - boot.level) / len(CLAIMS)
+    corrected = findings(frame, level=family_level)
+    weakened = [name for name in checked.index if corrected.at[name, "verdict"] != checked.at[name, "verdict"]]
     versions = frame["versions"].dropna().iloc[0] if "versions" in frame else {}
 
     text = ["# cellsearch report", ""]
@@ -135,8 +139,11 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
              "A best-of-n score grows with n, and cells rarely have the same n (a search re-runs the "
              "LSTM and GRU). The column *at equal trials* scores every cell by its expected best of "
              f"the same number of trials per task, the fewest any cell has there ({', '.join(map(str, k))}): "
-             f"{_verdict_counts(checked_equal)}. Claims are not corrected for multiple comparisons.", "",
-             _findings_markdown(checked, checked_equal)]  # fmt: skip
+             f"{_verdict_counts(checked_equal)}.", "",
+             f"Corrected for testing {len(CLAIMS)} claims (Bonferroni: each interval at "
+             f"{100 * family_level:.2f}% instead of 95%): {_verdict_counts(corrected)}"
+             + (f"; no longer decided: {', '.join(weakened)}." if weakened else "; no verdict changes."),
+             "", _findings_markdown(checked, checked_equal)]  # fmt: skip
     table1 = paper_table1(frame)
     text += ["## Table 1: search tasks (best validation score; higher is better)", "",
              "Arith and XML: per-character accuracy; PTB: 1/perplexity. `n`: hyperparameter settings "

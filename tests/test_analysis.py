@@ -15,6 +15,7 @@ import pytest
 
 import analysis
 from analysis import compare, findings, leaderboard, paper_table1, paper_table2, to_markdown
+from analysis.findings import verdict
 from analysis.plots import plot_progress, search_progress
 from cells import BASELINES, baseline, parse
 from results import RunStore, load
@@ -240,6 +241,18 @@ def test_findings_do_not_depend_on_the_order_trials_finished_in(tmp_path):
     pd.testing.assert_frame_equal(findings(frame, replicates=300), findings(shuffled, replicates=300))
 
 
+def test_a_stricter_level_widens_the_interval_and_can_only_undecide_a_verdict(tmp_path):
+    replicates = np.linspace(-0.01, 1.0, 1001)  # 1% of them below 0
+    frame = load(write_store(tmp_path / "run", scored(CASES["gru_beats_lstm"][0])))
+    usual, bonferroni = (analysis.Bootstrap(frame, level=level) for level in (0.95, 1 - 0.05 / 8))
+    assert verdict(*usual.interval(replicates)) == "supported"
+    assert verdict(*bonferroni.interval(replicates)) == "inconclusive"
+    plain, strict = findings(frame, replicates=500), findings(frame, replicates=500, level=1 - 0.05 / 8)
+    for claim in plain.index:
+        assert strict.at[claim, "verdict"] in (plain.at[claim, "verdict"], "inconclusive")
+        assert strict.at[claim, "low"] <= plain.at[claim, "low"] or np.isnan(plain.at[claim, "low"])
+
+
 def test_a_claim_without_its_cells_is_not_measured(known):
     table = findings(known, replicates=200)
     assert set(table.index) == set(analysis.CLAIMS)
@@ -335,6 +348,7 @@ def test_reproduce_writes_both_runs_and_a_report(reproduction):
                     "## Figures"):  # fmt: skip
         assert heading in report
     assert "| at equal trials: effect [95% CI], verdict |" in report
+    assert "Corrected for testing 8 claims (Bonferroni: each interval at 99.38% instead of 95%)" in report
     assert "report.md: written" in result.stdout
 
 
