@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import sys
 import tomllib
@@ -422,8 +423,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table = compare(frame, args.cell_a, args.cell_b, equal_trials=args.equal_trials)
     except Missing as missing:
         raise UsageError(str(missing)) from None
-    best = "expected best of equal trials" if args.equal_trials else "best"
-    print(f"{args.cell_a} vs {args.cell_b}: effect = log({best} {args.cell_a} / {best} {args.cell_b}) "
+    equal = ", each the expected best of k trials, k the fewer the two have" if args.equal_trials else ""
+    print(f"{args.cell_a} vs {args.cell_b}: effect = log(best {args.cell_a} / best {args.cell_b}){equal} "
           "(accuracy: about the relative difference; PTB and music: the NLL gap in nats); "
           f"95% bootstrap interval; supported = {args.cell_a} is better")  # fmt: skip
     for task, row in table.iterrows():
@@ -619,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.run(args)
+    except BrokenPipeError:  # `cellsearch ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
     except (UsageError, CellError, ValueError, RuntimeError, OSError) as error:
         print(f"cellsearch: error: {error}", file=sys.stderr)
         return 2

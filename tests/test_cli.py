@@ -2,6 +2,9 @@
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -85,6 +88,18 @@ def test_help_everywhere():
     for args in (["--help"], ["show", "--help"]):
         result = cellsearch(*args)
         assert result.returncode == 0 and "usage: cellsearch" in result.stdout
+
+
+def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error():
+    # `cellsearch mutate lstm --n 500 | head -1`: the rest of the output meets a closed pipe
+    command = [shutil.which("cellsearch") or sys.executable, *([] if shutil.which("cellsearch") else
+               ["-m", "search.cli"]), "mutate", "lstm", "--n", "500"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert stderr == "", stderr  # no "Broken pipe" error line, no traceback
 
 
 # ------------------------------------------------------------------------------------ train
