@@ -26,6 +26,7 @@ answer at that budget. Each verdict is at `level` on its own; for several claims
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from typing import Callable, NamedTuple
@@ -115,6 +116,12 @@ class Bootstrap:
                     k = self.trials_per_score.get((task, dropout), len(scores))
                     self.trials_per_score[task, dropout] = min(k, len(scores))
         self._cache: dict = {}
+
+    def with_level(self, level: float) -> "Bootstrap":
+        """The same replicates (shared, not drawn again), with intervals at `level`."""
+        other = copy.copy(self)
+        other.level = level
+        return other
 
     def cell(self, name: str) -> str:
         """The hash of a cell given by name, hash or hash prefix; Missing if absent."""

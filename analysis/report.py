@@ -117,7 +117,7 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     checked_equal = findings(frame, boot=equal)
     # Bonferroni over the claims: each interval at 1 - 0.05 / claims, from the same replicates
     family_level = 1 - (1 - boot.level) / len(CLAIMS)
-    corrected = findings(frame, level=family_level)
+    corrected = findings(frame, boot=boot.with_level(family_level))
     weakened = [name for name in checked.index if corrected.at[name, "verdict"] != checked.at[name, "verdict"]]
     versions = frame["versions"].dropna().iloc[0] if "versions" in frame else {}
 
