@@ -76,7 +76,7 @@ def throughput(workers: int, jobs: list[TrialSpec]) -> tuple[float, int, float]:
         # every worker trains one trial of each cell untimed, so that the timed part compiles nothing
         # (a warm-up over the job list in order does not do that: with 2 workers and the cells
         # alternating, each worker got one cell and compiled the other in the timed part)
-        import ray
+        import ray  # here, not at the top: RayExecutor sets Ray's environment before its import
 
         warm_up = [jobs[i] for i in range(min(2, len(jobs)))]
         ray.get([actor.run.remote(spec) for actor in executor.actors for spec in warm_up])

@@ -76,11 +76,15 @@ def kill_session(sid: int) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def cellsearch_command(*args) -> list[str]:
+    """The command line of `cellsearch ARGS`: the installed script, else the module."""
+    exe = shutil.which("cellsearch")
+    return [*([exe] if exe else [sys.executable, "-m", "search.cli"]), *map(str, args)]
+
+
 def cellsearch(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     """Runs the `cellsearch` command as a user does: a new process, output captured."""
-    exe = shutil.which("cellsearch")
-    command = [exe] if exe else [sys.executable, "-m", "search.cli"]
-    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run(cellsearch_command(*args), capture_output=True, text=True, cwd=cwd,
                           timeout=timeout)  # fmt: skip
 
 

@@ -2,14 +2,12 @@
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 
 import pytest
 
 from cells import BASELINES, parse
-from searchkit import cellsearch
+from searchkit import cellsearch, cellsearch_command
 
 
 
@@ -92,8 +90,7 @@ def test_help_everywhere():
 
 def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error():
     # `cellsearch mutate lstm --n 500 | head -1`: the rest of the output meets a closed pipe
-    command = [shutil.which("cellsearch") or sys.executable, *([] if shutil.which("cellsearch") else
-               ["-m", "search.cli"]), "mutate", "lstm", "--n", "500"]  # fmt: skip
+    command = cellsearch_command("mutate", "lstm", "--n", "500")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout.readline()
     process.stdout.close()
