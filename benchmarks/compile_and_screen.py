@@ -1,16 +1,19 @@
-"""Compile seconds of a new cell's programs (cold, and warm from the persistent cache in a second
-process), recompiles across a sweep of settings, and the wall time to screen a new mutant.
+"""Compile seconds of a new cell's programs (cold, and warm in later processes), recompiles across a
+sweep of settings, and the wall time to screen a new mutant.
 
     python benchmarks/compile_and_screen.py                  # 10 mutants of lstm and gru
     python benchmarks/compile_and_screen.py --mutants 4 --sweep 5
 
 A "screen" is what the paper's loop does to every new mutant: one trial on `memorize` at the
-preset's budget with one random setting, compilation included. Each process uses a fresh
-persistent-cache directory, so the first process measures cold compiles; a second process then
-compiles the same programs again from that cache (warm). Compile seconds are the trainer's own AOT
-measurement (`compile_seconds` of the row): the train program and the evaluation program, also
-apart (issue 8 asks for the train step's), and split into JAX's tracing, its lowering and XLA's
-compile (`Program.compile_phases`). Only the last is what the persistent cache saves.
+preset's budget with one random setting, compilation included. The first process compiles every
+cell into a fresh cache directory, as a Ray worker does (`tasks.use_compilation_cache`: JAX's
+persistent cache and the executable store); later processes compile the same cells again from it
+(warm), alternately with the executable store (a program loaded untraced) and with JAX's persistent
+cache alone (traced and lowered, then XLA's compile read from the cache). Compile seconds are the
+trainer's own AOT measurement (`compile_seconds` of the row): the train program and the evaluation
+program, also apart (issue 8 asks for the train step's), and split into phases
+(`Program.compile_phases`): JAX's tracing, its lowering, XLA's compile, the store's load, lookup
+and write.
 
     python benchmarks/compile_and_screen.py --base HEAD~3    # also: paired against a revision
 
@@ -52,19 +55,26 @@ def cells(mutants: int) -> list[str]:
     return out
 
 
-def measure(texts: list[str], preset: str, sweep: int, cache: str) -> dict:
-    """In this process: screen each cell (timed), then a sweep of settings of the first cell."""
+def measure(texts: list[str], preset: str, sweep: int, cache: str, store: bool = True) -> dict:
+    """In this process: screen each cell (timed), then a sweep of settings of the first cell.
+
+    With `store`, compiled programs are kept as a Ray worker keeps them (`use_compilation_cache`:
+    JAX's persistent cache and the executable store); without, in JAX's persistent cache alone.
+    """
     import time
 
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    from tasks import HParams, TrialSpec, sample_settings, train_trial
+    from tasks import HParams, TrialSpec, sample_settings, train_trial, use_compilation_cache
 
+    if store:
+        use_compilation_cache(cache)
+    else:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     screens, compiles, train_compiles = [], [], []
-    phases = {"trace": [], "lower": [], "compile": []}
+    phases = {"trace": [], "lower": [], "compile": [], "load": [], "lookup": [], "store": []}
     for text in texts:
         spec = TrialSpec.from_preset(text, "memorize", preset, HParams(lr=1.0, clip=5.0))
         start = time.perf_counter()
@@ -74,7 +84,7 @@ def measure(texts: list[str], preset: str, sweep: int, cache: str) -> dict:
         by_function = spec.program(spec.make_task()).compile_phases
         train_compiles.append(sum(by_function["train"].values()))
         for phase in phases:
-            phases[phase].append(sum(function[phase] for function in by_function.values()))
+            phases[phase].append(sum(function.get(phase, 0.0) for function in by_function.values()))
     sweep_compiles = []
     for hp in sample_settings(("sweep",), sweep, grid={"lr": (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0),
                                                       "clip": (1.0, 2.5, 5.0, 10.0, 20.0),
@@ -84,7 +94,8 @@ def measure(texts: list[str], preset: str, sweep: int, cache: str) -> dict:
     return {"screen_seconds": screens, "compile_seconds": compiles, "train_compile_seconds": train_compiles,
             "sweep_compile_seconds": sweep_compiles,
             "trace_seconds": phases["trace"], "lower_seconds": phases["lower"],
-            "compile_seconds_xla": phases["compile"]}
+            "compile_seconds_xla": phases["compile"], "load_seconds": phases["load"],
+            "store_seconds": [a + b for a, b in zip(phases["lookup"], phases["store"])]}
 
 
 def paired(texts: list[str], preset: str, base_revision: str, rounds: int) -> dict:
@@ -139,6 +150,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sweep", type=int, default=20, help="settings of one cell (lr, clip, init)")
     parser.add_argument("--base", help="also compile each cell at this git revision, paired")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the cells with --base")
+    parser.add_argument("--warm-rounds", type=int, default=2,
+                        help="warm processes with the executable store, and as many without it")
     parser.add_argument("--out", default="benchmarks/results/compile_and_screen")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run `measure` in this process
     args = parser.parse_args(argv)
@@ -147,32 +160,44 @@ def main(argv=None) -> None:
         if "base" in job:
             print(json.dumps(paired(job["texts"], job["preset"], job["base"], job["rounds"])))
         else:
-            print(json.dumps(measure(job["texts"], job["preset"], job["sweep"], job["cache"])))
+            print(json.dumps(measure(job["texts"], job["preset"], job["sweep"], job["cache"], job["store"])))
         return
     texts = cells(args.mutants)
     job = {"texts": texts, "preset": args.preset}
     with tempfile.TemporaryDirectory(prefix="jaxcache-") as cache:
-        # two processes, one cache: the second reads what the first wrote
-        cold, warm = (in_child(job | {"sweep": args.sweep, "cache": cache}) for _ in ("cold", "warm"))
+        # one cache for every process: the first compiles and writes, the others read; warm
+        # processes with and without the executable store alternate
+        cold = in_child(job | {"sweep": args.sweep, "cache": cache, "store": True})
+        warm = {True: [], False: []}
+        for turn in range(args.warm_rounds):
+            for store in (True, False)[:: 1 if turn % 2 == 0 else -1]:
+                warm[store].append(in_child(job | {"sweep": 0, "cache": cache, "store": store}))
+    warm = {store: {key: [x for run in runs for x in run[key]] for key in runs[0]}
+            for store, runs in warm.items()}  # fmt: skip
     seconds = in_child(job | {"base": args.base, "rounds": args.rounds}) if args.base else None
     results = {"machine": machine(), "preset": args.preset, "cells": len(texts), "sweep": args.sweep,
-               "cold": {k: summary(v) for k, v in cold.items()},
-               "warm": {k: summary(v) for k, v in warm.items()}}  # fmt: skip
+               "warm_rounds": args.warm_rounds, "cold": {k: summary(v) for k, v in cold.items()},
+               "warm": {k: summary(v) for k, v in warm[True].items() if v},  # warm: no sweep
+               "warm_jax_cache_only": {k: summary(v) for k, v in warm[False].items() if v}}  # fmt: skip
     recompiles = sum(s > 0 for s in cold["sweep_compile_seconds"][1:])
     rows = [
         ("compile seconds of a new cell (train + eval programs, memorize)", "compile_seconds"),
         ("... the train program alone (issue 8's \"train step\")", "train_compile_seconds"),
         ("... both programs' tracing by JAX, to jaxprs", "trace_seconds"),
         ("... both programs' lowering by JAX, to StableHLO", "lower_seconds"),
-        ("... both programs' XLA compile (warm: read from the persistent cache)", "compile_seconds_xla"),
+        ("... both programs' XLA compile (warm: read from JAX's persistent cache)", "compile_seconds_xla"),
+        ("... both programs loaded from the executable store, untraced", "load_seconds"),
+        ("... the executable store's lookup and write on a miss", "store_seconds"),
         ("screen seconds of a new cell (one memorize trial, compile included)", "screen_seconds"),
     ]
-    lines = [f"| what | cold min | median | max | warm cache (2nd process) median |", "|---|---|---|---|---|"]
+    lines = ["| what | cold min | median | max | warm, 2nd process: median | max | warm, JAX's cache "
+             "alone: median |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for label, key in rows:
-        c, w = summary(cold[key]), summary(warm[key])
-        lines.append(f"| {label} | {c['min']:.2f} | {c['median']:.2f} | {c['max']:.2f} | {w['median']:.2f} |")
+        c, w, j = summary(cold[key]), summary(warm[True][key]), summary(warm[False][key])
+        lines.append(f"| {label} | {c['min']:.3f} | {c['median']:.3f} | {c['max']:.3f} | "
+                     f"{w['median']:.3f} | {w['max']:.3f} | {j['median']:.3f} |")  # fmt: skip
     lines.append(f"| recompiles across a {args.sweep}-setting sweep of one cell (lr, clip, init) | "
-                 f"{recompiles} of {args.sweep - 1} | | | |")
+                 f"{recompiles} of {args.sweep - 1} | | | | | |")
     if seconds:
         ratios = [b / n for b, n in zip(seconds["base"], seconds["now"])]
         results["paired"] = {"base": seconds["commit"], "rounds": args.rounds,

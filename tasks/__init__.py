@@ -3,7 +3,13 @@
 from tasks.datasets import DataError
 from tasks.hparams import GRID, PRESETS, Budget, HParams, preset, sample_settings
 from tasks.registry import MUSIC_TASKS, SEARCH_TASKS, TASKS, Task, make_task
-from tasks.trainer import TrialResult, TrialSpec, train_settings, train_trial
+from tasks.trainer import (
+    TrialResult,
+    TrialSpec,
+    train_settings,
+    train_trial,
+    use_compilation_cache,
+)
 
 __all__ = [
     "GRID",
@@ -22,4 +28,5 @@ __all__ = [
     "sample_settings",
     "train_settings",
     "train_trial",
+    "use_compilation_cache",
 ]

@@ -1,0 +1,149 @@
+"""The executable store: programs loaded untraced compute exactly what the compiled ones do, keys
+change with what decides a program, and what cannot be stored or loaded falls back to compiling."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tasks.trainer as trainer
+from tasks import HParams, TrialSpec
+from tasks.executables import ExecutableStore
+from tasks.model import zero_carry
+
+TINY = {"steps": 20, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_sequences": 16}
+
+
+def programs(cell: str, task: str, has_dropout: bool, store: ExecutableStore, monkeypatch):
+    """Two fresh `Program`s of one combination (the first compiles, the second may load), with the
+    arguments of a train and an eval call."""
+    monkeypatch.setattr(trainer, "_executable_store", store)
+    spec = TrialSpec.from_preset(cell, task, "quick", HParams(), 0, TINY | {"seq_len": 12})
+    task, budget = spec.make_task(), spec.budget
+    seq_len, k = task.sequence_length(budget.seq_len), budget.steps_per_call
+    make = lambda: trainer.Program(spec.graph(), task, 1, budget.hidden, budget.batch, seq_len, k,
+                                   has_dropout)  # noqa: E731  # fmt: skip
+    first, second = make(), make()
+    params = first.init(jax.random.key(0), np.float32(1.0))
+    carry = zero_carry(1, budget.batch, budget.hidden)
+    stream = task.train_batches(budget.batch, seq_len, 0)
+    chunk = trainer._stack([next(stream) for _ in range(k)])
+    rate = np.float32(0.25 if has_dropout else 0.0)
+    train_args = (params, carry, chunk, np.float32(0.5), np.float32(5.0), rate, jax.random.key(1))
+    return first, second, train_args, (params, carry, chunk)
+
+
+def assert_identical(a, b):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        assert x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("cell, task, has_dropout", [("lstm", "arith", False), ("gru", "ptb", True),
+                                                     ("mut1", "jsb", False)])  # fmt: skip
+def test_a_loaded_program_computes_exactly_what_the_compiled_one_does(cell, task, has_dropout, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    store = ExecutableStore(tmp_path)
+    first, second, train_args, eval_args = programs(cell, task, has_dropout, store, monkeypatch)
+    compiled = [first.call("train", *train_args), first.call("eval", *eval_args)]
+    assert set(first.compile_phases["train"]) == {"lookup", "trace", "lower", "compile", "store"}
+    assert len(list(tmp_path.glob("*.xla"))) == 2
+    loaded = [second.call("train", *train_args), second.call("eval", *eval_args)]
+    assert set(second.compile_phases) == {"train", "eval"}
+    assert all(set(phases) == {"load"} for phases in second.compile_phases.values())
+    assert_identical(compiled, loaded)
+    # and again with the outputs fed back, as the trainer calls it
+    params, carry, _ = loaded[0]
+    again = (params, carry, *train_args[2:])
+    assert_identical(first.call("train", *again), second.call("train", *again))
+
+
+def test_k_settings_programs_load_too(tmp_path, monkeypatch):
+    first, second, (params, carry, chunk, lr, clip, rate, key), _ = programs(
+        "gru", "arith", False, ExecutableStore(tmp_path), monkeypatch)  # fmt: skip
+    lanes = lambda x: np.stack([x, x * 0.5])  # noqa: E731 -- 2 settings
+    args = (jax.tree_util.tree_map(lambda p: jnp.stack([p, p]), params),
+            jax.tree_util.tree_map(lambda c: jnp.stack([c, c]), carry),
+            jax.tree_util.tree_map(lambda b: np.stack([b, b]), chunk), lanes(lr),
+            lanes(clip), lanes(rate), jax.random.split(key, 2))  # fmt: skip
+    compiled = first.call("train_k", *args)
+    loaded = second.call("train_k", *args)
+    assert set(second.compile_phases["train_k"]) == {"load"}
+    assert_identical(compiled, loaded)
+
+
+def test_the_key_changes_with_what_decides_the_program(tmp_path):
+    store = ExecutableStore(tmp_path)
+    args = (np.zeros((3, 4), np.float32), np.float32(1.0))
+    base = store.key({"function": "train", "cell": "lstm"}, args)
+    assert base == store.key({"function": "train", "cell": "lstm"}, args)
+    assert base != store.key({"function": "train", "cell": "gru"}, args)
+    assert base != store.key({"function": "train", "cell": "lstm"}, (np.zeros((3, 5), np.float32), args[1]))
+    assert base != store.key({"function": "train", "cell": "lstm"}, (args[0].astype(np.int32), args[1]))
+    assert base != store.key({"function": "train", "cell": "lstm"}, (args[0], 1.0))  # weakly typed
+    assert base != store.key({"function": "train", "cell": "lstm"}, ((args[0],), args[1]))
+    with jax.default_matmul_precision("highest"):
+        assert base != store.key({"function": "train", "cell": "lstm"}, args)
+
+
+def test_the_key_is_the_same_in_another_process():
+    code = ("import numpy as np; from tasks.executables import ExecutableStore; "
+            "print(ExecutableStore('.').key({'cell': 'lstm'}, (np.zeros(3, np.float32),)))")  # fmt: skip
+    keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)}  # fmt: skip
+    assert len(keys) == 1 and len(keys.pop()) == 64
+
+
+def test_a_damaged_file_is_a_miss_and_is_written_again(tmp_path, monkeypatch):
+    store = ExecutableStore(tmp_path)
+    first, second, train_args, _ = programs("lstm", "arith", False, store, monkeypatch)
+    expected = first.call("train", *train_args)
+    (path,) = tmp_path.glob("*.xla")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short
+    assert_identical(second.call("train", *train_args), expected)
+    assert "compile" in second.compile_phases["train"]  # compiled again, not loaded
+    out_tree = jax.tree_util.tree_structure((train_args[0], train_args[1], 0))
+    assert_identical(store.load(path.stem, train_args, out_tree)(*train_args), expected)
+
+
+def test_programs_that_cannot_be_rebuilt_exactly_are_not_stored(tmp_path):
+    store = ExecutableStore(tmp_path)
+    x = np.ones(4, np.float32)
+
+    def with_callback(x):
+        jax.debug.print("{}", x.sum())  # an effect: the store does not rebuild those
+        return x * 2
+
+    callback = jax.jit(with_callback).trace(x).lower().compile()
+    donating = jax.jit(lambda x: x * 2, donate_argnums=0).trace(x).lower().compile()
+    plain = jax.jit(lambda x: x * 2).trace(x).lower().compile()
+    assert not store.save("callback", callback, (x,))
+    assert not store.save("donating", donating, (x,))
+    assert store.save("plain", plain, (x,))
+    assert sorted(p.stem for p in tmp_path.glob("*.xla")) == ["plain"]
+    loaded = store.load("plain", (x,), plain.out_tree)
+    assert np.array_equal(loaded(x), plain(x))
+
+
+def test_a_second_process_loads_the_programs_the_first_stored(tmp_path):
+    # the worker's path: `use_compilation_cache`, then a trial, in two fresh processes
+    code = f"""
+import json
+from tasks import HParams, TrialSpec, train_trial, use_compilation_cache
+use_compilation_cache({str(tmp_path)!r})
+spec = TrialSpec.from_preset("gru", "arith", "quick", HParams(lr=0.5), 3, {TINY!r})
+result = train_trial(spec)
+phases = spec.program(spec.make_task()).compile_phases
+print(json.dumps({{"loss": result.train_loss, "score": result.score, "phases": phases}}))
+"""
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]  # fmt: skip
+    cold, warm = runs
+    assert "compile" in cold["phases"]["train"] and set(warm["phases"]["train"]) == {"load"}
+    assert set(warm["phases"]["eval"]) == {"load"}
+    assert (cold["loss"], cold["score"]) == (warm["loss"], warm["score"])
+    assert len(list((tmp_path / "executables").glob("*.xla"))) == 2
