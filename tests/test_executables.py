@@ -143,7 +143,10 @@ print(json.dumps({{"loss": result.train_loss, "score": result.score, "phases": p
     runs = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]  # fmt: skip
     cold, warm = runs
+    if jax.default_backend() != "cpu":  # the store is not used there yet (its docstring)
+        assert "compile" in warm["phases"]["train"] and not (tmp_path / "executables").exists()
+        return
+    assert (cold["loss"], cold["score"]) == (warm["loss"], warm["score"])
     assert "compile" in cold["phases"]["train"] and set(warm["phases"]["train"]) == {"load"}
     assert set(warm["phases"]["eval"]) == {"load"}
-    assert (cold["loss"], cold["score"]) == (warm["loss"], warm["score"])
     assert len(list((tmp_path / "executables").glob("*.xla"))) == 2
