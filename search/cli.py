@@ -221,9 +221,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     from tqdm import tqdm
 
-    from tasks import train_trial
+    from search.executor import compilation_cache_dir
+    from tasks import train_trial, use_compilation_cache
 
     spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
+    use_compilation_cache(compilation_cache_dir())  # a command run again starts warm
     if args.settings is not None:
         return _train_settings(spec, graph, args)
     with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",

@@ -72,6 +72,12 @@ def _stored_row(result) -> dict:
     return row
 
 
+def compilation_cache_dir() -> pathlib.Path:
+    """Where workers and `cellsearch train` keep compiled programs (`tasks.use_compilation_cache`);
+    user-only, since the executables read back from it run as code."""
+    return _private_dir(CACHE_DIR / "jax")
+
+
 def _private_dir(path: pathlib.Path) -> pathlib.Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
@@ -174,8 +180,7 @@ class RayExecutor:
         if self.started_ray:  # pin only where we know the cores: our own local Ray
             cores = sorted(os.sched_getaffinity(0))
             core = cores[index % len(cores)]
-        cache = str(_private_dir(CACHE_DIR / "jax"))
-        return self._remote.remote(core, cache, self.xla_flags)
+        return self._remote.remote(core, str(compilation_cache_dir()), self.xla_flags)
 
     def _replacement(self, index: int):
         """A fresh actor for a dead one, or None when the cluster has no room for it (a node died):
