@@ -8,12 +8,12 @@
 
 Each worker is an actor that lives for the whole search, so compiled programs stay in its memory;
 workers share a directory of compiled programs (`tasks.use_compilation_cache`), so a cell that
-another worker or an earlier search compiled loads in hundredths of a second. On a local machine each worker is pinned to
-one core before it imports jax (two pinned workers train about 1.7x faster than one process using
-both cores). At most one trial per worker is in flight; each finished row is handed to `on_row` at
-once. A trial whose worker died is retried on a fresh worker up to `retries` times, then recorded
-with status `error`. No process outside this executor's own Ray is ever touched: a local Ray is
-stopped with `ray.shutdown()`, never `ray stop`.
+another worker or an earlier search compiled loads in hundredths of a second. On a local machine
+each worker is pinned to one core before it imports jax (two pinned workers train about 1.7x
+faster than one process using both cores). At most one trial per worker is in flight; each
+finished row is handed to `on_row` at once. A trial whose worker died is retried on a fresh worker
+up to `retries` times, then recorded with status `error`. No process outside this executor's own
+Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Compiled programs kept on disk and loaded without tracing: a warm start in about 0.03 s.
+"""Compiled programs kept on disk and loaded without tracing: a warm start in about 0.04 s.
 
-    store = ExecutableStore(pathlib.Path("~/.cache/cellsearch/executables").expanduser())
+    store = ExecutableStore(pathlib.Path("cache/executables"))
     key = store.key({"function": "train", "cell": text, ...}, args)
     compiled = store.load(key, args, out_tree)          # None on a miss
     if compiled is None:
@@ -17,12 +17,12 @@ host CPU's features). Change any of them and the key changes; the program is the
 
 A file holds a JSON header (what JAX needs around the program: its name, its outputs' types, which
 arguments it kept) and XLA's serialized executable (XLA's own format, zlib-compressed, 30-100 KB
-for the programs of a quick preset): nothing is unpickled. A hit
-rebuilds JAX's `Compiled` object around the executable with JAX's own constructors, so it is called
-through JAX's usual dispatch. Those constructors are JAX internals (pinned jax 0.10.2); before
-saving, the store rebuilds the program it just compiled from the header and checks that every field
-equals the original's, and saves nothing where one differs. A file that cannot be loaded (cut short,
-written by another version, a JAX whose internals moved) is a miss, never an error.
+for the programs of a quick preset): nothing is unpickled. A hit rebuilds JAX's `Compiled` object
+around the executable with JAX's own constructors, so it is called through JAX's usual dispatch.
+Those constructors are JAX internals (pinned jax 0.10.2); before saving, the store rebuilds the
+program it just compiled from the header and checks that every field equals the original's, and
+saves nothing where one differs. A file that cannot be loaded (cut short, written by another
+version, a JAX whose internals moved) is a miss, never an error.
 
 Files are written to a temporary name and renamed, so workers sharing the directory never read half
 a file.
