@@ -63,16 +63,9 @@ def measure(texts: list[str], preset: str, sweep: int, cache: str, store: bool =
     """
     import time
 
-    import jax
-
     from tasks import HParams, TrialSpec, sample_settings, train_trial, use_compilation_cache
 
-    if store:
-        use_compilation_cache(cache)
-    else:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    use_compilation_cache(cache, executables=store)
     screens, compiles, train_compiles = [], [], []
     phases = {"trace": [], "lower": [], "compile": [], "load": [], "lookup": [], "store": []}
     for text in texts:

@@ -382,7 +382,7 @@ class Program:
 _executable_store: ExecutableStore | None = None
 
 
-def use_compilation_cache(directory: str | os.PathLike) -> None:
+def use_compilation_cache(directory: str | os.PathLike, executables: bool = True) -> None:
     """Keeps this process's compiled programs in `directory`, for the processes after it.
 
     Two caches: JAX's persistent compilation cache, keyed by the lowered program, and in
@@ -393,13 +393,15 @@ def use_compilation_cache(directory: str | os.PathLike) -> None:
 
     Args:
       directory: a directory this process may write (created if missing).
+      executables: whether to use the executable store too (False: JAX's cache alone, as
+        `benchmarks/compile_and_screen.py` compares).
     """
     global _executable_store
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    cpu = jax.default_backend() == "cpu"
-    _executable_store = ExecutableStore(pathlib.Path(directory) / "executables") if cpu else None
+    use_store = executables and jax.default_backend() == "cpu"
+    _executable_store = ExecutableStore(pathlib.Path(directory) / "executables") if use_store else None
 
 
 @functools.lru_cache(maxsize=32)
