@@ -45,9 +45,30 @@ import zlib
 import jax
 import numpy as np
 
-# The header's layout; a file of another format is a miss.
-FORMAT = 1
+# The header's layout; a file of another format is a miss. (2: only fresh compiles are stored)
+FORMAT = 2
 _MAGIC = b"cellsearch-executable\n"
+
+
+def persistent_cache_hits() -> int:
+    """How many programs this process has read from JAX's persistent cache so far.
+
+    Such an executable must not be stored: on a CPU, XLA serialises one it has itself deserialised
+    without its compiled code, and running it again fails ("Function ... not found"). A caller
+    stores a program only if this count did not move while it compiled.
+    """
+    return _persistent_cache_hits[0]
+
+
+_persistent_cache_hits = [0]
+
+
+def _count_persistent_cache_hits(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _persistent_cache_hits[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_persistent_cache_hits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +124,9 @@ class ExecutableStore:
 
     def save(self, key: str, compiled: jax.stages.Compiled, args: tuple) -> bool:
         """Stores `compiled` under `key` if it can be rebuilt exactly from what is stored.
+
+        `compiled` must come from XLA's compiler, not from JAX's persistent cache
+        (`persistent_cache_hits`).
 
         Returns:
           Whether it was stored.

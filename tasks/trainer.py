@@ -37,7 +37,7 @@ import optax
 from flax import nnx
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
-from tasks.executables import ExecutableStore
+from tasks.executables import ExecutableStore, persistent_cache_hits
 from tasks.hparams import Budget, HParams, preset
 from tasks.model import RNNModel, step_losses, zero_carry
 from tasks.registry import STATS, Task, make_task
@@ -332,7 +332,8 @@ class Program:
         # seconds spent turning each function ("train", "eval", ...) into a program, by phase:
         # "load" where the program came whole from the executable store (`use_compilation_cache`);
         # otherwise looking it up there ("lookup"), tracing to a jaxpr, lowering to StableHLO,
-        # XLA's compile (or reading it from JAX's persistent cache) and storing it ("store")
+        # XLA's compile (or reading it from JAX's persistent cache) and, after a compile, storing
+        # it ("store")
         self.compile_phases: dict[str, dict[str, float]] = {}
 
     @property
@@ -362,9 +363,10 @@ class Program:
         phases["trace"], start = time.perf_counter() - start, time.perf_counter()
         lowered = traced.lower()
         phases["lower"], start = time.perf_counter() - start, time.perf_counter()
+        cache_hits = persistent_cache_hits()
         compiled = lowered.compile(compiler_options=options)
         phases["compile"], start = time.perf_counter() - start, time.perf_counter()
-        if store is not None:
+        if store is not None and persistent_cache_hits() == cache_hits:  # a fresh compile
             store.save(key, compiled, args)
             phases["store"] = time.perf_counter() - start
         self.compile_phases[name] = phases

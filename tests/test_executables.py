@@ -129,20 +129,24 @@ def test_programs_that_cannot_be_rebuilt_exactly_are_not_stored(tmp_path):
     assert np.array_equal(loaded(x), plain(x))
 
 
-def test_a_second_process_loads_the_programs_the_first_stored(tmp_path):
-    # the worker's path: `use_compilation_cache`, then a trial, in two fresh processes
+def trial_in_a_new_process(cache, executables: bool = True) -> dict:
+    """A gru/arith trial through `use_compilation_cache`, as a worker runs it, in a fresh process."""
     code = f"""
 import json
 from tasks import HParams, TrialSpec, train_trial, use_compilation_cache
-use_compilation_cache({str(tmp_path)!r})
+use_compilation_cache({str(cache)!r}, executables={executables!r})
 spec = TrialSpec.from_preset("gru", "arith", "quick", HParams(lr=0.5), 3, {TINY!r})
 result = train_trial(spec)
 phases = spec.program(spec.make_task()).compile_phases
-print(json.dumps({{"loss": result.train_loss, "score": result.score, "phases": phases}}))
+print(json.dumps({{"status": result.status, "error": result.error, "loss": result.train_loss,
+                  "score": result.score, "phases": phases}}))
 """
-    runs = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                      check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]  # fmt: skip
-    cold, warm = runs
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_loads_the_programs_the_first_stored(tmp_path):
+    cold, warm = trial_in_a_new_process(tmp_path), trial_in_a_new_process(tmp_path)
     if jax.default_backend() != "cpu":  # the store is not used there yet (its docstring)
         assert "compile" in warm["phases"]["train"] and not (tmp_path / "executables").exists()
         return
@@ -150,3 +154,15 @@ print(json.dumps({{"loss": result.train_loss, "score": result.score, "phases": p
     assert "compile" in cold["phases"]["train"] and set(warm["phases"]["train"]) == {"load"}
     assert set(warm["phases"]["eval"]) == {"load"}
     assert len(list((tmp_path / "executables").glob("*.xla"))) == 2
+
+
+def test_programs_read_from_jaxs_cache_are_not_stored(tmp_path):
+    # XLA re-serialises an executable it read from JAX's cache without its code; stored, it would
+    # load and then fail to run ("Function ... not found")
+    first = trial_in_a_new_process(tmp_path, executables=False)  # fills JAX's cache only
+    second = trial_in_a_new_process(tmp_path)  # misses the store, hits JAX's cache
+    assert not list((tmp_path / "executables").glob("*.xla"))
+    assert "store" not in second["phases"]["train"]
+    third = trial_in_a_new_process(tmp_path)
+    assert first["status"] == second["status"] == third["status"] == "ok", third["error"]
+    assert first["loss"] == second["loss"] == third["loss"]
