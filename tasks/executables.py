@@ -248,7 +248,7 @@ def _environment() -> dict:
     device = jax.devices()[0]
     return {
         "code": _source_digest(),
-        "versions": {name: _version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy")},
+        "versions": package_versions(),
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "device": [device.platform, device.device_kind, device.client.platform_version],
@@ -271,11 +271,17 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+@functools.cache
+def package_versions() -> dict[str, str | None]:
+    """The installed versions of cellsearch and of the packages its programs are traced from (also
+    what every trial row records)."""
+    versions = {}
+    for name in ("cellsearch", "jax", "jaxlib", "flax", "optax", "numpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _cpu_features() -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.metadata
 import itertools
 import math
 import os
@@ -37,7 +36,7 @@ import optax
 from flax import nnx
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
-from tasks.executables import ExecutableStore, persistent_cache_hits
+from tasks.executables import ExecutableStore, package_versions, persistent_cache_hits
 from tasks.hparams import Budget, HParams, preset
 from tasks.model import RNNModel, step_losses, zero_carry
 from tasks.registry import STATS, Task, make_task
@@ -651,18 +650,6 @@ def _pad_rows(batch: Batch, rows: int) -> Batch:
 
 # ------------------------------------------------------------------------------ provenance
 @functools.cache
-def _versions() -> dict:
-    packages = ("cellsearch", "jax", "jaxlib", "flax", "optax", "numpy")
-    out = {}
-    for name in packages:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-@functools.cache
 def code_version() -> str:
     """The git commit of the source tree (with `+dirty` if it has changes), else the version."""
     root = __file__.rsplit("/tasks/", 1)[0]
@@ -673,7 +660,7 @@ def code_version() -> str:
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return f"cellsearch-{_versions()['cellsearch']}"  # fmt: skip
+        return f"cellsearch-{package_versions()['cellsearch']}"  # fmt: skip
 
 
 def provenance(task: Task) -> dict:
@@ -681,7 +668,7 @@ def provenance(task: Task) -> dict:
     return {
         "data_checksum": task.data_checksum(),
         "code_version": code_version(),
-        "versions": {**_versions(), "python": platform.python_version()},
+        "versions": {**package_versions(), "python": platform.python_version()},
         "device": jax.devices()[0].device_kind,
         # Both change the numbers on a GPU: TF32 matmuls by default, and reductions that differ
         # between two runs of one program unless --xla_gpu_deterministic_ops=true.
