@@ -388,9 +388,7 @@ def use_compilation_cache(directory: str | os.PathLike, executables: bool = True
 
     Two caches: JAX's persistent compilation cache, keyed by the lowered program, and in
     `directory/executables` the store that loads a program without tracing it (0.04 s instead of
-    0.12-0.14 s for a train program; `tasks.executables`). Ray workers use both. The store is
-    used on CPUs only: its loaded programs have not yet been checked on a GPU, which keeps JAX's
-    cache alone (`tests/test_executables.py` is that check).
+    0.12-0.14 s for a train program; `tasks.executables`). Ray workers use both.
 
     Args:
       directory: a directory this process may write (created if missing).
@@ -401,8 +399,7 @@ def use_compilation_cache(directory: str | os.PathLike, executables: bool = True
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    use_store = executables and jax.default_backend() == "cpu"
-    _executable_store = ExecutableStore(pathlib.Path(directory) / "executables") if use_store else None
+    _executable_store = ExecutableStore(pathlib.Path(directory) / "executables") if executables else None
 
 
 @functools.lru_cache(maxsize=32)
