@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import sys
 import tomllib
 
@@ -221,11 +222,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     from tqdm import tqdm
 
-    from search.executor import compilation_cache_dir
+    from search.executor import cache_max_bytes, compilation_cache_dir
     from tasks import train_trial, use_compilation_cache
 
     spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
-    use_compilation_cache(compilation_cache_dir())  # a command run again starts warm
+    # a command run again starts warm
+    use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
     if args.settings is not None:
         return _train_settings(spec, graph, args)
     with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",
@@ -448,6 +450,52 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    import shutil
+
+    from search.executor import cache_max_bytes, compilation_cache_dir
+    from tasks.executables import cache_size, trim_cache
+
+    limit = parse_size(args.trim) if args.trim is not None else None
+    cap = cache_max_bytes()  # a bad CELLSEARCH_CACHE_MAX_GB is an error before anything is deleted
+    directory = compilation_cache_dir()
+    if args.clear:
+        removed = cache_size(directory)
+        shutil.rmtree(directory)
+        directory = compilation_cache_dir()
+        print(f"removed {removed.files} files ({_size(removed.bytes)})")
+    elif limit is not None:
+        removed = trim_cache(directory, limit)
+        print(f"removed {removed.files} files ({_size(removed.bytes)}), the least recently used")
+    total, store = cache_size(directory), cache_size(directory / "executables")
+    trimmed = f"workers trim it to {_size(cap)}" if cap else "workers never trim it"
+    print(f"{directory}: {total.files} files, {_size(total.bytes)} (executable store: "
+          f"{store.files} files, {_size(store.bytes)}); {trimmed} "
+          "(CELLSEARCH_CACHE_MAX_GB)")  # fmt: skip
+    return 0
+
+
+_SIZE_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a size such as 500MB, 2GB, 1.5g or 1000000 (decimal units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmgt]?)b?\s*", text.lower())
+    if not match:
+        raise UsageError(
+            f"size {text!r}: expected a number of bytes or a size such as 500MB or 2GB"
+        )
+    return int(float(match[1]) * _SIZE_UNITS[match[2]])
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
 def _execution_arguments(parser: argparse.ArgumentParser, out: str = "runs/<config name>") -> None:
     parser.add_argument("--out", help=f"run directory (default {out})")
     parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a "
@@ -607,6 +655,19 @@ def build_parser() -> argparse.ArgumentParser:
     _execution_arguments(reproduce, "runs/reproduce-<preset>")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(run=cmd_reproduce)
+
+    cache = commands.add_parser(
+        "cache",
+        help="size of the compiled-programs cache; trim or clear it",
+        description="Where workers and `cellsearch train` keep compiled programs, and their size. "
+        "Each worker trims it to CELLSEARCH_CACHE_MAX_GB (default 10; 'none': never) when it "
+        "starts and every 256 programs it compiles, least recently used first.",
+    )  # fmt: skip
+    action = cache.add_mutually_exclusive_group()
+    action.add_argument("--trim", metavar="SIZE", help="delete the least recently used programs "
+                        "until at most SIZE remain (e.g. 500MB, 2GB)")  # fmt: skip
+    action.add_argument("--clear", action="store_true", help="delete every compiled program")
+    cache.set_defaults(run=cmd_cache)
 
     export = commands.add_parser("export", help="write a run's trials as Parquet or CSV")
     export.add_argument("run_dir", metavar="RUN", help="a run directory")

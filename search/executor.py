@@ -19,6 +19,7 @@ Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray st
 from __future__ import annotations
 
 import collections
+import math
 import os
 import pathlib
 import secrets
@@ -36,13 +37,14 @@ CACHE_DIR = pathlib.Path(
 class TrialWorker:
     """A Ray actor that trains trials one after another (made remote in `RayExecutor`)."""
 
-    def __init__(self, core: int | None, cache_dir: str, xla_flags: str = ""):
+    def __init__(self, core: int | None, cache_dir: str, xla_flags: str = "",
+                 cache_max_bytes: int | None = None):  # fmt: skip
         if core is not None:
             os.sched_setaffinity(0, {core})  # before jax starts its thread pool
         add_xla_flags(xla_flags)
         from tasks import use_compilation_cache  # imports jax: after the core is pinned
 
-        use_compilation_cache(cache_dir)
+        use_compilation_cache(cache_dir, max_bytes=cache_max_bytes)
 
     def run(self, spec: TrialSpec) -> dict:
         from tasks import train_trial
@@ -76,6 +78,31 @@ def compilation_cache_dir() -> pathlib.Path:
     """Where workers and `cellsearch train` keep compiled programs (`tasks.use_compilation_cache`);
     user-only, since the executables read back from it run as code."""
     return _private_dir(CACHE_DIR / "jax")
+
+
+# 10 GB holds about 60,000 programs of the quick preset; the paper's scale writes tens of GB
+DEFAULT_CACHE_MAX_GB = 10.0
+
+
+def cache_max_bytes() -> int | None:
+    """The size each worker trims `compilation_cache_dir()` to on its node:
+    `CELLSEARCH_CACHE_MAX_GB` (default 10), or None where it is "none" (never trimmed).
+
+    Raises:
+      ValueError: the variable is neither a positive number nor "none".
+    """
+    value = os.environ.get("CELLSEARCH_CACHE_MAX_GB", str(DEFAULT_CACHE_MAX_GB)).strip()
+    if value.lower() == "none":
+        return None
+    try:
+        gigabytes = float(value)
+    except ValueError:
+        gigabytes = math.nan
+    if not gigabytes > 0 or math.isinf(gigabytes):
+        raise ValueError(
+            f"CELLSEARCH_CACHE_MAX_GB={value!r}: expected a positive number of GB or 'none'"
+        )
+    return int(gigabytes * 1e9)
 
 
 def _private_dir(path: pathlib.Path) -> pathlib.Path:
@@ -138,6 +165,7 @@ class RayExecutor:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.gpus_per_worker = gpus_per_worker
         self.xla_flags = xla_flags
+        self.cache_max_bytes = cache_max_bytes()  # read here: a bad value fails before Ray starts
         self.retries = retries
         self.started_ray = False
         self.actors: list = []
@@ -180,7 +208,8 @@ class RayExecutor:
         if self.started_ray:  # pin only where we know the cores: our own local Ray
             cores = sorted(os.sched_getaffinity(0))
             core = cores[index % len(cores)]
-        return self._remote.remote(core, str(compilation_cache_dir()), self.xla_flags)
+        return self._remote.remote(core, str(compilation_cache_dir()), self.xla_flags,
+                                   self.cache_max_bytes)  # fmt: skip
 
     def _replacement(self, index: int):
         """A fresh actor for a dead one, or None when the cluster has no room for it (a node died):

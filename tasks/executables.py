@@ -25,7 +25,9 @@ saves nothing where one differs. A file that cannot be loaded (cut short, writte
 version, a JAX whose internals moved) is a miss, never an error.
 
 Files are written to a temporary name and renamed, so workers sharing the directory never read half
-a file.
+a file. A hit marks its file as used (its modification time), so that `trim_cache`, which keeps a
+cache directory under a size by deleting the least recently used files, keeps the programs a
+search still loads.
 """
 
 from __future__ import annotations
@@ -38,9 +40,12 @@ import json
 import os
 import pathlib
 import platform
+import stat
 import tempfile
+import time
 import warnings
 import zlib
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -109,8 +114,10 @@ class ExecutableStore:
           args: the arguments it will be called with (only their types are read).
           out_tree: the tree structure of its outputs (the caller knows it without tracing).
         """
+        path = self.path(key)
         try:
-            data = self.path(key).read_bytes()
+            data = path.read_bytes()
+            os.utime(path)  # used now: `trim_cache` deletes the least recently used first
         except OSError:
             return None
         try:
@@ -154,6 +161,72 @@ class ExecutableStore:
             _warn_once(f"cellsearch: cannot write compiled programs to {self.directory}: {error}")
             return False
         return True
+
+
+# ---------------------------------------------------------------------- the directory's size
+class CacheSize(NamedTuple):
+    """Files and bytes in a cache directory, or removed from it."""
+
+    files: int
+    bytes: int
+
+
+# A file used this recently may be one a running process is writing or has just stored.
+_IN_USE_SECONDS = 60.0
+
+
+def cache_size(directory: str | os.PathLike) -> CacheSize:
+    """The files under `directory` (JAX's cache and the executable store) and their size."""
+    files = _files(pathlib.Path(directory))
+    return CacheSize(len(files), sum(size for _, size, _ in files))
+
+
+def trim_cache(directory: str | os.PathLike, max_bytes: int) -> CacheSize:
+    """Deletes the least recently used files under `directory` until at most `max_bytes` remain.
+
+    A file's last use is the later of its modification and access times: the store marks its hits;
+    JAX's cache does not, so its entries count as used when last read where the file system
+    records reads (at most daily under Linux's default `relatime`), else when written. Files
+    used in the last minute are kept, so a cache shared by running workers may stay above
+    `max_bytes` until their next trim. Deleting is safe while others use the directory: a
+    deleted program is a miss there, compiled again.
+
+    Args:
+      directory: a directory given to `tasks.use_compilation_cache`.
+      max_bytes: the size to trim to.
+
+    Returns:
+      What was removed.
+    """
+    files = _files(pathlib.Path(directory))
+    excess = sum(size for _, size, _ in files) - max_bytes
+    recent = time.time() - _IN_USE_SECONDS
+    removed = CacheSize(0, 0)
+    for last_used, size, path in files:  # least recently used first
+        if excess <= 0 or last_used > recent:
+            break
+        excess -= size
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another process trimmed it first
+            continue
+        removed = CacheSize(removed.files + 1, removed.bytes + size)
+    return removed
+
+
+def _files(directory: pathlib.Path) -> list[tuple[float, int, pathlib.Path]]:
+    """(last use, size, path) of the regular files under `directory`, least recently used first."""
+    files = []
+    for root, _, names in os.walk(directory):  # does not follow links to directories
+        for name in names:
+            path = pathlib.Path(root, name)
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                files.append((max(info.st_mtime, info.st_atime), info.st_size, path))
+    return sorted(files)
 
 
 # ------------------------------------------------------------------------------ the header

@@ -36,7 +36,7 @@ import optax
 from flax import nnx
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
-from tasks.executables import ExecutableStore, package_versions, persistent_cache_hits
+from tasks.executables import ExecutableStore, package_versions, persistent_cache_hits, trim_cache
 from tasks.hparams import Budget, HParams, preset
 from tasks.model import RNNModel, step_losses, zero_carry
 from tasks.registry import STATS, Task, make_task
@@ -332,7 +332,7 @@ class Program:
         # "load" where the program came whole from the executable store (`use_compilation_cache`);
         # otherwise looking it up there ("lookup"), tracing to a jaxpr, lowering to StableHLO,
         # XLA's compile (or reading it from JAX's persistent cache) and, after a compile, storing
-        # it ("store")
+        # it ("store") and, every `TRIM_EVERY` compiles of a capped cache, trimming it ("trim")
         self.compile_phases: dict[str, dict[str, float]] = {}
 
     @property
@@ -348,7 +348,7 @@ class Program:
 
     def _compile(self, name: str, args: tuple) -> jax.stages.Compiled:
         options = compiler_options(name, self.hidden)
-        store, phases = _executable_store, {}
+        store, phases = _cache.store if _cache else None, {}
         start = time.perf_counter()
         if store is not None:
             key = store.key(self._description(name, options), args)
@@ -365,9 +365,12 @@ class Program:
         cache_hits = persistent_cache_hits()
         compiled = lowered.compile(compiler_options=options)
         phases["compile"], start = time.perf_counter() - start, time.perf_counter()
-        if store is not None and persistent_cache_hits() == cache_hits:  # a fresh compile
-            store.save(key, compiled, args)
-            phases["store"] = time.perf_counter() - start
+        if _cache is not None and persistent_cache_hits() == cache_hits:  # a fresh compile
+            if store is not None:
+                store.save(key, compiled, args)
+                phases["store"], start = time.perf_counter() - start, time.perf_counter()
+            if _cache.compiled():
+                phases["trim"] = time.perf_counter() - start
         self.compile_phases[name] = phases
         return compiled
 
@@ -380,26 +383,58 @@ class Program:
                 "has_dropout": self.has_dropout, "compiler_options": options}  # fmt: skip
 
 
-_executable_store: ExecutableStore | None = None
+# fresh compiles between two trims of a capped cache (each trim lists the directory)
+TRIM_EVERY = 256
 
 
-def use_compilation_cache(directory: str | os.PathLike, executables: bool = True) -> None:
+@dataclasses.dataclass
+class _CompilationCache:
+    """The directory `use_compilation_cache` set up for this process."""
+
+    directory: pathlib.Path
+    store: ExecutableStore | None
+    max_bytes: int | None
+    compiles: int = 0
+
+    def compiled(self) -> bool:
+        """Counts a fresh compile (written to the caches); every `TRIM_EVERY`th trims the
+        directory. Returns whether it did."""
+        self.compiles += 1
+        if self.max_bytes is None or self.compiles % TRIM_EVERY:
+            return False
+        trim_cache(self.directory, self.max_bytes)
+        return True
+
+
+_cache: _CompilationCache | None = None
+
+
+def use_compilation_cache(
+    directory: str | os.PathLike, executables: bool = True, max_bytes: int | None = None
+) -> None:
     """Keeps this process's compiled programs in `directory`, for the processes after it.
 
     Two caches: JAX's persistent compilation cache, keyed by the lowered program, and in
     `directory/executables` the store that loads a program without tracing it (0.04 s instead of
-    0.12-0.14 s for a train program; `tasks.executables`). Ray workers use both.
+    0.12-0.14 s for a train program on a CPU; `tasks.executables`). Ray workers use both.
 
     Args:
       directory: a directory this process may write (created if missing).
       executables: whether to use the executable store too (False: JAX's cache alone, as
         `benchmarks/compile_and_screen.py` compares).
+      max_bytes: if given, the directory is trimmed to this size now and after every
+        `TRIM_EVERY` programs this process compiles, least recently used files first
+        (`tasks.executables.trim_cache`); None lets it grow.
     """
-    global _executable_store
+    global _cache
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    _executable_store = ExecutableStore(pathlib.Path(directory) / "executables") if executables else None
+    directory = pathlib.Path(directory)
+    store = ExecutableStore(directory / "executables") if executables else None
+    _cache = _CompilationCache(directory, store, max_bytes)
+    if max_bytes is not None:
+        trim_cache(directory, max_bytes)
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,6 +1,7 @@
 """The `cellsearch` command line, run as a user runs it: a subprocess of the installed script."""
 
 import json
+import os
 import re
 import subprocess
 
@@ -203,3 +204,38 @@ def test_search_usage_errors_are_one_line(args, message, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     assert message in result.stderr
+
+
+def test_cache_reports_trims_and_clears_the_compiled_programs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSEARCH_CACHE", str(tmp_path))
+    stored = tmp_path / "jax" / "executables"
+    stored.mkdir(parents=True)
+    for i in range(3):
+        (stored / f"{i}.xla").write_bytes(b"x" * 1000)
+        os.utime(stored / f"{i}.xla", (1e9 + i, 1e9 + i))  # 0 is the least recently used
+    result = cellsearch("cache")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"{tmp_path / 'jax'}: 3 files, 3.0 KB (executable store: 3 files, "
+                             "3.0 KB); workers trim it to 10.0 GB "
+                             "(CELLSEARCH_CACHE_MAX_GB)\n")  # fmt: skip
+    result = cellsearch("cache", "--trim", "1.5KB")
+    assert result.stdout.startswith("removed 2 files (2.0 KB), the least recently used\n")
+    assert [p.name for p in stored.iterdir()] == ["2.xla"]
+    result = cellsearch("cache", "--clear")
+    assert result.stdout.startswith("removed 1 files (1.0 KB)\n")
+    assert "jax: 0 files" in result.stdout
+    monkeypatch.setenv("CELLSEARCH_CACHE_MAX_GB", "none")
+    assert "workers never trim it" in cellsearch("cache").stdout
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["cache", "--trim", "2XB"], "10", "size '2XB': expected a number of bytes or a size"),
+    (["cache"], "-1", "CELLSEARCH_CACHE_MAX_GB='-1': expected a positive number of GB or 'none'"),
+    (["train", "lstm", "arith"], "lots", "CELLSEARCH_CACHE_MAX_GB='lots': expected a positive"),
+])  # fmt: skip
+def test_a_bad_cache_size_is_a_one_line_error(args, env, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSEARCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CELLSEARCH_CACHE_MAX_GB", env)
+    result = cellsearch(*args)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"cellsearch: error: {message}")

@@ -2,8 +2,10 @@
 change with what decides a program, and what cannot be stored or loaded falls back to compiling."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,7 @@ import pytest
 
 import tasks.trainer as trainer
 from tasks import HParams, TrialSpec
-from tasks.executables import ExecutableStore
+from tasks.executables import CacheSize, ExecutableStore, cache_size, trim_cache
 from tasks.model import zero_carry
 
 TINY = {"steps": 20, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_sequences": 16}
@@ -21,7 +23,7 @@ TINY = {"steps": 20, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_seque
 def programs(cell: str, task: str, has_dropout: bool, store: ExecutableStore, monkeypatch):
     """Two fresh `Program`s of one combination (the first compiles, the second may load), with the
     arguments of a train and an eval call."""
-    monkeypatch.setattr(trainer, "_executable_store", store)
+    monkeypatch.setattr(trainer, "_cache", trainer._CompilationCache(store.directory, store, None))
     spec = TrialSpec.from_preset(cell, task, "quick", HParams(), 0, TINY | {"seq_len": 12})
     task, budget = spec.make_task(), spec.budget
     seq_len, k = task.sequence_length(budget.seq_len), budget.steps_per_call
@@ -129,13 +131,17 @@ def test_programs_that_cannot_be_rebuilt_exactly_are_not_stored(tmp_path):
     assert np.array_equal(loaded(x), plain(x))
 
 
-def trial_in_a_new_process(cache, executables: bool = True) -> dict:
+def trial_in_a_new_process(cache, executables: bool = True, max_bytes=None, trim_every: int = 256,
+                           hidden: int = TINY["hidden"]) -> dict:  # fmt: skip
     """A gru/arith trial through `use_compilation_cache`, as a worker runs it, in a fresh process."""
     code = f"""
 import json
+import tasks.trainer
 from tasks import HParams, TrialSpec, train_trial, use_compilation_cache
-use_compilation_cache({str(cache)!r}, executables={executables!r})
-spec = TrialSpec.from_preset("gru", "arith", "quick", HParams(lr=0.5), 3, {TINY!r})
+tasks.trainer.TRIM_EVERY = {trim_every}
+use_compilation_cache({str(cache)!r}, executables={executables!r}, max_bytes={max_bytes!r})
+budget = {TINY | {"hidden": hidden}!r}
+spec = TrialSpec.from_preset("gru", "arith", "quick", HParams(lr=0.5), 3, budget)
 result = train_trial(spec)
 phases = spec.program(spec.make_task()).compile_phases
 print(json.dumps({{"status": result.status, "error": result.error, "loss": result.train_loss,
@@ -163,3 +169,62 @@ def test_programs_read_from_jaxs_cache_are_not_stored(tmp_path):
     third = trial_in_a_new_process(tmp_path)
     assert first["status"] == second["status"] == third["status"] == "ok", third["error"]
     assert first["loss"] == second["loss"] == third["loss"]
+
+
+def aged(path, seconds: float) -> None:
+    """Marks `path` as last used `seconds` ago."""
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def test_trim_cache_deletes_the_least_recently_used_files_first(tmp_path):
+    (tmp_path / "executables").mkdir()
+    sizes = {"jit_a-cache": 400, "executables/b.xla": 300, "jit_c-cache": 200,
+             "executables/d.xla": 100}  # fmt: skip
+    for age, (name, size) in enumerate(sizes.items()):
+        (tmp_path / name).write_bytes(b"x" * size)
+        aged(tmp_path / name, 3600 * (10 - age))  # a is the oldest
+    (tmp_path / "executables" / "new.xla").write_bytes(b"x" * 1000)  # just written: kept
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.write_bytes(b"x" * 50)
+    (tmp_path / "link").symlink_to(outside)  # neither counted nor followed
+    assert cache_size(tmp_path) == CacheSize(5, 2000)
+    assert trim_cache(tmp_path, 1400) == CacheSize(2, 700)  # a and b
+    left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink())
+    assert left == ["d.xla", "jit_c-cache", "new.xla"]
+    assert trim_cache(tmp_path, 0) == CacheSize(2, 300)  # all but the file in use
+    assert cache_size(tmp_path) == CacheSize(1, 1000) and outside.exists()
+
+
+def test_a_loaded_program_counts_as_used(tmp_path):
+    store = ExecutableStore(tmp_path)
+    x = np.ones(4, np.float32)
+    compiled = jax.jit(lambda x: x + 1).trace(x).lower().compile()
+    assert store.save("plain", compiled, (x,))
+    aged(store.path("plain"), 3600)
+    assert store.load("plain", (x,), compiled.out_tree) is not None
+    assert time.time() - store.path("plain").stat().st_mtime < 60
+
+
+def test_a_capped_cache_is_trimmed_when_a_process_starts_and_as_it_compiles(tmp_path):
+    first = trial_in_a_new_process(tmp_path)  # uncapped: fills the cache
+    programs = cache_size(tmp_path)
+    junk = tmp_path / "junk-cache"
+    junk.write_bytes(b"x" * 100_000)
+    aged(junk, 2 * 86400)
+    for path in tmp_path.rglob("*"):
+        if path != junk:
+            aged(path, 3600)
+    # at start: down to the programs, the least recently used (the junk) first; they still load
+    second = trial_in_a_new_process(tmp_path, max_bytes=programs.bytes)
+    assert not junk.exists() and cache_size(tmp_path) == programs
+    assert set(second["phases"]["train"]) == {"load"} and second["loss"] == first["loss"]
+    # after each fresh compile (here every one): all but what was used in the last minute goes
+    stored = list((tmp_path / "executables").glob("*.xla"))
+    for path in tmp_path.rglob("*"):
+        aged(path, 3600)
+    third = trial_in_a_new_process(tmp_path, max_bytes=1, trim_every=1, hidden=12)
+    assert "trim" in third["phases"]["train"] and third["status"] == "ok"
+    assert stored and not any(path.exists() for path in stored)  # the first trial's programs
+    left = [p.stat() for p in tmp_path.rglob("*") if p.is_file()]
+    assert left and all(time.time() - max(s.st_mtime, s.st_atime) < 600 for s in left)

@@ -180,17 +180,25 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
+        # the workers on the cluster get the driver's cache directory and its cap, trimmed at start
+        cache = tmp_path / "cache" / "jax"
+        cache.mkdir(parents=True)
+        (cache / "old-cache").write_bytes(b"x" * 100_000)
+        os.utime(cache / "old-cache", (1e9, 1e9))
+        driver_env = env | {"CELLSEARCH_CACHE": str(cache.parent),
+                            "CELLSEARCH_CACHE_MAX_GB": "0.00005"}  # fmt: skip
         # deterministic: the workers on the cluster get XLA's deterministic flags (GPU reruns exact)
         args = [*tiny_args(max_trials=4, deterministic="true"), "--quiet"]
         result = subprocess.run(
             [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
              "--address", f"127.0.0.1:{port}", *args],
-            env=env, capture_output=True, text=True, timeout=300,
+            env=driver_env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         rows = load(tmp_path / "run")
         assert sorted(rows["trial"]) == [0, 1, 2, 3]
         assert rows["xla_flags"].str.endswith(DETERMINISTIC_XLA_FLAGS).all()
+        assert not (cache / "old-cache").exists() and list((cache / "executables").glob("*.xla"))
         assert head.poll() is None  # joining a cluster does not stop it
     finally:
         head.send_signal(signal.SIGTERM)  # only the head we started, by its PID
