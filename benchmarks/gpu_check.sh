@@ -8,7 +8,7 @@
 # pyarrow, pytest, pytest-timeout and hypothesis; not Ray. Writes its tables and the test log to
 # OUT_DIR.
 #
-#     bash benchmarks/gpu_check.sh OUT_DIR        # under 5 minutes on an H200
+#     bash benchmarks/gpu_check.sh OUT_DIR        # about 5.5 minutes on an H200
 set -u
 out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
