@@ -28,7 +28,7 @@ from common import machine, summary, write  # noqa: E402
 
 
 def fill(directory: pathlib.Path, files: int, size: int = 1000) -> int:
-    """Writes `files` files of `size` bytes, one a second older than the next; returns their bytes."""
+    """Writes `files` files of `size` bytes, a second apart in last use; returns their bytes."""
     (directory / "executables").mkdir(parents=True, exist_ok=True)
     oldest = time.time() - 86400 - files
     for i in range(files):
@@ -42,7 +42,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, nargs="+", default=[6000, 60000])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "cache_trim"))
+    results_dir = pathlib.Path(__file__).parent / "results"
+    parser.add_argument("--out", default=str(results_dir / "cache_trim"))
     args = parser.parse_args(argv)
 
     from search.executor import CACHE_DIR
@@ -70,7 +71,8 @@ def main(argv=None) -> None:
                                  "delete_1pct_seconds": summary(delete)})  # fmt: skip
 
     rows = ["| files | trim keeping all, s: min | median | max | trim deleting 1%, s: median | "
-            f"no-op trim per compile (1 in {TRIM_EVERY}), ms |", "|---|---|---|---|---|---|"]  # fmt: skip
+            f"no-op trim per compile (1 in {TRIM_EVERY}), ms |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
     for size in results["sizes"]:
         keep, delete = size["keep_seconds"], size["delete_1pct_seconds"]
         rows.append(f"| {size['files']:,} | {keep['min']:.3f} | {keep['median']:.3f} | "

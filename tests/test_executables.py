@@ -178,22 +178,24 @@ def aged(path, seconds: float) -> None:
 
 
 def test_trim_cache_deletes_the_least_recently_used_files_first(tmp_path):
-    (tmp_path / "executables").mkdir()
+    cache = tmp_path / "cache"
+    (cache / "executables").mkdir(parents=True)
     sizes = {"jit_a-cache": 400, "executables/b.xla": 300, "jit_c-cache": 200,
              "executables/d.xla": 100}  # fmt: skip
     for age, (name, size) in enumerate(sizes.items()):
-        (tmp_path / name).write_bytes(b"x" * size)
-        aged(tmp_path / name, 3600 * (10 - age))  # a is the oldest
-    (tmp_path / "executables" / "new.xla").write_bytes(b"x" * 1000)  # just written: kept
-    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+        (cache / name).write_bytes(b"x" * size)
+        aged(cache / name, 3600 * (10 - age))  # a is the oldest
+    (cache / "executables" / "new.xla").write_bytes(b"x" * 1000)  # just written: kept
+    outside = tmp_path / "outside"
     outside.write_bytes(b"x" * 50)
-    (tmp_path / "link").symlink_to(outside)  # neither counted nor followed
-    assert cache_size(tmp_path) == CacheSize(5, 2000)
-    assert trim_cache(tmp_path, 1400) == CacheSize(2, 700)  # a and b
-    left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink())
+    aged(outside, 86400)
+    (cache / "link").symlink_to(outside)  # neither counted nor followed
+    assert cache_size(cache) == CacheSize(5, 2000)
+    assert trim_cache(cache, 1400) == CacheSize(2, 700)  # a and b
+    left = sorted(p.name for p in cache.rglob("*") if p.is_file() and not p.is_symlink())
     assert left == ["d.xla", "jit_c-cache", "new.xla"]
-    assert trim_cache(tmp_path, 0) == CacheSize(2, 300)  # all but the file in use
-    assert cache_size(tmp_path) == CacheSize(1, 1000) and outside.exists()
+    assert trim_cache(cache, 0) == CacheSize(2, 300)  # all but the file in use
+    assert cache_size(cache) == CacheSize(1, 1000) and outside.exists()
 
 
 def test_a_loaded_program_counts_as_used(tmp_path):
