@@ -5,13 +5,13 @@
 
 Each worker trims its node's cache (`tasks.use_compilation_cache(dir, max_bytes=...)`) when it
 starts and after every `tasks.trainer.TRIM_EVERY` programs it compiles; a trim lists every file
-under the directory, so its cost grows with the number of files, not their bytes. A 10 GB cache
-(the default `CELLSEARCH_CACHE_MAX_GB`) holds about 60,000 files: half JAX's cache entries, half the
+under the directory, so its cost grows with the number of files, not their bytes. A 10 GB cache (the
+default `CELLSEARCH_CACHE_MAX_GB`) holds about 60,000 files: half JAX's cache entries, half the
 executable store's, 30-100 KB each at the quick preset. Here the files are 1 KB stand-ins, laid out
-the same way (the top level and `executables/`), each with its own last-use time, in a temporary
-directory on the same file system as the real cache. Two measurements per size, over rounds: a trim
-that keeps everything (the usual case: the cache is under its cap) and one that deletes the 1% least
-recently used. The last column spreads a no-op trim over `TRIM_EVERY` compiles.
+and named the same way (JAX's at the top, the store's in `executables/`), each with its own last-use
+time, in a temporary directory on the same file system as the real cache. Two measurements per size,
+over rounds: a trim that keeps everything (the usual case: the cache is under its cap) and one that
+deletes the 1% least recently used. The last column spreads a no-op trim over `TRIM_EVERY` compiles.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def fill(directory: pathlib.Path, files: int, size: int = 1000) -> int:
     (directory / "executables").mkdir(parents=True, exist_ok=True)
     oldest = time.time() - 86400 - files
     for i in range(files):
-        path = directory / ("executables" if i % 2 else "") / f"{i:07d}-cache"
+        path = directory / "executables" / f"{i:07d}.xla" if i % 2 else directory / f"{i:07d}-cache"
         path.write_bytes(b"x" * size)
         os.utime(path, (oldest + i, oldest + i))
     return files * size

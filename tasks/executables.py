@@ -175,21 +175,22 @@ class CacheSize(NamedTuple):
 _IN_USE_SECONDS = 60.0
 
 
-def cache_size(directory: str | os.PathLike) -> CacheSize:
-    """The files under `directory` (JAX's cache and the executable store) and their size."""
-    files = _files(pathlib.Path(directory))
+def cache_size(directory: str | os.PathLike, part: str | None = None) -> CacheSize:
+    """The compiled programs in `directory` and their size: JAX's cache (`part` "jax"), the
+    executable store ("store") or both (None)."""
+    files = _files(pathlib.Path(directory), part)
     return CacheSize(len(files), sum(size for _, size, _ in files))
 
 
 def trim_cache(directory: str | os.PathLike, max_bytes: int) -> CacheSize:
-    """Deletes the least recently used files under `directory` until at most `max_bytes` remain.
+    """Deletes the least recently used compiled programs in `directory` down to `max_bytes`.
 
-    A file's last use is the later of its modification and access times: the store marks its hits;
-    JAX's cache does not, so its entries count as used when last read where the file system
-    records reads (at most daily under Linux's default `relatime`), else when written. Files
-    used in the last minute are kept, so a cache shared by running workers may stay above
-    `max_bytes` until their next trim. Deleting is safe while others use the directory: a
-    deleted program is a miss there, compiled again.
+    Only the two caches' own files are counted and deleted (`_CACHE_FILES`). A file's last use is
+    the later of its modification and access times: the store marks its hits; JAX's cache does not,
+    so its entries count as used when last read where the file system records reads (at most daily
+    under Linux's default `relatime`), else when written. Files used in the last minute are kept, so
+    a cache shared by running workers may stay above `max_bytes` until their next trim. Deleting is
+    safe while others use the directory: a deleted program is a miss there, compiled again.
 
     Args:
       directory: a directory given to `tasks.use_compilation_cache`.
@@ -201,31 +202,53 @@ def trim_cache(directory: str | os.PathLike, max_bytes: int) -> CacheSize:
     files = _files(pathlib.Path(directory))
     excess = sum(size for _, size, _ in files) - max_bytes
     recent = time.time() - _IN_USE_SECONDS
-    removed = CacheSize(0, 0)
+    doomed = []
     for last_used, size, path in files:  # least recently used first
         if excess <= 0 or last_used > recent:
             break
         excess -= size
+        doomed.append((size, path))
+    return _delete(doomed)
+
+
+def clear_cache(directory: str | os.PathLike) -> CacheSize:
+    """Deletes every compiled program in `directory`, also those in use (a process using one
+    compiles it again). Returns what was removed."""
+    return _delete([(size, path) for _, size, path in _files(pathlib.Path(directory))])
+
+
+def _delete(files: list[tuple[int, pathlib.Path]]) -> CacheSize:
+    removed = CacheSize(0, 0)
+    for size, path in files:
         try:
             path.unlink()
-        except FileNotFoundError:  # another process trimmed it first
+        except FileNotFoundError:  # another process deleted it first
             continue
         removed = CacheSize(removed.files + 1, removed.bytes + size)
     return removed
 
 
-def _files(directory: pathlib.Path) -> list[tuple[float, int, pathlib.Path]]:
-    """(last use, size, path) of the regular files under `directory`, least recently used first."""
+# The files a cache directory holds, by where they are and how they are named: JAX's entries
+# (`jax._src.lru_cache`) at the top, the store's programs and half-written ones in `executables/`.
+# Nothing else is counted or deleted, whatever else the directory holds.
+_CACHE_FILES = {"jax": ("", ("*-cache", "*-atime")), "store": ("executables", ("*.xla", "*.tmp"))}
+
+
+def _files(
+    directory: pathlib.Path, part: str | None = None
+) -> list[tuple[float, int, pathlib.Path]]:
+    """(last use, size, path) of the cache's files in `directory` (or in one `part` of it), least
+    recently used first."""
     files = []
-    for root, _, names in os.walk(directory):  # does not follow links to directories
-        for name in names:
-            path = pathlib.Path(root, name)
-            try:
-                info = path.lstat()
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                files.append((max(info.st_mtime, info.st_atime), info.st_size, path))
+    for folder, patterns in [_CACHE_FILES[part]] if part else _CACHE_FILES.values():
+        for pattern in patterns:
+            for path in (directory / folder).glob(pattern):
+                try:
+                    info = path.lstat()
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(info.st_mode):  # not a link, not a directory
+                    files.append((max(info.st_mtime, info.st_atime), info.st_size, path))
     return sorted(files)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import tasks.trainer as trainer
 from tasks import HParams, TrialSpec
-from tasks.executables import CacheSize, ExecutableStore, cache_size, trim_cache
+from tasks.executables import CacheSize, ExecutableStore, cache_size, clear_cache, trim_cache
 from tasks.model import zero_carry
 
 TINY = {"steps": 20, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_sequences": 16}
@@ -189,13 +189,19 @@ def test_trim_cache_deletes_the_least_recently_used_files_first(tmp_path):
     outside = tmp_path / "outside"
     outside.write_bytes(b"x" * 50)
     aged(outside, 86400)
-    (cache / "link").symlink_to(outside)  # neither counted nor followed
+    (cache / "link-cache").symlink_to(outside)  # neither counted nor followed
+    for name in ("notes.txt", "executables/notes.txt", "executables/jit_e-cache"):  # not ours
+        (cache / name).write_bytes(b"x" * 5000)
+        aged(cache / name, 86400)
     assert cache_size(cache) == CacheSize(5, 2000)
     assert trim_cache(cache, 1400) == CacheSize(2, 700)  # a and b
-    left = sorted(p.name for p in cache.rglob("*") if p.is_file() and not p.is_symlink())
-    assert left == ["d.xla", "jit_c-cache", "new.xla"]
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file() and not p.is_symlink()) == [
+        "d.xla", "jit_c-cache", "jit_e-cache", "new.xla", "notes.txt", "notes.txt"]  # fmt: skip
     assert trim_cache(cache, 0) == CacheSize(2, 300)  # all but the file in use
-    assert cache_size(cache) == CacheSize(1, 1000) and outside.exists()
+    assert cache_size(cache) == CacheSize(1, 1000)
+    assert clear_cache(cache) == CacheSize(1, 1000) and cache_size(cache) == CacheSize(0, 0)
+    assert outside.exists() and (cache / "link-cache").is_symlink()
+    assert len([p for p in cache.rglob("*") if p.is_file() and not p.is_symlink()]) == 3
 
 
 def test_a_loaded_program_counts_as_used(tmp_path):
