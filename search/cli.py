@@ -485,11 +485,11 @@ def parse_size(text: str) -> int:
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError
+    """Bytes for people: 512 B, 3.0 KB, 17.7 MB, 10.0 GB."""
+    units = ["B", "KB", "MB", "GB"]
+    while n >= 1000 and len(units) > 1:
+        n, units = n / 1000, units[1:]
+    return f"{n:.0f} B" if units[0] == "B" else f"{n:.1f} {units[0]}"
 
 
 def _execution_arguments(parser: argparse.ArgumentParser, out: str = "runs/<config name>") -> None:

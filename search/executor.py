@@ -97,8 +97,8 @@ def cache_max_bytes() -> int | None:
     try:
         gigabytes = float(value)
     except ValueError:
-        gigabytes = math.nan
-    if not gigabytes > 0 or math.isinf(gigabytes):
+        gigabytes = 0.0
+    if not 0 < gigabytes < math.inf:  # also rejects "nan"
         raise ValueError(
             f"CELLSEARCH_CACHE_MAX_GB={value!r}: expected a positive number of GB or 'none'"
         )
