@@ -22,6 +22,14 @@ taken out: embedding, the cell's input projection (k*H columns for k gates), its
 through a tanh, readout and loss. That part is the same work for every cell; the step minus it is
 what the recurrence costs each contender, and the table says how fast ours would have to run it to
 reach 1.3x PyTorch's whole step.
+
+Without the fold (`--vocab` > batch x seq) every contender does the same matmuls, so each cell with a
+framework contender also gets a FLOP floor: the step's matmul FLOPs (forward and both gradients of
+the cell's fused matmuls and of the readout, `step_flops`) at the rate of a jitted matmul of the
+readout's shape, the step's largest and fastest, timed in the same rounds as the contenders (the
+median of its rounds: a lone measurement moved by half on this shared machine). The row gives the
+share of that rate ours (k steps per call) and PyTorch reach, and the share ours would need for the
+issue's target against PyTorch (1.3x for the GRUs, 0.9x for the LSTM).
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ from cells import baseline, compile_cell  # noqa: E402
 # (reset before it), which needs one more matmul per step, after r is known.
 FRAMEWORK_CELLS = {"lstm": "LSTM", "gru": "GRU", "gru_reset_after": "GRU"}
 GATES = {"lstm": 4, "gru": 3, "gru_reset_after": 3}  # columns of the input projection, in units of H
+# issue 8's targets: ours (k steps per call) / PyTorch's train steps per second
+TORCH_TARGET = {"lstm": 0.9, "gru": 1.3, "gru_reset_after": 1.3}
 
 
 def _xent(logits, targets):
@@ -219,12 +229,46 @@ def torch_model(cell: str, hidden: int, vocab: int, lr: float, recurrence: bool 
 
 def gemm_ceiling(rows: int, inner: int, cols: int, repeats: int = 20) -> float:
     """FLOP/s of a jitted f32 matmul of this shape (best of `repeats`)."""
+    run = _matmuls(rows, inner, cols, 1)
+    return 2 * rows * inner * cols / min(_timed(run) for _ in range(repeats))
+
+
+def _matmuls(rows: int, inner: int, cols: int, count: int):
+    """A function that runs `count` jitted f32 (rows, inner) @ (inner, cols) matmuls, compiled."""
     a = jnp.ones((rows, inner), jnp.float32)
     b = jnp.ones((inner, cols), jnp.float32)
     matmul = jax.jit(jnp.dot)
     matmul(a, b).block_until_ready()
-    best = min(_timed(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats))
-    return 2 * rows * inner * cols / best
+
+    def run():
+        for _ in range(count):
+            out = matmul(a, b)
+        out.block_until_ready()
+
+    return run
+
+
+def step_flops(cell: str, hidden: int, vocab: int, tokens: int) -> int:
+    """Matmul FLOPs of one unfolded train step: forward, weight gradient and operand gradient of
+    each fused matmul of the cell (x's too: the embedding is trained) and of the readout.
+
+    The same for PyTorch's cells: nn.GRU's two (H, 3H) matmuls have the width of our `gru`'s three
+    (3H on x, 2H on h, H on r*h); nn.LSTM's two (H, 4H) that of ours.
+    """
+    columns = sum(len(m.nodes) for m in compile_cell(baseline(cell)).matmuls) * hidden + vocab
+    return 3 * 2 * tokens * hidden * columns
+
+
+def flop_floor(rates: dict, multi: str, torch_name: str, flops: int, ceiling: float,
+               target: float) -> dict:
+    """The step at `ceiling` FLOP/s vs ours and PyTorch (median rates): ms, the share of the ceiling
+    each reaches, and the share ours needs to run `target` times PyTorch's steps per second."""
+    floor_ms = 1e3 * flops / ceiling
+    ours_ms, torch_ms = (1e3 / statistics.median(rates[name]) for name in (multi, torch_name))
+    return {"gflop_per_step": flops / 1e9, "ceiling_gflops": ceiling / 1e9, "floor_ms": floor_ms,
+            "ours_ms": ours_ms, "torch_ms": torch_ms, "ours_share": floor_ms / ours_ms,
+            "torch_share": floor_ms / torch_ms, "target": target,
+            "share_for_target": floor_ms * target / torch_ms}  # fmt: skip
 
 
 def recurrence_split(rates: dict, multi: str, torch_cell: str) -> dict:
@@ -351,11 +395,22 @@ def main(argv=None) -> None:
                     torch_step(t_in, t_out)
                     name = f"torch nn.{FRAMEWORK_CELLS[cell]}" + ("" if recurrence else ", no recurrence")
                     runners[name] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
-            rates = {name: [] for name in runners}
+            torch_name = f"torch nn.{FRAMEWORK_CELLS.get(cell)}"
+            tokens = args.batch * args.seq
+            floor = k > 1 and torch_name in runners and args.vocab > tokens
+            timed = dict(runners)
+            if floor:  # the readout's matmul, as many as the steps' worth of its FLOPs
+                flops = step_flops(cell, hidden, args.vocab, tokens)
+                matmul_flops = 2 * tokens * hidden * args.vocab
+                count = max(1, round(args.steps * flops / matmul_flops))
+                timed["readout matmul"] = _matmuls(tokens, hidden, args.vocab, count)
+            rates = {name: [] for name in timed}
             for round_ in range(args.rounds):
-                order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
+                order = list(timed) if round_ % 2 == 0 else list(timed)[::-1]
                 for name in order:
-                    rates[name].append(args.steps / _timed(runners[name]))
+                    rates[name].append(args.steps / _timed(timed[name]))
+            if floor:
+                readout_rate = statistics.median(rates.pop("readout matmul")) / args.steps * count * matmul_flops
             run_key = f"{cell}/H{hidden}"
             results["runs"][run_key] = {name: summary(r) for name, r in rates.items()}
             for name, r in rates.items():
@@ -373,12 +428,20 @@ def main(argv=None) -> None:
                              f"{split['torch_recurrence_ms']:.1f} | shared part: ours {split['ours_shared_ms']:.1f}, "
                              f"torch {split['torch_shared_ms']:.1f} ms | 1.3x torch needs ours' recurrence <= "
                              f"{split['ours_recurrence_ms_for_1.3x']:.1f} ms | |")  # fmt: skip
+            if floor:
+                results["runs"][run_key]["floor"] = bound = flop_floor(rates, multi, torch_name, flops, readout_rate,
+                                                                      TORCH_TARGET[cell])
+                lines.append(f"| {cell} | {hidden} | FLOP floor: {bound['gflop_per_step']:.2f} GFLOP per step at "
+                             f"{bound['ceiling_gflops']:.0f} GFLOP/s ({tokens}x{hidden} @ {hidden}x{args.vocab}) "
+                             f"= {bound['floor_ms']:.1f} ms | {multi}: {bound['ours_ms']:.1f} ms, "
+                             f"{100 * bound['ours_share']:.0f}% of it; torch: {bound['torch_ms']:.1f} ms, "
+                             f"{100 * bound['torch_share']:.0f}% | {bound['target']}x torch needs ours at "
+                             f"{100 * bound['share_for_target']:.0f}% | | | |")  # fmt: skip
             if cell == "lstm":
                 # nominal: the cell's matmuls of an unfolded step (fwd + ~2x bwd), the same work for
                 # every contender; done: what ours computes with the embedding folded (the h matmul
                 # over T*B rows plus the (V, H) @ (H, 4H) table), so a share above 100% is possible
                 # for the nominal count only
-                tokens = args.batch * args.seq
                 nominal = 3 * 2 * tokens * (2 * hidden) * (4 * hidden)
                 folds = args.vocab <= tokens  # tasks.model.RNNModel folds only then
                 done = 3 * 2 * (tokens + args.vocab) * hidden * (4 * hidden) if folds else nominal
@@ -395,7 +458,7 @@ def main(argv=None) -> None:
                 results["runs"][run_key]["gemm"] = gemm
                 lines.append(f"| lstm | {hidden} | GEMM ceiling ({args.batch}x{2 * hidden} @ {2 * hidden}x{4 * hidden}) "
                              f"| {ceiling / 1e9:.1f} GFLOP/s | {'; '.join(shares)} | | | |")
-            print("\n".join(lines[-len(rates) - (cell == "lstm") - parts:]), flush=True)
+            print("\n".join(lines[-len(rates) - (cell == "lstm") - parts - floor:]), flush=True)
     write(results, args.out, "\n".join(lines))
 
 
