@@ -226,6 +226,10 @@ def test_cache_reports_trims_and_clears_the_compiled_programs(tmp_path, monkeypa
     assert "jax: 0 files" in result.stdout
     monkeypatch.setenv("CELLSEARCH_CACHE_MAX_GB", "none")
     assert "workers never trim it" in cellsearch("cache").stdout
+    # the parser does not import jax, so its help states the trainer's period itself
+    from tasks.trainer import TRIM_EVERY
+
+    assert f"every {TRIM_EVERY} programs" in " ".join(cellsearch("cache", "--help").stdout.split())
 
 
 @pytest.mark.parametrize("args, env, message", [
