@@ -395,7 +395,7 @@ def main(argv=None) -> None:
                     torch_step(t_in, t_out)
                     name = f"torch nn.{FRAMEWORK_CELLS[cell]}" + ("" if recurrence else ", no recurrence")
                     runners[name] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
-            torch_name = f"torch nn.{FRAMEWORK_CELLS.get(cell)}"
+            torch_name = f"torch nn.{FRAMEWORK_CELLS[cell]}" if cell in FRAMEWORK_CELLS else None
             tokens = args.batch * args.seq
             floor = k > 1 and torch_name in runners and args.vocab > tokens
             timed = dict(runners)

@@ -452,7 +452,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from search.executor import cache_max_bytes, compilation_cache_dir
-    from tasks.executables import cache_size, clear_cache, trim_cache
+    from tasks.executables import CacheSize, cache_size, clear_cache, trim_cache
 
     limit = parse_size(args.trim) if args.trim is not None else None
     cap = cache_max_bytes()  # a bad CELLSEARCH_CACHE_MAX_GB is an error before anything is deleted
@@ -463,7 +463,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     elif limit is not None:
         removed = trim_cache(directory, limit)
         print(f"removed {removed.files} files ({_size(removed.bytes)}), the least recently used")
-    total, store = cache_size(directory), cache_size(directory, "store")
+    store, jax_part = cache_size(directory, "store"), cache_size(directory, "jax")
+    total = CacheSize(store.files + jax_part.files, store.bytes + jax_part.bytes)
     trimmed = f"workers trim it to {_size(cap)}" if cap else "workers never trim it"
     print(f"{directory}: {total.files} files, {_size(total.bytes)} (executable store: "
           f"{store.files} files, {_size(store.bytes)}); {trimmed} "
