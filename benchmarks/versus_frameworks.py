@@ -409,8 +409,9 @@ def main(argv=None) -> None:
                 order = list(timed) if round_ % 2 == 0 else list(timed)[::-1]
                 for name in order:
                     rates[name].append(args.steps / _timed(timed[name]))
-            if floor:
-                readout_rate = statistics.median(rates.pop("readout matmul")) / args.steps * count * matmul_flops
+            if floor:  # its entries are args.steps per run's seconds, like the contenders'
+                runs_per_second = statistics.median(rates.pop("readout matmul")) / args.steps
+                readout_rate = runs_per_second * count * matmul_flops
             run_key = f"{cell}/H{hidden}"
             results["runs"][run_key] = {name: summary(r) for name, r in rates.items()}
             for name, r in rates.items():
