@@ -19,8 +19,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.findings import Bootstrap, Missing  # noqa: E402
-from analysis.leaderboard import HPARAMS, REFERENCE, search_tasks_of, select, trial_scores  # noqa: E402
-from cells import PAPER_CELLS, parse  # noqa: E402
+from analysis.leaderboard import (  # noqa: E402
+    HPARAMS, REFERENCE, parsed, search_tasks_of, select, tasks_present, trial_scores,
+)  # fmt: skip
+from cells import PAPER_CELLS  # noqa: E402
 from cells.graph import BINARY, UNARY  # noqa: E402
 from tasks import GRID  # noqa: E402
 
@@ -40,7 +42,8 @@ def _save(figure, path) -> pathlib.Path:
 
 
 def _tasks(frame: pd.DataFrame) -> list[str]:
-    return [t for t in SCORE_LABEL if t in set(frame["task"].astype(str)) and t != "memorize"]
+    present = tasks_present(frame)
+    return [t for t in SCORE_LABEL if t in present and t != "memorize"]
 
 
 def search_progress(part: pd.DataFrame) -> tuple[list[int], list[float]]:
@@ -54,6 +57,7 @@ def search_progress(part: pd.DataFrame) -> tuple[list[int], list[float]]:
     reference = part[part["cell_name"] == REFERENCE].groupby("task", observed=True)["_score"].max()
     if not tasks or not (reference.reindex(tasks) > 0).all():
         return [], []
+    reference = {t: float(reference[t]) for t in tasks}  # a dict: read once per trial below
     best: dict[str, dict[str, float]] = {}
     xs, ys, top = [], [], None
     found = (part["origin"].astype(str) != "baseline").to_numpy()
@@ -156,13 +160,14 @@ def plot_learning_rate(frame: pd.DataFrame, path) -> pathlib.Path | None:
 def op_divergence(frame: pd.DataFrame) -> pd.DataFrame:
     """Among non-baseline cells: per op, trials of cells containing it and their divergence rate."""
     mutants = frame[frame["origin"].astype(str) != "baseline"]
-    ops_of = {text: {n.op for n in parse(text).nodes} for text in mutants["cell_text"].unique()}
+    cell_of_trial, texts = pd.factorize(mutants["cell_text"])
+    ops_of = [{n.op for n in parsed(text).nodes} for text in texts]
+    diverged = (mutants["status"].astype(str) == "diverged").to_numpy()
     rows = []
     for op in (*UNARY, *BINARY, "W"):
-        trials = mutants[mutants["cell_text"].map(lambda t: op in ops_of[t])]
-        if len(trials):
-            diverged = (trials["status"].astype(str) == "diverged").mean()
-            rows.append({"op": op, "trials": len(trials), "diverged": float(diverged)})
+        has_op = np.array([op in ops for ops in ops_of], dtype=bool)[cell_of_trial]
+        if has_op.any():
+            rows.append({"op": op, "trials": int(has_op.sum()), "diverged": float(diverged[has_op].mean())})
     return pd.DataFrame(rows, columns=["op", "trials", "diverged"]).set_index("op")
 
 

@@ -12,14 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.leaderboard import HPARAMS, cell_names, leaderboard, paper_order
+from analysis.leaderboard import cell_names, leaderboard, paper_order, settings_count, tasks_present
 from tasks import MUSIC_TASKS, SEARCH_TASKS
 
 TABLE2_TASKS = (*MUSIC_TASKS, "ptb")
-
-
-def _settings(group: pd.DataFrame) -> int:
-    return len(group[list(HPARAMS)].drop_duplicates())
 
 
 def paper_table1(frame: pd.DataFrame, best_found: int = 3) -> pd.DataFrame:
@@ -33,13 +29,13 @@ def paper_table1(frame: pd.DataFrame, best_found: int = 3) -> pd.DataFrame:
       Rows named by cell (baselines in the paper's order, then found cells by hash); for each
       search task present a score column `<task>` and an int column `<task> n`.
     """
-    tasks = [t for t in SEARCH_TASKS if t in set(frame["task"].astype(str))]
+    present = tasks_present(frame)
+    tasks = [t for t in SEARCH_TASKS if t in present]
     board = leaderboard(frame, tasks=tasks)
     rows = paper_order(board)
     found = board[(board["origin"] != "baseline") & board["jozefowicz"].notna()].head(best_found)
     rows = pd.concat([rows, found])
-    ok = frame[frame["task"].astype(str).isin(tasks)]
-    counts = ok.groupby(["cell_hash", "task"], observed=True).apply(_settings).unstack()
+    counts = settings_count(frame, ["cell_hash", "task"]).unstack()
     table = pd.DataFrame(index=rows.index)
     for task in tasks:
         table[task] = rows[task]
@@ -69,15 +65,15 @@ def paper_table2(frame: pd.DataFrame, cells: tuple[str, ...] | None = None) -> p
             part = frame[(frame["task"].astype(str) == task) & ((frame["dropout"] > 0) == with_dropout)]
             if part.empty:
                 continue
-            values, counts = [], []
+            values = []
             for cell in hashes:
                 trials = part[part["cell_hash"] == cell]
                 ok = trials[(trials["status"].astype(str) == "ok") & np.isfinite(trials["valid_nll"].astype(float))]
                 best = ok.loc[ok["valid_nll"].astype(float).idxmin()] if len(ok) else None
                 values.append(float(best["test_nll"]) if best is not None else np.inf if len(trials) else np.nan)
-                counts.append(_settings(trials))
             table[f"{task}{suffix}"] = values
-            table[f"{task}{suffix} n"] = counts
+            counts = settings_count(part, ["cell_hash"])
+            table[f"{task}{suffix} n"] = [int(counts.get(cell, 0)) for cell in hashes]
     return table
 
 

@@ -247,16 +247,16 @@ class _Parser:
 
     def bias(self, node: ast.expr) -> float:
         sign = 1.0
-        text = self.snippet(node)
+        whole = node  # its source text is only looked up for an error: that lookup is slow
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
             node = node.operand
         value = node.value if isinstance(node, ast.Constant) else None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise self.syntax(f"bias= must be a number, got '{text}'")
+            raise self.syntax(f"bias= must be a number, got '{self.snippet(whole)}'")
         value = sign * float(value)
         if not math.isfinite(value) or abs(value) > BIAS_LIMIT:
-            raise self.invalid(f"bias={text} is outside [-{BIAS_LIMIT:g}, {BIAS_LIMIT:g}]")
+            raise self.invalid(f"bias={self.snippet(whole)} is outside [-{BIAS_LIMIT:g}, {BIAS_LIMIT:g}]")
         return value
 
 

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from results.store import CELLS, TRIALS, RunStore, StoreError, read_jsonl
+from results.store import CELLS, TRIALS, RunStore, StoreError, gc_paused, read_jsonl
 
 CATEGORICAL = ("cell", "task", "status", "strategy", "origin")
 # present in every loaded frame (missing in a row: NaN/None), so that analysis code can rely on them
@@ -42,8 +42,8 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame
         store = RunStore(path)
         if not store.path.is_dir():
             raise StoreError(f"{store.path}: no such run directory")
-        rows = list(read_jsonl(store.path / TRIALS))
-        frame = pd.DataFrame(rows)
+        with gc_paused():
+            frame = pd.DataFrame(read_jsonl(store.path / TRIALS))
         frame.insert(0, "run", store.path.name)
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run"])
@@ -64,7 +64,7 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame
 
 def load_cells(path: str | os.PathLike) -> pd.DataFrame:
     """The cells of a run: hash, name, canonical text, parent hash, origin (how it was made)."""
-    return pd.DataFrame(list(read_jsonl(pathlib.Path(path) / CELLS)))
+    return pd.DataFrame(read_jsonl(pathlib.Path(path) / CELLS))
 
 
 def to_parquet(frame: pd.DataFrame, out: str | os.PathLike) -> None:

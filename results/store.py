@@ -13,12 +13,15 @@ pandas for `load`).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import pathlib
 import signal
 import warnings
-from typing import Iterator
+
+import orjson
 
 STORE_VERSION = 1
 TRIALS = "trials.jsonl"
@@ -62,33 +65,62 @@ class StoreError(RuntimeError):
     """A run directory that cannot be read or written; the message is one line."""
 
 
-def read_jsonl(path: pathlib.Path) -> Iterator[dict]:
-    """Yields the objects of a JSON-lines file; a torn last line is skipped with a warning.
+@contextlib.contextmanager
+def gc_paused():
+    """Pauses Python's cyclic garbage collector for a bulk build of acyclic objects.
+
+    Parsed JSON holds no reference cycles, but every list and dict it creates counts towards the
+    collector's thresholds, and each full collection walks all the rows parsed so far: reading
+    230,000 trials took 20 s with the collector running and 9 s without
+    (benchmarks/README.md, "Reading a paper-scale store").
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(raw: bytes):
+    """One JSON value; orjson's parse, which reads a paper-scale store 2-3x faster, where it can."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # what it refuses but Python's json reads, e.g. NaN
+        return json.loads(raw)
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+    """The objects of a JSON-lines file, in order; a torn last line is skipped with a warning.
 
     Raises:
       StoreError: a line other than the last is not a JSON object (its number is in the message).
     """
     if not path.exists():
-        return
+        return []
     with open(path, "rb") as f:
         data = f.read()
     lines = data.split(b"\n")
     torn_tail = not data.endswith(b"\n") and data  # last line has no newline: maybe cut short
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        is_last = number == len(lines) or (number == len(lines) - 1 and lines[-1] == b"")
-        try:
-            value = json.loads(raw)
-            if not isinstance(value, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as error:
-            if is_last and torn_tail:
-                warnings.warn(f"{path}: line {number} is incomplete (an interrupted write); skipped",
-                              stacklevel=2)  # fmt: skip
-                return
-            raise StoreError(f"{path}: line {number} is corrupt ({error})") from None
-        yield value
+    rows = []
+    with gc_paused():
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            is_last = number == len(lines) or (number == len(lines) - 1 and lines[-1] == b"")
+            try:
+                value = _parse(raw)
+                if not isinstance(value, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as error:
+                if is_last and torn_tail:
+                    warnings.warn(f"{path}: line {number} is incomplete (an interrupted write); "
+                                  "skipped", stacklevel=2)  # fmt: skip
+                    break
+                raise StoreError(f"{path}: line {number} is corrupt ({error})") from None
+            rows.append(value)
+    return rows
 
 
 def _repair_tail(path: pathlib.Path) -> None:
@@ -192,10 +224,10 @@ class RunStore:
         self.append(self.cells_path, row)
 
     def trials(self) -> list[dict]:
-        return list(read_jsonl(self.trials_path))
+        return read_jsonl(self.trials_path)
 
     def cells(self) -> list[dict]:
-        return list(read_jsonl(self.cells_path))
+        return read_jsonl(self.cells_path)
 
     def config_text(self) -> str:
         try:

@@ -396,6 +396,7 @@ def _load_runs(paths):
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from analysis import leaderboard, to_markdown
+    from analysis.leaderboard import tasks_present
 
     if args.top < 1:
         raise UsageError(f"--top must be a positive integer, got {args.top}")
@@ -404,7 +405,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if board.empty:
         print("no trials match")
         return 0
-    tasks = [c for c in board.columns if c in set(frame["task"].astype(str))]
+    present = tasks_present(frame)
+    tasks = [c for c in board.columns if c in present]
     if args.format == "csv":
         text = board.to_csv()
     else:

@@ -112,6 +112,30 @@ def test_leaderboard_merges_a_cell_across_runs(tmp_path, known):
     pd.testing.assert_frame_equal(both, leaderboard(known))
 
 
+def test_bootstrap_finds_a_cell_by_name_hash_or_unique_prefix(known):
+    boot = analysis.Bootstrap(known, replicates=10)
+    gru, mutant = baseline("gru").hash, parse(MUTANT).hash
+    assert boot.cell("gru") == gru and boot.cell(mutant) == mutant and boot.cell(mutant[:12]) == mutant
+    with pytest.raises(ValueError, match="matches several cells"):
+        boot.cell("v1-")  # every hash starts so
+    with pytest.raises(analysis.Missing, match="no trials of mut1"):
+        boot.cell("mut1")
+
+
+def test_op_divergence_counts_the_trials_of_mutants_containing_each_op(tmp_path):
+    other = "h_new = tanh(W(x) * h)\n"
+    rows = [trial(0, MUTANT, "arith", 0.5), trial(1, MUTANT, "arith", 0.6),
+            trial(2, MUTANT, "xml", None, status="diverged"), trial(3, other, "arith", 0.4),
+            trial(4, other, "xml", None, status="diverged"),
+            trial(5, "lstm", "arith", None, status="diverged")]  # fmt: skip
+    table = analysis.op_divergence(load(write_store(tmp_path / "run", rows)))
+    assert table.to_dict("index") == {  # baselines (the lstm) are left out
+        "tanh": {"trials": 2, "diverged": 0.5}, "sigmoid": {"trials": 3, "diverged": pytest.approx(1 / 3)},
+        "add": {"trials": 3, "diverged": pytest.approx(1 / 3)}, "mul": {"trials": 2, "diverged": 0.5},
+        "W": {"trials": 5, "diverged": 0.4},
+    }  # fmt: skip
+
+
 def test_to_markdown_formats_numbers_and_missing_values():
     table = pd.DataFrame({"score": [0.5, np.nan], "n": [3, 1], "eq": ["a | b", "c"]},
                          index=pd.Index(["x", "y"], name="cell"))  # fmt: skip
@@ -268,6 +292,16 @@ def test_expected_best_weights_match_every_draw_enumerated(n, k):
     scores = np.sort(np.random.default_rng(10 * n + k).random(n))
     draws = [max(draw) for draw in itertools.combinations(scores, k)]
     assert scores @ analysis.expected_best_weights(n, k) == pytest.approx(np.mean(draws))
+
+
+@pytest.mark.parametrize("n, k", [(60, 20), (10_000, 200), (50_000, 3)])
+def test_expected_best_weights_are_a_distribution_at_paper_scale(n, k):
+    weights = analysis.expected_best_weights(n, k)
+    exact = [math.comb(i, k - 1) for i in range(n)]  # integers: exact at any size
+    assert weights.sum() == pytest.approx(1.0)
+    for i in (k - 1, n // 2, n - 1):  # against exact integer arithmetic, where floats allow it
+        assert weights[i] == pytest.approx(exact[i] / math.comb(n, k), rel=1e-9, abs=1e-300)
+    assert np.all(weights[: k - 1] == 0) and np.all(np.diff(weights[k - 1 :]) >= 0)
 
 
 def test_equal_trials_take_away_the_edge_of_a_cell_run_more_often(tmp_path):

@@ -1,6 +1,8 @@
 """The run store: append-only JSON lines, torn writes, corrupt lines, and the pandas reader."""
 
+import gc
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -100,3 +102,23 @@ def test_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="no such run directory"):
         load(tmp_path / "nope")
     assert list(read_jsonl(tmp_path / "nothing.jsonl")) == []
+
+
+def test_read_jsonl_reads_what_pythons_json_reads_and_leaves_the_collector_as_it_was(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    # orjson refuses NaN and Infinity, which json.dumps writes by default: read all the same
+    path.write_text('{"a": 1, "curve": [[10, 2.5]]}\n{"a": NaN, "b": Infinity}\n{"c": "\\u00e9"}\n')
+    rows = read_jsonl(path)
+    assert rows[0] == {"a": 1, "curve": [[10, 2.5]]} and rows[2] == {"c": "\u00e9"}
+    assert math.isnan(rows[1]["a"]) and rows[1]["b"] == math.inf
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_jsonl(path)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    path.write_text('{"a": 1}\n[1, 2]\n{"a": 3}\n')
+    with pytest.raises(StoreError, match="line 2 is corrupt"):
+        read_jsonl(path)
+    assert gc.isenabled()  # also after an error
