@@ -116,8 +116,8 @@ class Bootstrap:
             for (cell, task, dropout), rows in positions.items()
         }  # fmt: skip
         self.names = cell_names(frame)
-        # for `cell`: a report asks for cells by name or hash prefix once per claim, task and cell,
-        # so a scan of every cell per question took hours at 10,000 cells
+        # for `cell`: a report asks for cells by name or hash prefix about 40 times per cell, so a
+        # scan of every cell per question made it quadratic (about 8 hours at 10,000 cells)
         self._hashes = sorted(map(str, self.names.index))
         self._by_name: dict[str, list[str]] = {}
         for cell_hash, name in self.names.items():

@@ -7,8 +7,8 @@
 A single writer (the search driver) appends; nothing already written is ever rewritten. A torn
 last line (the driver died mid-write) is skipped with a warning on read and cut off before the next
 append; a corrupt line anywhere else is an error naming the file and line, never silently dropped.
-This module imports neither jax nor Ray: reading a store needs only the standard library (and
-pandas for `load`).
+This module imports neither jax nor Ray: reading a store needs only orjson (and pandas for
+`load`).
 """
 
 from __future__ import annotations
