@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import pathlib
 import platform
 import statistics
+import subprocess
+import tarfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
@@ -48,3 +53,16 @@ def write(results: dict, out: str, table: str) -> None:
               f"jax {m['jax']}, Python {m['python']}.\n\n")  # fmt: skip
     path.with_suffix(".md").write_text(header + table + "\n")
     print(header + table)
+
+
+def extract_revision(revision: str, paths: tuple[str, ...], into: pathlib.Path,
+                     exclude: tuple[str, ...] = ()) -> str:  # fmt: skip
+    """Extracts `paths` as of a git revision into `into` (`git archive`); returns the full commit."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", revision], check=True,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    excluded = [f":(exclude){path}" for path in exclude]
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *paths, *excluded],
+                             check=True, capture_output=True).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return commit

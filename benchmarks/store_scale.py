@@ -34,7 +34,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import machine, summary, write  # noqa: E402
+from common import extract_revision, machine, summary, write  # noqa: E402
 
 # benchmarks/results/ would shadow the `results` package
 sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE]
@@ -42,6 +42,7 @@ sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE]
 import numpy as np  # noqa: E402
 
 from cells import PAPER_CELLS, baseline  # noqa: E402
+from results import read_jsonl  # noqa: E402
 from search.mutation import mutate  # noqa: E402
 from search.strategies import CellRecord  # noqa: E402
 
@@ -77,8 +78,7 @@ def synthesize(out: pathlib.Path, trials: int, cells: int, seed: int = 0) -> Non
             seen.add(child.graph.hash)
             records.append(CellRecord(child.graph, None, "mutation", child.parent, child.transforms))
     templates: dict[str, list[dict]] = {}
-    for line in open(TEMPLATE / "trials.jsonl", "rb"):
-        row = json.loads(line)
+    for row in read_jsonl(TEMPLATE / "trials.jsonl"):
         if row["task"] in SEARCH_TASKS and row["status"] == "ok":
             templates.setdefault(row["task"], []).append(row)
     out.mkdir(parents=True)
@@ -107,17 +107,6 @@ def synthesize(out: pathlib.Path, trials: int, cells: int, seed: int = 0) -> Non
                 "score": None if diverged else template["score"] * float(rng.uniform(0.3, 1.1)),
             }  # fmt: skip
             f.write(json.dumps(row, separators=(",", ":")) + "\n")
-
-
-def extract(revision: str, into: pathlib.Path) -> pathlib.Path:
-    """The packages at a git revision, extracted into `into` (to run as `PYTHONPATH=into`)."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", revision], check=True,
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *PACKAGES],
-                             check=True, capture_output=True).stdout  # fmt: skip
-    into.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def timed(command: list[str], cwd: pathlib.Path | None = None) -> tuple[float, float]:
@@ -160,7 +149,8 @@ def main(argv=None) -> None:
     commands["cellsearch report"] = [*cli, "report", str(run), "--out", str(pathlib.Path(scratch.name) / "report")]
     where = dict.fromkeys(commands)  # command -> the extracted revision it runs in (None: this tree)
     if args.base:
-        base = extract(args.base, pathlib.Path(scratch.name) / "base")
+        base = pathlib.Path(scratch.name) / "base"
+        extract_revision(args.base, PACKAGES, base, exclude=("tasks/data",))
         for name in ("cellsearch leaderboard", "cellsearch report"):
             commands[f"{name} @ {args.base}"] = commands[name]
             where[f"{name} @ {args.base}"] = base

@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import pathlib
 import re
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import machine, summary, write  # noqa: E402
+from common import extract_revision, machine, summary, write  # noqa: E402
 
 sys.path.remove(str(ROOT / "benchmarks"))  # benchmarks/results would shadow the results package
 PACKAGES = ("cells", "tasks")
@@ -47,12 +44,7 @@ def import_revision(revision: str, into: pathlib.Path) -> dict:
     Returns:
       {"cells": module, "tasks": module, "trainer": module, "commit": full hash}.
     """
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", revision], check=True,
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *PACKAGES,
-                              ":(exclude)tasks/data"], check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
+    commit = extract_revision(revision, PACKAGES, into, exclude=("tasks/data",))
     for package in PACKAGES:
         source, target = into / package, into / f"{package}_base"
         source.rename(target)
