@@ -178,3 +178,28 @@ def _cross_entropy_bwd(residuals, g):
 
 
 softmax_cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
+
+
+def argmax_hits(logits, targets):
+    """Whether each step's prediction is its target: exactly `jnp.argmax(logits, -1) == targets`.
+
+    XLA's CPU argmax (a reduction over value and index pairs) took 9.4 ms on PTB's (20, 20,
+    10,000) logits, 4-5x the readout's matmul, and most of an evaluation step; this is two plain
+    max reductions (about 2.5 ms). argmax picks the FIRST largest logit, NaN above all: the target
+    is that one when its logit is the row's max and no earlier logit reaches it.
+
+    Args:
+      logits: (..., n_classes).
+      targets: integer class ids, `logits.shape[:-1]`.
+
+    Returns:
+      Booleans, `logits.shape[:-1]`.
+    """
+    classes = jax.lax.broadcasted_iota(targets.dtype, logits.shape, logits.ndim - 1)
+    top = logits.max(-1)  # NaN where the row has a NaN
+    top_before = jnp.where(classes < targets[..., None], logits, -jnp.inf).max(-1)
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    tie_before = (targets > 0) & (top_before == top)
+    nan_row = jnp.isnan(top)
+    return jnp.where(nan_row, jnp.isnan(picked) & ~jnp.isnan(top_before),
+                     (picked == top) & ~tie_before)  # fmt: skip

@@ -38,7 +38,7 @@ from flax import nnx
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
 from tasks.executables import ExecutableStore, package_versions, persistent_cache_hits, trim_cache
 from tasks.hparams import Budget, HParams, preset
-from tasks.model import RNNModel, step_losses, zero_carry
+from tasks.model import RNNModel, argmax_hits, step_losses, zero_carry
 from tasks.registry import STATS, Task, make_task
 from tasks.synthetic import Batch
 
@@ -297,7 +297,7 @@ class Program:
             stats = {name: jnp.float32(0.0) for name in STATS}
             stats["nll"], stats["count"] = nll.sum(), mask.sum()
             if tokens:
-                hit = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+                hit = argmax_hits(logits, targets).astype(jnp.float32)
                 scored = mask.sum(0) > 0  # per sequence: time is axis 0
                 stats["correct"] = (hit * mask).sum()
                 stats["aux_correct"] = (hit * aux_mask).sum()

@@ -13,7 +13,7 @@ from flax import nnx
 
 from cells import compile_cell
 from tasks import TASKS, Budget, HParams, TrialSpec, sample_settings, train_settings, train_trial
-from tasks.model import RNNModel, softmax_cross_entropy, zero_carry
+from tasks.model import RNNModel, argmax_hits, softmax_cross_entropy, zero_carry
 from tasks.registry import STATS
 from tasks.trainer import _eval_totals, clip_by_global_norm, compiler_options, global_norm, program
 
@@ -233,6 +233,25 @@ def test_softmax_cross_entropy_equals_optax_in_value_and_gradient(shape):
     np.testing.assert_allclose(ours(logits, targets), theirs(logits, targets), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(jax.grad(total(ours))(logits), jax.grad(total(theirs))(logits),
                                rtol=1e-5, atol=1e-7)  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_argmax_hits_equals_argmax_with_ties_nan_and_infinities(seed):
+    # Evaluation counts hits with two max reductions instead of XLA's slow CPU argmax; they must
+    # agree exactly, ties (argmax takes the first) and NaN (argmax takes the first NaN) included.
+    keys = jax.random.split(jax.random.key(seed), 4)
+    logits = jnp.round(jax.random.normal(keys[0], (6, 40, 9)))  # few distinct values: many ties
+    special = jax.random.uniform(keys[1], logits.shape)
+    logits = jnp.where(special < 0.03, jnp.nan, logits)
+    logits = jnp.where((special > 0.97) & (special < 0.985), jnp.inf, logits)
+    logits = jnp.where(special >= 0.985, -jnp.inf, logits)
+    logits = logits.at[0, 0].set(-jnp.inf).at[0, 1].set(jnp.inf).at[0, 2].set(jnp.nan)  # whole rows
+    targets = jax.random.randint(keys[2], logits.shape[:-1], 0, logits.shape[-1])
+    # half the targets are argmax's own choice, so that hits and their tie-breaking are exercised
+    targets = jnp.where(jax.random.uniform(keys[3], targets.shape) < 0.5, jnp.argmax(logits, -1), targets)
+    expected = np.asarray(jnp.argmax(logits, -1) == targets)
+    assert 0.3 < expected.mean() < 0.9  # both outcomes well represented
+    np.testing.assert_array_equal(np.asarray(jax.jit(argmax_hits)(logits, targets)), expected)
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clipping, and not
