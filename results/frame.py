@@ -15,8 +15,6 @@ CATEGORICAL = ("cell", "task", "status", "strategy", "origin")
 COLUMNS = ("trial", "strategy", "cell_hash", "cell_name", "origin", "cell_text", "task", "seed",
            "lr", "clip", "init_scale", "layers", "dropout", "status", "score", "valid_nll",
            "test_nll", "budget_hidden", "train_seconds", "compile_seconds", "eval_seconds")  # fmt: skip
-# kept as JSON text in the frame (nested values); the rest are scalars
-NESTED = ("task_options", "loss_curve", "versions", "settings")
 
 
 def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
