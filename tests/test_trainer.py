@@ -11,7 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
-from cells import compile_cell
+from cells import baseline, compile_cell
 from tasks import TASKS, Budget, HParams, TrialSpec, sample_settings, train_settings, train_trial
 from tasks.model import RNNModel, argmax_hits, softmax_cross_entropy, zero_carry
 from tasks.registry import STATS
@@ -233,6 +233,38 @@ def test_softmax_cross_entropy_equals_optax_in_value_and_gradient(shape):
     np.testing.assert_allclose(ours(logits, targets), theirs(logits, targets), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(jax.grad(total(ours))(logits), jax.grad(total(theirs))(logits),
                                rtol=1e-5, atol=1e-7)  # fmt: skip
+
+
+def test_readout_is_hidden_state_times_kernel_plus_bias_with_plain_gradients():
+    # The readout adds its bias inside its matmul (the kernel's last row against a column of ones);
+    # it must still compute hs @ kernel + bias and give both their plain gradients. With an
+    # identity kernel and no bias the logits ARE the hidden states, which gives the reference.
+    hidden, steps, batch = 8, 5, 3
+    inputs = jax.random.randint(jax.random.key(2), (batch, steps), 0, 11)
+    weights = jax.random.normal(jax.random.key(3), (steps, batch, hidden))  # a cotangent
+
+    def run(kernel, bias):
+        model = RNNModel(compile_cell(baseline("lstm")), n_inputs=11, n_outputs=hidden, tokens=True,
+                         layers=1, hidden=hidden, init_scale=1.0, rngs=nnx.Rngs(params=0))  # fmt: skip
+        model.readout.kernel[...], model.readout.bias[...] = kernel, bias
+        graphdef, params = nnx.split(model)
+
+        def objective(params):
+            _, logits = nnx.merge(graphdef, params)(zero_carry(1, batch, hidden), inputs, None,
+                                                    jax.random.key(0))  # fmt: skip
+            return (logits * weights).sum(), logits
+
+        (_, logits), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return logits, grads["readout"]["kernel"][...], grads["readout"]["bias"][...]
+
+    hs, _, _ = run(jnp.eye(hidden), jnp.zeros(hidden))
+    kernel = jax.random.normal(jax.random.key(4), (hidden, hidden))
+    bias = jax.random.normal(jax.random.key(5), (hidden,))
+    logits, g_kernel, g_bias = run(kernel, bias)
+    np.testing.assert_allclose(logits, hs @ kernel + bias, rtol=1e-5, atol=1e-6)
+    flat_hs, flat_weights = hs.reshape(-1, hidden), weights.reshape(-1, hidden)
+    np.testing.assert_allclose(g_kernel, flat_hs.T @ flat_weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_bias, flat_weights.sum(0), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(4))
