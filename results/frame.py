@@ -40,8 +40,9 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame
         store = RunStore(path)
         if not store.path.is_dir():
             raise StoreError(f"{store.path}: no such run directory")
-        with gc_paused():
-            frame = pd.DataFrame(read_jsonl(store.path / TRIALS))
+        rows = read_jsonl(store.path / TRIALS)  # parsed with the collector paused
+        with gc_paused():  # and so is the build, which allocates objects per row as well
+            frame = pd.DataFrame(rows)
         frame.insert(0, "run", store.path.name)
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run"])
