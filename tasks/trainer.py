@@ -377,10 +377,15 @@ class Program:
     def _description(self, name: str, options: dict | None) -> dict:
         """What decides function `name`'s program, besides its arguments' types and the
         environment (`tasks.executables`)."""
-        return {"function": name, "cell": self.graph.text(), "task": repr(self.task),
-                "layers": self.layers, "hidden": self.hidden, "batch": self.batch,
-                "seq_len": self.seq_len, "steps_per_call": self.steps_per_call,
-                "has_dropout": self.has_dropout, "compiler_options": options}  # fmt: skip
+        description = {"function": name, "cell": self.graph.text(), "task": repr(self.task),
+                       "layers": self.layers, "hidden": self.hidden, "batch": self.batch,
+                       "seq_len": self.seq_len, "steps_per_call": self.steps_per_call,
+                       "compiler_options": options}  # fmt: skip
+        # evaluation never drops out, so a dropout trial loads the program its twin without
+        # dropout stored (or stores the one that twin will load) instead of compiling it again
+        if name.startswith("train"):
+            description["has_dropout"] = self.has_dropout
+        return description
 
 
 # fresh compiles between two trims of a capped cache (each trim lists the directory)

@@ -78,6 +78,18 @@ def test_k_settings_programs_load_too(tmp_path, monkeypatch):
     assert_identical(compiled, loaded)
 
 
+def test_evaluation_is_one_program_with_and_without_dropout(tmp_path, monkeypatch):
+    store = ExecutableStore(tmp_path)
+    plain, _, _, eval_args = programs("lstm", "arith", False, store, monkeypatch)
+    dropout, _, train_args, _ = programs("lstm", "arith", True, store, monkeypatch)
+    expected = plain.call("eval", *eval_args)
+    assert_identical(dropout.call("eval", *eval_args), expected)
+    assert set(dropout.compile_phases["eval"]) == {"load"}
+    dropout.call("train", *train_args)  # its train program is its own: it drops out
+    assert "compile" in dropout.compile_phases["train"]
+    assert len(list(tmp_path.glob("*.xla"))) == 2
+
+
 def test_the_key_changes_with_what_decides_the_program(tmp_path):
     store = ExecutableStore(tmp_path)
     args = (np.zeros((3, 4), np.float32), np.float32(1.0))
