@@ -99,7 +99,7 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     runs = find_runs(paths)
     out = pathlib.Path(out or paths[0])
     out.mkdir(parents=True, exist_ok=True)
-    frame = load(runs)
+    frame = load(runs, loss_curves=False)
     if frame.empty:
         raise StoreError(f"no trials in {', '.join(map(str, runs))}")
     boot = Bootstrap(frame)

@@ -1,6 +1,6 @@
 """The run store and its pandas reader; needs neither jax nor Ray."""
 
 from results.frame import load, load_cells, to_parquet
-from results.store import RunStore, StoreError, read_jsonl
+from results.store import RunStore, StoreError, iter_jsonl, read_jsonl
 
-__all__ = ["RunStore", "StoreError", "load", "load_cells", "read_jsonl", "to_parquet"]
+__all__ = ["RunStore", "StoreError", "iter_jsonl", "load", "load_cells", "read_jsonl", "to_parquet"]

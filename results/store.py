@@ -20,6 +20,7 @@ import os
 import pathlib
 import signal
 import warnings
+from collections.abc import Iterator
 
 import orjson
 
@@ -91,36 +92,69 @@ def _parse(raw: bytes):
         return json.loads(raw)
 
 
-def read_jsonl(path: pathlib.Path) -> list[dict]:
+def read_jsonl(
+    path: pathlib.Path, shared: tuple[str, ...] = (), drop: tuple[str, ...] = ()
+) -> list[dict]:
     """The objects of a JSON-lines file, in order; a torn last line is skipped with a warning.
+
+    Args and raises: as `iter_jsonl`, which this collects under one collector pause.
+    """
+    with gc_paused():
+        return list(iter_jsonl(path, shared, drop))
+
+
+def iter_jsonl(
+    path: pathlib.Path, shared: tuple[str, ...] = (), drop: tuple[str, ...] = ()
+) -> Iterator[dict]:
+    """Yields the objects of a JSON-lines file one by one, reading a line at a time.
+
+    A torn last line is skipped with a warning. Whoever keeps many of the objects should pause the
+    collector around it (`gc_paused`), as `read_jsonl` and `results.load` do.
+
+    Args:
+      path: the file (none: no objects).
+      shared: fields whose dict values repeat from line to line (a run's package versions, a
+        task's options): lines with identical dicts there get ONE dict object, not a copy each.
+      drop: fields left out of every object as soon as its line is parsed.
 
     Raises:
       StoreError: a line other than the last is not a JSON object (its number is in the message).
     """
     if not path.exists():
-        return []
+        return
+    seen: dict[tuple, dict] = {}
     with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    torn_tail = not data.endswith(b"\n") and data  # last line has no newline: maybe cut short
-    rows = []
-    with gc_paused():
-        for number, raw in enumerate(lines, 1):
+        for number, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
-            is_last = number == len(lines) or (number == len(lines) - 1 and lines[-1] == b"")
             try:
                 value = _parse(raw)
                 if not isinstance(value, dict):
                     raise ValueError("not a JSON object")
             except ValueError as error:
-                if is_last and torn_tail:
+                if not raw.endswith(b"\n"):  # only the last line can lack it: an interrupted write
                     warnings.warn(f"{path}: line {number} is incomplete (an interrupted write); "
-                                  "skipped", stacklevel=2)  # fmt: skip
-                    break
+                                  "skipped", stacklevel=3)  # fmt: skip
+                    return
                 raise StoreError(f"{path}: line {number} is corrupt ({error})") from None
-            rows.append(value)
-    return rows
+            for field in drop:
+                value.pop(field, None)
+            for field in shared:
+                _share(value, field, seen)
+            yield value
+
+
+def _share(row: dict, field: str, seen: dict[tuple, dict]) -> None:
+    """Replaces row[field], a dict, by an identical one met before (kept in `seen`), if any."""
+    value = row.get(field)
+    if not isinstance(value, dict):
+        return
+    # each value's type is part of the key: 1, 1.0 and True are equal, and hash alike, in Python
+    key = (field, tuple((name, type(v), v) for name, v in value.items()))
+    try:
+        row[field] = seen.setdefault(key, value)
+    except TypeError:  # an unhashable value (a list): kept as it is
+        pass
 
 
 def _repair_tail(path: pathlib.Path) -> None:

@@ -391,7 +391,7 @@ def _load_runs(paths):
     from analysis import find_runs
     from results import load
 
-    return load(find_runs(paths))
+    return load(find_runs(paths), loss_curves=False)  # what the analysis commands read
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+import results.frame
 from results import RunStore, StoreError, load, read_jsonl, to_parquet
 
 
@@ -87,6 +88,44 @@ def test_load_types_columns_and_reads_several_runs(tmp_path):
     assert frame["score"].dtype == "float64" and frame["score"].isna().sum() == 1
     assert frame["trial"].dtype == "int64" and frame["lr"].dtype == "float64"
     assert frame.loc[0, "task_options"] == {"max_digits": 3}
+
+
+def test_load_builds_the_same_frame_chunk_by_chunk_as_from_all_rows_at_once(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "run")
+    store.create('[config]\nname = "x"\n')
+    store.open_for_append()
+    # in chunks of 2 rows: no error text in the first, no score in the third, a closing accuracy
+    # in the last only; each alone makes a column of another type than all rows together do
+    errors = [None, None, "boom", None, None, None, None, None]
+    scores = [0.5, 0.6, None, 0.7, None, None, 0.8, 0.9]
+    for i, (error, score) in enumerate(zip(errors, scores)):
+        closing = {"valid_closing_accuracy": 0.5} if i == 6 else {}
+        store.append_trial({"trial": i, "task": "xml", "status": "ok", "score": score, "lr": 2,
+                            "layers": 1, "seed": i, "error": error, **closing})  # fmt: skip
+    whole = load(store.path)
+    monkeypatch.setattr(results.frame, "CHUNK_ROWS", 2)
+    chunked = load(store.path)
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+    assert str(chunked["error"].dtype) == "str" and chunked["valid_closing_accuracy"].dtype == "float64"
+    assert list(chunked["trial"]) == list(range(8)) and chunked["score"].isna().sum() == 3
+
+
+def test_load_can_leave_loss_curves_out_and_shares_repeated_dicts(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.create('[config]\nname = "x"\n')
+    store.open_for_append()
+    for i in range(3):
+        store.append_trial({"trial": i, "loss_curve": [[10, 2.5 - i]], "versions": {"jax": "0.10"},
+                            "task_options": {"flag": [True, 1, True][i]}})  # fmt: skip
+    frame = load(store.path)
+    assert frame.loc[2, "loss_curve"] == [[10, 0.5]]
+    assert frame.loc[0, "versions"] is frame.loc[2, "versions"]  # one dict, not three
+    # 1 == True and hash(1) == hash(True): still not the same options
+    assert [type(v["flag"]) for v in frame["task_options"]] == [bool, int, bool]
+    assert frame.loc[0, "task_options"] is frame.loc[2, "task_options"]
+    assert "loss_curve" not in load(store.path, loss_curves=False)
+    lists = read_jsonl(store.trials_path, shared=("loss_curve",), drop=("versions",))
+    assert "versions" not in lists[0] and lists[0]["loss_curve"] == [[10, 2.5]]  # only dicts shared
 
 
 def test_parquet_export_round_trips(tmp_path):
