@@ -279,6 +279,21 @@ def test_a_stricter_level_widens_the_interval_and_can_only_undecide_a_verdict(tm
         assert strict.at[claim, "low"] <= plain.at[claim, "low"] or np.isnan(plain.at[claim, "low"])
 
 
+def test_replicates_not_kept_are_drawn_again_the_same(tmp_path):
+    frame = load(write_store(tmp_path / "run", scored(CASES["gru_beats_lstm"][0])))
+    boot = analysis.Bootstrap(frame, replicates=50)
+    once = boot.best("lstm", "arith", keep=False)
+    again = boot.best("lstm", "arith", keep=False)
+    assert once[1] is not again[1] and np.array_equal(once[1], again[1])  # drawn twice, equal
+    kept = boot.best("lstm", "arith")
+    assert np.array_equal(kept[1], once[1]) and boot.best("lstm", "arith")[1] is kept[1]
+    calls = []
+    for _ in range(2):
+        assert boot.kept(("x", 1), lambda a: calls.append(a) or a * 2, 21) == 42
+    assert calls == [21]  # computed once, and the copy a Bonferroni pass makes shares it
+    assert boot.with_level(0.99).kept(("x", 1), lambda a: 0, 0) == 42
+
+
 def test_a_claim_without_its_cells_is_not_measured(known):
     table = findings(known, replicates=200)
     assert set(table.index) == set(analysis.CLAIMS)
