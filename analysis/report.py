@@ -2,8 +2,8 @@
 
     path = write_report(["runs/repro/baselines", "runs/repro/search"], out="runs/repro")
 
-A reproduction directory holds several run stores (`baselines/`, `search/`); `find_runs` expands
-such a directory into its stores, so `cellsearch report runs/repro` reads them all.
+A reproduction directory holds several run stores (`baselines/`, `search/`); `results.find_runs`
+expands such a directory into its stores, so `cellsearch report runs/repro` reads them all.
 """
 
 from __future__ import annotations
@@ -21,27 +21,9 @@ from analysis.findings import CLAIMS, Bootstrap, findings
 from analysis.leaderboard import leaderboard, to_markdown
 from analysis.plots import NEEDS, PLOTS, hparam_importance, op_divergence, plot_baselines
 from analysis.tables import paper_table1, paper_table2, with_counts
-from results import StoreError, load
+from results import StoreError, find_runs, load
 from results.store import CONFIG
 from tasks import SEARCH_TASKS
-
-
-def find_runs(paths) -> list[pathlib.Path]:
-    """Run directories among `paths`: each path itself if it holds a run.toml, else its sub-
-    directories that do (one level down). StoreError if none is found."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    runs = []
-    for path in map(pathlib.Path, paths):
-        if (path / CONFIG).is_file():
-            runs.append(path)
-        elif path.is_dir():
-            runs += sorted(p for p in path.iterdir() if (p / CONFIG).is_file())
-        else:
-            raise StoreError(f"{path}: no such run directory")
-    if not runs:
-        raise StoreError(f"no run store (a directory with {CONFIG}) in {', '.join(map(str, paths))}")
-    return runs
 
 
 def _run_rows(runs: list[pathlib.Path], frame: pd.DataFrame) -> pd.DataFrame:

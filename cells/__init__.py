@@ -1,10 +1,22 @@
 """The cell language: parse recurrent-cell equations, render them, compile them to JAX."""
 
+import importlib
+
 from cells.baselines import BASELINES, PAPER_CELLS, baseline
-from cells.compile import CompiledCell, compile_cell
 from cells.graph import CellError, CellSyntaxError, CellValidationError, Graph, Node
 from cells.nasbench import from_nasbench_nlp, load_nasbench_weights
 from cells.parse import parse
+
+# imported on first use: reading, rendering, hashing and mutating cells need no JAX, whose import
+# takes about 0.5 s (see analysis/__init__.py)
+_LAZY = {"CompiledCell": "cells.compile", "compile_cell": "cells.compile"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cells' has no attribute {name!r}")
+
 
 __all__ = [
     "BASELINES",

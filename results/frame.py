@@ -9,7 +9,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from results.store import CELLS, TRIALS, RunStore, StoreError, gc_paused, iter_jsonl, read_jsonl
+from results.store import CELLS, CONFIG, TRIALS, RunStore, StoreError, gc_paused, iter_jsonl, read_jsonl
 
 CATEGORICAL = ("cell", "task", "status", "strategy", "origin")
 CHUNK_ROWS = 20_000  # trials parsed into Python objects at a time by `load`
@@ -17,6 +17,24 @@ CHUNK_ROWS = 20_000  # trials parsed into Python objects at a time by `load`
 COLUMNS = ("trial", "strategy", "cell_hash", "cell_name", "origin", "cell_text", "task", "seed",
            "lr", "clip", "init_scale", "layers", "dropout", "status", "score", "valid_nll",
            "test_nll", "budget_hidden", "train_seconds", "compile_seconds", "eval_seconds")  # fmt: skip
+
+
+def find_runs(paths) -> list[pathlib.Path]:
+    """Run directories among `paths`: each path itself if it holds a run.toml, else its sub-
+    directories that do (one level down). StoreError if none is found."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    runs = []
+    for path in map(pathlib.Path, paths):
+        if (path / CONFIG).is_file():
+            runs.append(path)
+        elif path.is_dir():
+            runs += sorted(p for p in path.iterdir() if (p / CONFIG).is_file())
+        else:
+            raise StoreError(f"{path}: no such run directory")
+    if not runs:
+        raise StoreError(f"no run store (a directory with {CONFIG}) in {', '.join(map(str, paths))}")
+    return runs
 
 
 def load(

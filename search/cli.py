@@ -15,7 +15,7 @@ import re
 import sys
 import tomllib
 
-from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
+from cells import BASELINES, CellError, Graph, baseline, parse
 from cells.baselines import describe
 
 
@@ -81,6 +81,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.latex:
         print(graph.latex())
         return 0
+    from cells import compile_cell
+
     compiled = compile_cell(graph)
     print(f"# {name}" + (f": {describe(name)}" if name in BASELINES else ""))
     print(graph.text(), end="")

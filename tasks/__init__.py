@@ -1,15 +1,21 @@
 """Tasks of Jozefowicz et al. (2015), the model around a cell, and the jitted trainer."""
 
+import importlib
+
 from tasks.datasets import DataError
 from tasks.hparams import GRID, PRESETS, Budget, HParams, preset, sample_settings
 from tasks.registry import MUSIC_TASKS, SEARCH_TASKS, TASKS, Task, make_task
-from tasks.trainer import (
-    TrialResult,
-    TrialSpec,
-    train_settings,
-    train_trial,
-    use_compilation_cache,
-)
+
+# the trainer (jax, flax, optax) is imported on first use: the tasks' names, data and settings,
+# which the analysis reads, need none of it
+_TRAINER = ("TrialResult", "TrialSpec", "train_settings", "train_trial", "use_compilation_cache")
+
+
+def __getattr__(name: str):
+    if name in _TRAINER:
+        return getattr(importlib.import_module("tasks.trainer"), name)
+    raise AttributeError(f"module 'tasks' has no attribute {name!r}")
+
 
 __all__ = [
     "GRID",

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -243,3 +244,18 @@ def test_a_bad_cache_size_is_a_one_line_error(args, env, message, tmp_path, monk
     result = cellsearch(*args)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"cellsearch: error: {message}")
+
+
+def test_the_store_reader_analysis_and_command_line_import_no_jax_plots_or_ray():
+    # a fresh interpreter: what `cellsearch leaderboard` imports before it reads a run
+    code = ("import sys, results, analysis, search.cli; "
+            "print(sorted(m for m in ('jax', 'flax', 'optax', 'matplotlib', 'ray') if m in sys.modules)); "
+            "from analysis import write_report, PLOTS; from cells import compile_cell; "
+            "from tasks import train_trial; print('jax' in sys.modules, 'matplotlib' in sys.modules)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["[]", "True True"]  # and each loads when it is named
+    import analysis, cells, tasks  # noqa: E401
+
+    for package in (analysis, cells, tasks):
+        with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+            package.nothing  # noqa: B018
