@@ -67,7 +67,7 @@ def load(
             raise StoreError(f"{store.path}: no such run directory")
         rows = iter_jsonl(store.path / TRIALS, shared=("versions", "task_options"),
                           drop=() if loss_curves else ("loss_curve",))  # fmt: skip
-        with gc_paused():  # parsing and building allocate objects per row (`gc_paused`)
+        with gc_paused():  # parsing and building allocate objects per row
             # a frame per chunk of rows, so that only one chunk's rows exist as Python objects at
             # a time: built whole, the rows of the paper's 230,000 trials peaked at 1.4 GB
             chunks = iter(lambda: list(itertools.islice(rows, CHUNK_ROWS)), [])

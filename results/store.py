@@ -92,15 +92,11 @@ def _parse(raw: bytes):
         return json.loads(raw)
 
 
-def read_jsonl(
-    path: pathlib.Path, shared: tuple[str, ...] = (), drop: tuple[str, ...] = ()
-) -> list[dict]:
-    """The objects of a JSON-lines file, in order; a torn last line is skipped with a warning.
-
-    Args and raises: as `iter_jsonl`, which this collects under one collector pause.
-    """
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+    """The objects of a JSON-lines file, in order: `iter_jsonl`'s, collected under one collector
+    pause (a torn last line is skipped with a warning; StoreError for a corrupt one)."""
     with gc_paused():
-        return list(iter_jsonl(path, shared, drop))
+        return list(iter_jsonl(path))
 
 
 def iter_jsonl(

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import results.frame
-from results import RunStore, StoreError, load, read_jsonl, to_parquet
+from results import RunStore, StoreError, iter_jsonl, load, read_jsonl, to_parquet
 
 
 def make_run(tmp_path, name="run", rows=3):
@@ -124,7 +124,7 @@ def test_load_can_leave_loss_curves_out_and_shares_repeated_dicts(tmp_path):
     assert [type(v["flag"]) for v in frame["task_options"]] == [bool, int, bool]
     assert frame.loc[0, "task_options"] is frame.loc[2, "task_options"]
     assert "loss_curve" not in load(store.path, loss_curves=False)
-    lists = read_jsonl(store.trials_path, shared=("loss_curve",), drop=("versions",))
+    lists = list(iter_jsonl(store.trials_path, shared=("loss_curve",), drop=("versions",)))
     assert "versions" not in lists[0] and lists[0]["loss_curve"] == [[10, 2.5]]  # only dicts shared
 
 
