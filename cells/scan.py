@@ -7,12 +7,16 @@ on the state) and emits the gradient of every matmul's output; after the loop ea
 is ONE (T*B, H)^T @ (T*B, k*H) product, and the gradient of the input sequence through the matmul
 on x is one (T*B, k*H) @ (k*H, H) product. The backward rules below cover every op of the cell
 language, so this works for any graph; tests compare it with autodiff of `unroll_autodiff`.
-Two matmuls whose output gradients are the same value (the LSTM's, on x and on h, both feed
-`W x + W h` per gate) stack it once, and the reverse loop reads kernels transposed before it.
+An output gradient that is other matmuls' side by side (the LSTM's on x and on h are the same, as
+both feed `W x + W h` per gate; the GRU's on x is its two recurrent matmuls') is not stacked again
+but assembled after the loop, and the reverse loop reads kernels transposed before it.
 
-The forward pass saves, per step, only what the backward rules read: the outputs of tanh, sigmoid,
-relu and leaky_relu, the inputs of `mul`, and each matmul's operand. x and h are not saved (they
-are the input sequence and the shifted outputs); c is, when the cell reads it.
+The forward pass saves, per step, what the backward rules read (the outputs of tanh, sigmoid, relu
+and leaky_relu, the inputs of `mul`, and each matmul's operand) unless the backward can recompute
+it with one elementwise op from values it has: the GRU's `1 - z` and `r * h` are not saved. x and
+h are not saved either (they are the input sequence and the shifted outputs); c is, when the cell
+reads it. Each saved value is a write per forward step and a read per backward step, each a
+separate kernel launch in XLA's CPU loops.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ _DERIVATIVE = {
 }
 
 
+# elementwise ops the backward pass recomputes from values it has rather than the forward saving
+# them: a saved value costs the forward loop a write per step and the backward a read
+_RECOMPUTED = ("identity", "add", "sub", "mul")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Plan:
     """What the forward pass keeps and the backward pass visits, for one cell."""
@@ -44,6 +53,7 @@ class _Plan:
     constant: frozenset[int]  # nodes whose value is a scalar built from `one` alone
     source: dict[str, int]  # "x" / "h" / "c" -> node, for the sources the cell reads
     saved: tuple[int, ...]  # non-source nodes whose forward value the backward rules read
+    recomputed: tuple[int, ...]  # nodes the backward reads but recomputes from available values
     h_out: int
     c_out: int | None
 
@@ -68,9 +78,16 @@ def _plan(cell) -> _Plan:
         elif op[i] == "mul":
             read.update(inputs[i])
     source = {op[i]: i for i in nodes if op[i] in SOURCES}
-    saved = tuple(i for i in nodes if i in read and i not in constant and op[i] not in SOURCES)
+    available = set(constant) | set(source.values())
+    saved, recomputed = [], []
+    for i in nodes:
+        if i in read and i not in available:
+            cheap = op[i] in _RECOMPUTED and all(j in available for j in inputs[i])
+            (recomputed if cheap else saved).append(i)
+            available.add(i)
     c_out = value_of[graph.c_new] if graph.c_new is not None else None
-    return _Plan(nodes, inputs, frozenset(constant), source, saved, value_of[graph.h_new], c_out)
+    return _Plan(nodes, inputs, frozenset(constant), source, tuple(saved), tuple(recomputed),
+                 value_of[graph.h_new], c_out)  # fmt: skip
 
 
 def unroll(cell, params, carry, xs, x_proj=None):
@@ -119,7 +136,7 @@ def _unroll_bwd(cell, residuals, cotangents):
     looped = [m for m in cell.matmuls if m.key != x_key]
     reading = {i: [m for m in looped if m.operand == i] for i in plan.nodes}
 
-    same_gradient = _same_output_gradient(cell, plan)
+    assembled = _assembled_output_gradients(cell, plan, [m.key for m in looped])
     # each looped kernel transposed ONCE and carried through the loop: left to itself, XLA folds
     # the transpose into every step's matmul, which then ran 10-15% slower on the CPU
     kernels_t = {m.key: params[m.key]["kernel"].T for m in looped}
@@ -132,8 +149,8 @@ def _unroll_bwd(cell, residuals, cotangents):
             if name in plan.source:
                 values[plan.source[name]] = value
         for i in plan.nodes:
-            if i in plan.constant:
-                values[i] = _constant_value(graph.nodes[i].op, [values[j] for j in plan.inputs[i]])
+            if i in plan.constant or i in plan.recomputed:
+                values[i] = _apply(graph.nodes[i].op, [values[j] for j in plan.inputs[i]])
         grads: dict[int, jax.Array] = {}
 
         def add(i, g):
@@ -168,17 +185,21 @@ def _unroll_bwd(cell, residuals, cotangents):
             g_matmul[x_key] = jnp.concatenate([grads.get(j, zeros) for j in x_matmul.nodes], -1)
         g_h = grads.get(plan.source.get("h"), zeros)
         g_c = grads.get(plan.source.get("c"), zeros) if cell.has_memory else g_c_next
-        g_x = None if x is None else grads.get(x_node, jnp.zeros_like(x))
-        distinct = {k: g for k, g in g_matmul.items() if k not in same_gradient}
+        g_x = grads.get(x_node) if cell.reads_x_outside_matmul else None
+        distinct = {k: g for k, g in g_matmul.items() if k not in assembled}
         return ((g_h, g_c), kernels_t), (distinct, g_x)
 
     ((g_h0, g_c0), _), (g_matmul, g_xs) = jax.lax.scan(
         body, ((g_h_final, g_c_final), kernels_t), (xs, h_prev, c_prev, saved, g_hs), reverse=True,
         length=hs.shape[0],
     )  # fmt: skip
-    g_matmul.update({k: g_matmul[same] for k, same in same_gradient.items()})
+    for key, pieces in assembled.items():
+        g_matmul[key] = jnp.concatenate([g_matmul[piece] for piece in pieces], -1)
     sequences = {"x": xs, "h": h_prev, "c": c_prev}
     operand_seq = {**saved, **{i: sequences[name] for name, i in plan.source.items()}}
+    for i in plan.nodes:  # recomputed operands, as whole sequences, for the weight gradients
+        if i in plan.constant or i in plan.recomputed:
+            operand_seq[i] = _apply(graph.nodes[i].op, [operand_seq[j] for j in plan.inputs[i]])
     g_params = {}
     for m in cell.matmuls:
         if m.key not in params:  # the x matmul, when its output came in as x_proj
@@ -191,25 +212,29 @@ def _unroll_bwd(cell, residuals, cotangents):
         if x_key not in params:
             g_x_proj = g_matmul[x_key]
         else:
-            g_xs = g_xs + g_matmul[x_key] @ params[x_key]["kernel"].T
+            g_x_matmul = g_matmul[x_key] @ params[x_key]["kernel"].T
+            g_xs = g_x_matmul if g_xs is None else g_xs + g_x_matmul
+    if g_xs is None and xs is not None:
+        g_xs = jnp.zeros_like(xs)
     return g_params, (g_h0, g_c0), g_xs, g_x_proj
 
 
 _unroll.defvjp(_unroll_fwd, _unroll_bwd)
 
 
-def _same_output_gradient(cell, plan: _Plan) -> dict[str, str]:
-    """Matmuls whose output gradient equals an earlier matmul's, by structure -> that matmul.
+def _assembled_output_gradients(cell, plan: _Plan, looped) -> dict[str, tuple[str, ...]]:
+    """Matmuls whose output gradient is other matmuls' side by side, by structure -> those.
 
-    A W node read once, by an `add` or `identity`, and not itself an output, gets exactly that
-    node's gradient; two fused matmuls whose W nodes pair up that way (the LSTM's W_x* and W_h*,
-    summed per gate) have the same output gradient, so the backward loop stacks it once.
+    A matmul's output gradient is its W nodes' gradients side by side, and a W node read once, by
+    an `add` or `identity`, and not itself an output, gets exactly that node's gradient. So the
+    LSTM's W_x* and W_h* (summed per gate) have the same output gradient, and the GRU's matmul on
+    x has its two recurrent matmuls' side by side. The backward loop stacks only the others,
+    preferring the `looped` matmuls' (it builds those per step anyway, to multiply by kernels).
     """
     readers: dict[int, list[int]] = {}
     for i in plan.nodes:
         for j in plan.inputs[i]:
             readers.setdefault(j, []).append(i)
-
     outputs = (plan.h_out, plan.c_out)
 
     def gradient_source(j):  # the node whose gradient W node j passes on unchanged, or j itself
@@ -218,18 +243,25 @@ def _same_output_gradient(cell, plan: _Plan) -> dict[str, str]:
             return only[0]
         return j
 
-    first: dict[tuple, str] = {}
-    same = {}
-    for m in cell.matmuls:
-        sources = tuple(gradient_source(j) for j in m.nodes)
-        if sources in first:
-            same[m.key] = first[sources]
+    sources = {m.key: tuple(gradient_source(j) for j in m.nodes) for m in cell.matmuls}
+    stored: list[str] = []
+    assembled = {}
+    for key in sorted(sources, key=lambda k: k not in looped):  # stable: looped ones first
+        want, pieces, at = sources[key], [], 0
+        while at < len(want):
+            piece = next((s for s in stored if want[at : at + len(sources[s])] == sources[s]), None)
+            if piece is None:
+                break
+            pieces.append(piece)
+            at += len(sources[piece])
+        if at == len(want):
+            assembled[key] = tuple(pieces)
         else:
-            first[sources] = m.key
-    return same
+            stored.append(key)
+    return assembled
 
 
-def _constant_value(op, inputs):
+def _apply(op, inputs):
     if op == CONST:
         return jnp.float32(1.0)
     return _UNARY[op](*inputs) if op in _UNARY else _BINARY[op](*inputs)

@@ -369,20 +369,37 @@ def test_hand_written_backward_pass_covers_every_op_of_mutants():
     assert ops >= {"tanh", "sigmoid", "relu", "leaky_relu", "identity", "add", "sub", "mul", "one"}
 
 
-@pytest.mark.parametrize("text, shared", [
-    (baseline("lstm").text(), {"h": "x"}),  # W_x* + W_h* per gate: one stacked gradient
-    (baseline("gru").text(), {}),
-    ("a = W(x) + W(h)\nh_new = tanh(a) * tanh(W(x) + W(h))", {"h": "x"}),
+@pytest.mark.parametrize("text, assembled", [
+    (baseline("lstm").text(), {"x": ("h",)}),  # W_x* + W_h* per gate: one stacked gradient
+    (baseline("gru").text(), {"x": ("h", "r*h")}),  # z and r from h's matmul, the candidate's
+    (baseline("gru_reset_after").text(), {}),  # the candidate's W(h) is read by a mul
+    ("a = W(x) + W(h)\nh_new = tanh(a) * tanh(W(x) + W(h))", {"x": ("h",)}),
     ("c_new = W(x)\nh_new = tanh(c_new + W(h)) * c", {}),  # W(x) is an output: more gradient
     ("h_new = tanh(W(x) + W(h) + W(h))", {}),  # blocks do not pair up
+    ("h_new = tanh(W(x) + W(h)) * x", {"x": ("h",)}),  # x's gradient also from inside the loop
 ])  # fmt: skip
-def test_backward_pass_stacks_a_shared_matmul_gradient_once(text, shared):
-    from cells.scan import _plan, _same_output_gradient
+def test_backward_pass_stacks_each_matmul_output_gradient_once(text, assembled):
+    from cells.scan import _assembled_output_gradients, _plan
 
     cell = compile_cell(parse(text))
-    assert _same_output_gradient(cell, _plan(cell)) == shared
+    looped = [m.key for m in cell.matmuls if m.key != cell.x_matmul]
+    assert _assembled_output_gradients(cell, _plan(cell), looped) == assembled
     with jax.enable_x64(True):
         assert_gradients_match(cell, rtol=1e-8, dtype=jnp.float64, steps=6)
+
+
+def test_forward_pass_saves_only_what_the_backward_cannot_recompute():
+    from cells.scan import _plan
+
+    cell = compile_cell(baseline("gru"))
+    graph, plan = cell.graph, _plan(cell)
+    described = {i: (graph.nodes[i].op, plan.inputs[i]) for i in plan.saved + plan.recomputed}
+    r, z, candidate = 6, 10, 15
+    assert described == {r: ("sigmoid", (5,)), z: ("sigmoid", (9,)), candidate: ("tanh", (14,)),
+                         12: ("mul", (r, plan.source["h"])), 17: ("sub", (2, z))}  # fmt: skip
+    assert plan.saved == (r, z, candidate) and plan.recomputed == (12, 17)  # r * h and 1 - z
+    lstm = _plan(compile_cell(baseline("lstm")))
+    assert len(lstm.saved) == 5 and lstm.recomputed == ()  # its gates and tanh(c_new)
 
 
 def test_precomputed_x_projection_gets_the_gradient_of_the_x_matmul():
