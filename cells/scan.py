@@ -15,8 +15,8 @@ The forward pass saves, per step, what the backward rules read (the outputs of t
 and leaky_relu, the inputs of `mul`, and each matmul's operand) unless the backward can recompute
 it with one elementwise op from values it has: the GRU's `1 - z` and `r * h` are not saved. x and
 h are not saved either (they are the input sequence and the shifted outputs); c is, when the cell
-reads it. Each saved value is a write per forward step and a read per backward step, each a
-separate kernel launch in XLA's CPU loops.
+reads it. Each saved value costs the forward loop a write per step, a kernel launch of its own in
+XLA's CPU loops.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ _DERIVATIVE = {
 }
 
 
-# elementwise ops the backward pass recomputes from values it has rather than the forward saving
-# them: a saved value costs the forward loop a write per step and the backward a read
+# ops the backward pass redoes from values it has rather than the forward saving their output
 _RECOMPUTED = ("identity", "add", "sub", "mul")
 
 
