@@ -390,8 +390,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _load_runs(paths):
-    from analysis import find_runs
-    from results import load
+    from results import find_runs, load
 
     return load(find_runs(paths), loss_curves=False)  # what the analysis commands read
 
