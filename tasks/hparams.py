@@ -11,9 +11,49 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import numbers
 from typing import NamedTuple
 
 import numpy as np
+
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+# what each declared field type accepts (numpy scalars too: settings can come back from pandas)
+_ACCEPTS = {
+    "int": lambda v: isinstance(v, numbers.Integral) and not _is_bool(v),
+    "float": lambda v: isinstance(v, numbers.Real) and not _is_bool(v),
+    "bool": _is_bool,
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def check_types(obj) -> None:
+    """Raises ValueError naming the first field whose value is not of its declared type.
+
+    Values from `--set`, a config file or a table arrive as whatever TOML or pandas made of them;
+    without this, `hidden = 32.5` failed inside the trial and `steps = true` trained one step.
+
+    Args:
+      obj: a dataclass or NamedTuple whose fields are declared `int`, `float` (an int is accepted),
+        `bool` or `str`, optionally `| None`; fields of other types are not checked.
+    """
+    if dataclasses.is_dataclass(obj):
+        declared = [(f.name, f.type) for f in dataclasses.fields(obj)]
+    else:
+        declared = list(type(obj).__annotations__.items())
+    for name, kind in declared:
+        # a string under `from __future__ import annotations`; a NamedTuple makes it a ForwardRef
+        text = getattr(kind, "__forward_arg__", kind if isinstance(kind, str) else str(kind))
+        parts = [p.strip() for p in getattr(kind, "__name__", text).split("|")]
+        kinds = [p for p in parts if p != "None"]
+        value = getattr(obj, name)
+        if len(kinds) != 1 or kinds[0] not in _ACCEPTS or (value is None and "None" in parts):
+            continue
+        if not _ACCEPTS[kinds[0]](value):
+            raise ValueError(f"{name} must be {kinds[0]}, got {type(value).__name__} {value!r}")
+
 
 # The paper's grids (paper.md section 5; S13 lists the same values).
 GRID: dict[str, tuple] = {
@@ -34,6 +74,7 @@ class HParams(NamedTuple):
     dropout: float = 0.0  # on non-recurrent connections only (Zaremba et al. 2014)
 
     def validate(self) -> None:
+        check_types(self)
         checks = [
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.clip > 0, f"clip must be > 0, got {self.clip}"),
@@ -99,6 +140,7 @@ class Budget:
         return lr * self.lr_decay ** (1 + (step - self.lr_decay_start) // self.lr_decay_every)
 
     def validate(self) -> None:
+        check_types(self)
         if self.seq_len < 0:
             raise ValueError(f"seq_len must be >= 0, got {self.seq_len}")
         for name in ("steps", "hidden", "batch", "steps_per_call"):

@@ -23,6 +23,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 
 from tasks import datasets
+from tasks.hparams import check_types
 from tasks.synthetic import (
     ArithOptions,
     Batch,
@@ -341,9 +342,10 @@ def make_task(name: str, **options) -> Task:
             hint = f" (options: {', '.join(sorted(known))})" if known else " (it has no options)"
             raise ValueError(f"unknown option '{key}' for task {name}{hint}")
     task = cls(**options)
-    if hasattr(task, "validate"):
-        try:
+    try:
+        check_types(task)
+        if hasattr(task, "validate"):
             task.validate()
-        except ValueError as error:
-            raise ValueError(f"task {name}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"task {name}: {error}") from None
     return task

@@ -151,6 +151,11 @@ def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
         (["train", "lstm", "arith", "--preset", "huge"], "unknown preset 'huge'"),
         (["train", "lstm", "ptb", "--set", "seq_len=0"], "task ptb needs seq_len >= 1"),
         (["train", "lstm", "ptb", "--set", "hidden=0"], "hidden must be >= 1, got 0"),
+        (["train", "lstm", "arith", "--set", "hidden=32.5"], "hidden must be int, got float 32.5"),
+        (["train", "lstm", "arith", "--set", "steps=true"], "steps must be int, got bool True"),
+        (["train", "lstm", "arith", "--set", "lr=fast"], "lr must be float, got str 'fast'"),
+        (["train", "lstm", "arith", "--set", "task.max_digits=five"],
+         "task arith: max_digits must be int, got str 'five'"),
         (["train", "lstm", "arith", "--settings", "0"], "--settings must be a positive integer"),
     ],
 )

@@ -42,6 +42,8 @@ def test_overrides_use_dotted_keys():
         ("seed = = 1", "config: invalid TOML"),
         ("[budget.arith]\nsteps = 0", "budget/task_options of arith: steps must be >= 1, got 0"),
         ("[task_options.arith]\ndigits = 3", "budget/task_options of arith: unknown option 'digits'"),
+        ("[budget.arith]\nhidden = 'big'", "budget/task_options of arith: hidden must be int, got str 'big'"),
+        ("[task_options.arith]\nend_token = 1", "of arith: task arith: end_token must be bool, got int 1"),
     ],
 )
 def test_bad_configs_name_the_key(text, message):

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tasks import TASKS, DataError, make_task
+from tasks import TASKS, Budget, DataError, HParams, make_task
 from tasks import datasets
 from tasks.synthetic import ArithOptions, arith_example, solve_arith_prompt, xml_stream, XmlOptions
 
@@ -218,3 +218,33 @@ def test_unknown_task_and_option_are_clear_errors():
         make_task("arith", max_digits=0)
     with pytest.raises(ValueError, match="unknown option 'x' for task ptb .it has no options"):
         make_task("ptb", x=1)
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_every_tasks_default_options_have_their_declared_types(name):
+    make_task(name)  # check_types runs on every task built
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: HParams(lr="fast").validate(), "lr must be float, got str 'fast'"),
+        (lambda: HParams(layers=2.0).validate(), "layers must be int, got float 2.0"),
+        (lambda: HParams(dropout=True).validate(), "dropout must be float, got bool True"),
+        (lambda: Budget(steps=True, hidden=8, batch=2).validate(), "steps must be int, got bool True"),
+        (lambda: Budget(steps=10, hidden=32.5, batch=2).validate(), "hidden must be int, got float 32.5"),
+        (lambda: make_task("arith", max_digits="5"), "task arith: max_digits must be int, got str '5'"),
+        (lambda: make_task("arith", end_token=1), "task arith: end_token must be bool, got int 1"),
+        (lambda: make_task("arith", max_distractors=2.5), "max_distractors must be int, got float 2.5"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused_by_name(build, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()
+
+
+def test_numbers_of_any_kind_pass_the_type_check():
+    # settings read back through pandas are numpy scalars; an int is a valid float
+    HParams(lr=np.float64(0.5), clip=5, init_scale=np.float32(1.0), layers=np.int64(2)).validate()
+    Budget(steps=np.int64(10), hidden=8, batch=2, lr_decay=1).validate()
+    make_task("arith", max_distractors=None, distractor_p=0)
