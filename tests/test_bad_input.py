@@ -105,6 +105,8 @@ def test_bad_config(workspace, capsys, name):
         (["train", "lstm", "arith", "--set", "lr=-1"], "lr must be > 0"),
         (["train", "nocell", "arith"], "'nocell' is neither a baseline cell"),
         (["compare", "{w}/run", "lstm", "gru"], "no trials of lstm"),
+        (["leaderboard", "{w}/run", "--task", "chess"], "--task chess: no such task in these runs"),
+        (["leaderboard", "{w}/run", "--strategy", "annealing"], "--strategy annealing: no such strategy"),
         (["leaderboard", "{w}/corrupt"], "trials.jsonl: line 2"),
         (["search", QUICK, "--out", "{w}/future"], "store format 99 is not 1"),
         (["mutate", "lstm", "--n", "0"], "--n must be a positive integer"),
