@@ -485,6 +485,8 @@ def compare(frame: pd.DataFrame, a: str, b: str, replicates: int = 2000, level: 
     """
     boot = Bootstrap(frame, replicates, level, seed)
     pair = [boot.cell(a), boot.cell(b)]  # Missing names the cell that is not there
+    if pair[0] == pair[1]:
+        raise Missing(f"{a} and {b} are the same cell ({pair[0]})")
     if equal_trials:  # k from these two cells alone
         boot = Bootstrap(frame[frame["cell_hash"].isin(pair)], replicates, level, seed, equal_trials=True)
     tasks = [t for t in boot.tasks if boot.has(a, t) and boot.has(b, t)]

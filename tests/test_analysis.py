@@ -18,7 +18,7 @@ from analysis import compare, findings, leaderboard, paper_table1, paper_table2,
 from analysis.findings import verdict
 from analysis.plots import plot_progress, search_progress
 from cells import BASELINES, baseline, parse
-from results import RunStore, load
+from results import RunStore, find_runs, load
 from search.config import to_dict, to_toml
 from searchkit import cellsearch, tiny
 
@@ -518,3 +518,11 @@ def test_compare_names_a_cell_that_is_not_in_the_run(reproduction):
     out, _ = reproduction
     result = cellsearch("compare", out, "lstm", "mut3")
     assert result.returncode == 2 and "no trials of mut3" in result.stderr
+
+
+def test_compare_refuses_a_cell_against_itself(reproduction):
+    out, _ = reproduction
+    frame = load(find_runs(out))
+    lstm_hash = frame.loc[frame["cell_name"] == "lstm", "cell_hash"].iloc[0]
+    with pytest.raises(analysis.Missing, match=f"lstm and {lstm_hash[:8]} are the same cell"):
+        compare(frame, "lstm", lstm_hash[:8])
