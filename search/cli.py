@@ -313,12 +313,13 @@ def _executor_factory(args: argparse.Namespace, config):
 def _run_search(config, args: argparse.Namespace, out: str | None = None, executor=None) -> int:
     from tqdm import tqdm
 
-    from search.loop import run_search
-
     from results import RunStore
-    from search.loop import check_resumable
+    from search.executor import check_reachable
+    from search.loop import check_resumable, run_search
     from tasks import make_task
 
+    if args.address or os.environ.get("RAY_ADDRESS"):  # before a run directory is made
+        check_reachable(args.address or os.environ["RAY_ADDRESS"])
     out = out or args.out or f"runs/{config.name}"
     if RunStore(out).exists():  # refuse before any progress bar is drawn
         check_resumable(RunStore(out), config)

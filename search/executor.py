@@ -23,6 +23,8 @@ import math
 import os
 import pathlib
 import secrets
+import socket
+import time
 import warnings
 from typing import TYPE_CHECKING, Callable
 
@@ -126,6 +128,34 @@ def local_ray_environment() -> dict[str, str]:
     }
 
 
+def check_reachable(address: str, wait: float = 10.0) -> None:
+    """Raises RuntimeError (one line) when nothing answers at a Ray cluster's "host:port".
+
+    `ray.init` keeps retrying an address where nothing listens, for minutes and with a screen of
+    log lines; a mistyped `--address` should fail within `wait` seconds instead. A head that is
+    still starting gets those seconds to open its port. "auto" and addresses that are not
+    host:port are left to Ray.
+
+    Args:
+      address: the cluster's address, as given to `ray.init` (a "ray://" prefix is allowed).
+      wait: seconds to keep trying.
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=wait).close()
+            return
+        except OSError as error:
+            if time.monotonic() + 0.5 >= deadline:
+                reason = error.strerror or type(error).__name__
+                raise RuntimeError(f"no Ray cluster answers at {address} ({reason}); start one there "
+                                   "with `ray start --head`, or correct the host and port") from None
+            time.sleep(0.5)
+
+
 def add_xla_flags(flags: str) -> None:
     """Appends `flags` to this process's `XLA_FLAGS`; they apply only if JAX has not yet started its
     backend (the first computation does), which reads them once."""
@@ -187,6 +217,7 @@ class RayExecutor:
                          logging_level="ERROR", log_to_driver=False)  # fmt: skip
             self.started_ray = True
         else:
+            check_reachable(self.address)
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
         if self.workers is None:
             cpus = int(ray.cluster_resources().get("CPU", 1))

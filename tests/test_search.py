@@ -209,6 +209,19 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def test_an_address_where_no_cluster_answers_is_a_prompt_one_line_error(tmp_path):
+    port = free_port()  # nothing listens there
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
+         "--address", f"127.0.0.1:{port}", "--quiet"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert f"no Ray cluster answers at 127.0.0.1:{port} (Connection refused)" in result.stderr
+    assert time.monotonic() - start < 60  # ray.init alone retried for minutes
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_stale_cluster_address_on_the_machine_does_not_capture_a_local_search(tmp_path):
     # `ray start` leaves /tmp/ray/ray_current_cluster behind; ray.init() would try to join it
     stale = pathlib.Path("/tmp/ray/ray_current_cluster")
