@@ -228,6 +228,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tasks import train_trial, use_compilation_cache
 
     spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
+    if args.out:  # a trial of hours should not end in a file it cannot write
+        try:
+            open(args.out, "a", encoding="utf-8").close()
+        except OSError as error:
+            raise UsageError(f"--out {args.out}: cannot write ({error.strerror})") from None
     # a command run again starts warm
     use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
     if args.settings is not None:

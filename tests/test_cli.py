@@ -157,6 +157,8 @@ def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
         (["train", "lstm", "arith", "--set", "task.max_digits=five"],
          "task arith: max_digits must be int, got str 'five'"),
         (["train", "lstm", "arith", "--settings", "0"], "--settings must be a positive integer"),
+        (["train", "lstm", "arith", "--out", "/nonexistent/rows.jsonl"],
+         "--out /nonexistent/rows.jsonl: cannot write (No such file or directory)"),
     ],
 )
 def test_train_usage_errors_are_one_line(args, message):
