@@ -37,7 +37,7 @@ from flax import nnx
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
 from tasks.executables import ExecutableStore, package_versions, persistent_cache_hits, trim_cache
-from tasks.hparams import Budget, HParams, preset
+from tasks.hparams import Budget, HParams, check_types, preset
 from tasks.model import RNNModel, argmax_hits, step_losses, zero_carry
 from tasks.registry import STATS, Task, make_task
 from tasks.synthetic import Batch
@@ -82,7 +82,12 @@ class TrialSpec:
         return cls(cell, task, hparams, budget, seed, tuple(sorted(options.items())))
 
     def graph(self) -> Graph:
-        return baseline(self.cell) if self.cell in BASELINES else parse(self.cell)
+        if self.cell in BASELINES:
+            return baseline(self.cell)
+        if "=" not in self.cell:  # a mistyped name, which would read as a line of cell text
+            raise ValueError(f"'{self.cell}' is neither a baseline cell ({', '.join(BASELINES)}) "
+                             "nor cell text")  # fmt: skip
+        return parse(self.cell)
 
     def make_task(self) -> Task:
         return make_task(self.task, **dict(self.task_options))
@@ -101,6 +106,7 @@ class TrialSpec:
 
     def validate(self) -> None:
         """Raises ValueError/CellError naming the first problem."""
+        check_types(self)
         self.graph()
         task = self.make_task()
         self.hparams.validate()

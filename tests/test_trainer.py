@@ -214,6 +214,23 @@ def test_sample_settings_never_repeats_and_continues():
         sample_settings(("x",), 1, grid={"lr": ()})
 
 
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (TrialSpec.from_preset("lsmt", "arith"), "'lsmt' is neither a baseline cell (tanh, lstm"),
+        (TrialSpec.from_preset("lstm", "arith", seed="3"), "seed must be int, got str '3'"),
+        (TrialSpec.from_preset("lstm", "arith", budget_overrides={"batch": 8.0}),
+         "batch must be int, got float 8.0"),
+    ],
+)
+def test_a_bad_trial_spec_is_refused_by_name(spec, message):
+    with pytest.raises(ValueError) as caught:
+        spec.validate()
+    assert message in str(caught.value)
+    result = train_trial(spec)  # the trainer's entry point records it instead of raising
+    assert result.status == "error" and message in result.error
+
+
 def test_zaremba_learning_rate_schedule():
     budget = Budget(steps=100, hidden=1, batch=1, lr_decay=0.5, lr_decay_start=40, lr_decay_every=20)
     assert [budget.lr_at(1.0, s) for s in (0, 39, 40, 59, 60, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.125]
