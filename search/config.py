@@ -102,6 +102,16 @@ class SearchConfig:
         def fail(key, message):
             raise ConfigError(f"{source}: {key}: {message}")
 
+        # the name is the default run directory, runs/NAME: exactly one path component
+        name = self.name
+        if (not name.strip() or name in (".", "..") or "/" in name or "\\" in name
+                or not name.isprintable()):  # fmt: skip
+            fail("name", f"must name one directory (no '/', not empty, '.' or '..'), got {name!r}")
+        for key, names in (("tasks", self.tasks), ("baselines.cells", self.baselines.cells),
+                           ("baselines.dropout_tasks", self.baselines.dropout_tasks)):  # fmt: skip
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                fail(key, f"lists {', '.join(repeated)} more than once")
         if self.strategy not in STRATEGIES:
             fail("strategy", f"unknown strategy '{self.strategy}' (known: {', '.join(STRATEGIES)})")
         if self.preset not in PRESETS:
