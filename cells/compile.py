@@ -5,7 +5,7 @@
     h, c = cell.step(params, (h, c), x)          # x, h, c: (..., hidden)
 
 All `W` nodes that read the same value share ONE matmul on concatenated weights (what flax's
-`OptimizedLSTMCell` does by hand): the LSTM step is two matmuls, one on x and one on h, and the GRU
+`OptimizedLSTMCell` does by hand; `cells.plan` works out which): the LSTM step is two matmuls, one on x and one on h, and the GRU
 step three (x, h and r*h). Identical pure sub-expressions (`tanh(h)` written twice) are computed
 once, so they also share their matmul.
 
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from cells.graph import CONST, LEAKY_SLOPE, LINEAR, SOURCES, Graph
+from cells.plan import Linear, Matmul, plan_matmuls
 
 Params = dict[str, dict[str, jax.Array]]
 Carry = tuple[jax.Array, jax.Array]
@@ -38,25 +39,6 @@ _UNARY = {
     "identity": lambda a: a,
 }
 _BINARY = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply}
-
-
-@dataclasses.dataclass(frozen=True)
-class Linear:
-    """Where one `W` node's parameters live: column block `block` of fused matmul `group`."""
-
-    label: str
-    group: str
-    block: int
-    bias: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Matmul:
-    """One fused matmul: the value it reads and the `W` nodes it serves, in block order."""
-
-    key: str
-    operand: int
-    nodes: tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -261,33 +243,4 @@ def compile_cell(graph: Graph) -> CompiledCell:
     Returns:
       A `CompiledCell` whose `init` and `step` are pure and usable under jit, vmap and scan.
     """
-    value_of = _common_subexpressions(graph)
-    labels = graph.linear_labels()
-    by_operand: dict[int, list[int]] = {}
-    for i in graph.linear_nodes():
-        by_operand.setdefault(value_of[graph.nodes[i].inputs[0]], []).append(i)
-    matmuls, linears, keys = [], {}, set()
-    for operand, nodes in by_operand.items():
-        key = graph.nodes[operand].name or graph.expression(operand).replace(" ", "")
-        base, n = key, 1
-        while key in keys:
-            n += 1
-            key = f"{base}~{n}"
-        keys.add(key)
-        matmuls.append(Matmul(key, operand, tuple(nodes)))
-        for block, i in enumerate(nodes):
-            linears[labels[i]] = Linear(labels[i], key, block, graph.nodes[i].bias)
-    return CompiledCell(graph, tuple(matmuls), linears, tuple(value_of))
-
-
-def _common_subexpressions(graph: Graph) -> list[int]:
-    """For each node, the first node that computes the same value (W nodes are never merged)."""
-    first: dict[tuple, int] = {}
-    value_of: list[int] = []
-    for i, node in enumerate(graph.nodes):
-        inputs = tuple(value_of[j] for j in node.inputs)
-        if node.op in ("add", "mul"):
-            inputs = tuple(sorted(inputs))
-        key = ("W", i) if node.op == LINEAR else (node.op, inputs)
-        value_of.append(first.setdefault(key, i))
-    return value_of
+    return CompiledCell(graph, *plan_matmuls(graph))

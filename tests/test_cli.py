@@ -253,6 +253,15 @@ def test_a_bad_cache_size_is_a_one_line_error(args, env, message, tmp_path, monk
     assert result.stderr.startswith(f"cellsearch: error: {message}")
 
 
+def test_show_needs_no_jax():
+    # `cellsearch show` is typed at a prompt: JAX's import alone took 0.5 s of its 0.9
+    code = ("import sys, contextlib, io, search.cli; out = io.StringIO(); "
+            "contextlib.redirect_stdout(out).__enter__(); search.cli.main(['show', 'gru']); "
+            "print('jax' in sys.modules, file=sys.stderr)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr == "False\n"
+
+
 def test_the_store_reader_analysis_and_command_line_import_no_jax_plots_or_ray():
     # a fresh interpreter: what `cellsearch leaderboard` imports before it reads a run
     code = ("import sys, results, analysis, search.cli; "
