@@ -5,9 +5,9 @@
     h, c = cell.step(params, (h, c), x)          # x, h, c: (..., hidden)
 
 All `W` nodes that read the same value share ONE matmul on concatenated weights (what flax's
-`OptimizedLSTMCell` does by hand; `cells.plan` works out which): the LSTM step is two matmuls, one on x and one on h, and the GRU
-step three (x, h and r*h). Identical pure sub-expressions (`tanh(h)` written twice) are computed
-once, so they also share their matmul.
+`OptimizedLSTMCell` does by hand; `cells.plan` works out which): the LSTM step is two matmuls, one
+on x and one on h, and the GRU step three (x, h and r*h). Identical pure sub-expressions
+(`tanh(h)` written twice) are computed once, so they also share their matmul.
 
 Parameters are a dict with one entry per fused matmul, keyed by the operand as written (`"x"`,
 `"h"`, `"r*h"`): `{"kernel": (H, k*H), "bias": (k*H,)}`, column block k belonging to the k-th `W`

@@ -407,7 +407,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError(f"--top must be a positive integer, got {args.top}")
     frame = _load_runs(args.runs)
-    for option, column, wanted in (("--task", "task", args.task), ("--strategy", "strategy", args.strategy)):
+    for option, column, wanted in (("--task", "task", args.task),
+                                   ("--strategy", "strategy", args.strategy)):  # fmt: skip
         present = sorted(map(str, frame[column].unique())) if column in frame else []
         for value in wanted or ():
             if value not in present:  # a typo would otherwise read as "no trials match"

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+
 def _is_bool(value) -> bool:
     return isinstance(value, (bool, np.bool_))
 
@@ -44,9 +45,9 @@ def check_types(obj) -> None:
     else:
         declared = list(type(obj).__annotations__.items())
     for name, kind in declared:
-        # a string under `from __future__ import annotations`; a NamedTuple makes it a ForwardRef
-        text = getattr(kind, "__forward_arg__", kind if isinstance(kind, str) else str(kind))
-        parts = [p.strip() for p in getattr(kind, "__name__", text).split("|")]
+        # a string under `from __future__ import annotations`, which a NamedTuple makes a ForwardRef
+        text = kind.__name__ if isinstance(kind, type) else getattr(kind, "__forward_arg__", str(kind))
+        parts = [p.strip() for p in text.split("|")]
         kinds = [p for p in parts if p != "None"]
         value = getattr(obj, name)
         if len(kinds) != 1 or kinds[0] not in _ACCEPTS or (value is None and "None" in parts):
