@@ -46,8 +46,8 @@ def check_types(obj) -> None:
         declared = list(type(obj).__annotations__.items())
     for name, kind in declared:
         # a string under `from __future__ import annotations`, which a NamedTuple makes a ForwardRef
-        text = kind.__name__ if isinstance(kind, type) else getattr(kind, "__forward_arg__", str(kind))
-        parts = [p.strip() for p in text.split("|")]
+        text = getattr(kind, "__forward_arg__", str(kind))
+        parts = [p.strip() for p in (kind.__name__ if isinstance(kind, type) else text).split("|")]
         kinds = [p for p in parts if p != "None"]
         value = getattr(obj, name)
         if len(kinds) != 1 or kinds[0] not in _ACCEPTS or (value is None and "None" in parts):
