@@ -199,8 +199,20 @@ class RunStore:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
+    def check_new(self) -> None:
+        """Raises StoreError unless a new run can be made here: no directory yet, or an empty one.
+
+        A run written among other files (`--out .`, or the parent of other runs) would mix with
+        them, and the analysis would read both.
+        """
+        others = sorted(p.name for p in self.path.iterdir())[:3] if self.path.is_dir() else []
+        if others:
+            raise StoreError(f"{self.path} is not a run directory and is not empty (it holds "
+                             f"{', '.join(others)}); give a new or empty directory")  # fmt: skip
+
     def create(self, config_text: str) -> None:
         """Creates the directory (user-only permissions) and writes run.toml."""
+        self.check_new()
         try:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._write_new(self.config_path, config_text)

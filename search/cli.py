@@ -325,8 +325,11 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
     if args.address or os.environ.get("RAY_ADDRESS"):  # before a run directory is made
         check_reachable(args.address or os.environ["RAY_ADDRESS"])
     out = out or args.out or f"runs/{config.name}"
-    if RunStore(out).exists():  # refuse before any progress bar is drawn
-        check_resumable(RunStore(out), config)
+    store = RunStore(out)
+    if store.exists():  # refuse before any progress bar is drawn
+        check_resumable(store, config)
+    else:
+        store.check_new()
     executor = executor or _executor_factory(args, config)
     for task in dict.fromkeys((*config.tasks, config.jozefowicz.screen_task)):
         # checked here once, so that missing or damaged data is an error, not a run of failed trials

@@ -109,6 +109,7 @@ def test_bad_config(workspace, capsys, name):
         (["leaderboard", "{w}/run", "--strategy", "annealing"], "--strategy annealing: no such strategy"),
         (["leaderboard", "{w}/corrupt"], "trials.jsonl: line 2"),
         (["search", QUICK, "--out", "{w}/future"], "store format 99 is not 1"),
+        (["search", QUICK, "--out", "{w}"], "is not a run directory and is not empty (it holds "),
         (["mutate", "lstm", "--n", "0"], "--n must be a positive integer"),
     ],
 )  # fmt: skip
