@@ -108,8 +108,12 @@ def cache_max_bytes() -> int | None:
 
 
 def _private_dir(path: pathlib.Path) -> pathlib.Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except OSError as error:  # under CACHE_DIR: name the variable that moves it
+        raise OSError(f"cannot make the cache directory {path} ({error.strerror}); "
+                      "set CELLSEARCH_CACHE to a writable directory") from None
     return path
 
 

@@ -253,6 +253,15 @@ def test_a_bad_cache_size_is_a_one_line_error(args, env, message, tmp_path, monk
     assert result.stderr.startswith(f"cellsearch: error: {message}")
 
 
+def test_a_cache_directory_that_cannot_be_made_is_a_one_line_error(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("CELLSEARCH_CACHE", str(tmp_path / "a_file"))
+    result = cellsearch("cache")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"cannot make the cache directory {tmp_path}/a_file/jax (Not a directory)" in result.stderr
+    assert "set CELLSEARCH_CACHE to a writable directory" in result.stderr
+
+
 def test_show_needs_no_jax():
     # `cellsearch show` is typed at a prompt: JAX's import alone took 0.5 s of its 0.9
     code = ("import sys, contextlib, io, search.cli; out = io.StringIO(); "
