@@ -65,6 +65,9 @@ def load(
         store = RunStore(path)
         if not store.path.is_dir():
             raise StoreError(f"{store.path}: no such run directory")
+        if not store.exists():  # read as no trials, a reproduction's directory looked empty
+            raise StoreError(f"{store.path}: not a run directory (no {CONFIG}); "
+                             "`find_runs` finds the runs inside a directory of runs")  # fmt: skip
         rows = iter_jsonl(store.path / TRIALS, shared=("versions", "task_options"),
                           drop=() if loss_curves else ("loss_curve",))  # fmt: skip
         with gc_paused():  # parsing and building allocate objects per row

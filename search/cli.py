@@ -99,9 +99,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_writable(out: str) -> None:
+    """Raises UsageError naming `--out` when the file cannot be written (it is created empty)."""
+    try:
+        open(out, "a", encoding="utf-8").close()
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot write ({error.strerror})") from None
+
+
 def _emit(text: str, out: str | None, summary: str) -> int:
     """Writes `text` to the file `out` (and says so), or to stdout."""
     if out:
+        _check_writable(out)
         pathlib.Path(out).write_text(text, encoding="utf-8")
         print(f"{out}: {summary}")
     else:
@@ -228,10 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
     if args.out:  # a trial of hours should not end in a file it cannot write
-        try:
-            open(args.out, "a", encoding="utf-8").close()
-        except OSError as error:
-            raise UsageError(f"--out {args.out}: cannot write ({error.strerror})") from None
+        _check_writable(args.out)
     # a command run again starts warm
     use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
     if args.settings is not None:
@@ -456,10 +462,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from results import load, to_parquet
+    from results import find_runs, load, to_parquet
 
-    frame = load(args.run_dir)
+    frame = load(find_runs(args.run_dir))
     out = args.out or str(pathlib.Path(args.run_dir) / f"trials.{args.format}")
+    _check_writable(out)
     if args.format == "parquet":
         to_parquet(frame, out)
     else:
@@ -685,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache.set_defaults(run=cmd_cache)
 
     export = commands.add_parser("export", help="write a run's trials as Parquet or CSV")
-    export.add_argument("run_dir", metavar="RUN", help="a run directory")
+    export.add_argument("run_dir", metavar="RUN", help="a run directory, or a directory of runs "
+                        "(a reproduction): one table, the `run` column says which")  # fmt: skip
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     export.add_argument("--out", help="output file (default RUN/trials.parquet)")
     export.set_defaults(run=cmd_export)

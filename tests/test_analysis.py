@@ -496,6 +496,10 @@ def test_cli_leaderboard_compare_and_report_on_a_reproduction(reproduction, tmp_
     assert "expected best of " in fair.stdout.splitlines()[1]
     again = cellsearch("report", out / "baselines", out / "search", "--out", tmp_path / "again")
     assert again.returncode == 0 and (tmp_path / "again" / "report.md").is_file()
+    exported = cellsearch("export", out, "--format", "csv", "--out", tmp_path / "all.csv")
+    assert exported.returncode == 0, exported.stderr
+    assert pd.read_csv(tmp_path / "all.csv")["run"].value_counts().to_dict() == (
+        load([out / "baselines", out / "search"])["run"].value_counts().to_dict())
 
 
 @pytest.mark.parametrize(

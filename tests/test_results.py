@@ -140,6 +140,9 @@ def test_parquet_export_round_trips(tmp_path):
 def test_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="no such run directory"):
         load(tmp_path / "nope")
+    make_run(tmp_path / "runs" / "a")  # a directory of runs is not itself a run
+    with pytest.raises(StoreError, match="runs: not a run directory .no run.toml.; `find_runs`"):
+        load(tmp_path / "runs")
     assert list(read_jsonl(tmp_path / "nothing.jsonl")) == []
 
 
