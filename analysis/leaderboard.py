@@ -138,7 +138,9 @@ def leaderboard(
     for column, status in (("diverged", "diverged"), ("failed", "error")):
         board[column] = (frame["_status"] == status).groupby(frame["cell_hash"], observed=True).mean()
     first = groups[["cell_text", "budget_hidden"]].first()
-    board["params"] = [parsed(t).num_params(int(h)) for t, h in zip(first["cell_text"], first["budget_hidden"])]
+    # a row without its cell's text or width (written by hand, not by a search) has no count
+    board["params"] = [parsed(t).num_params(int(h)) if isinstance(t, str) and pd.notna(h) else np.nan
+                       for t, h in zip(first["cell_text"], first["budget_hidden"])]  # fmt: skip
     board["equations"] = first["cell_text"].str.strip().str.replace("\n", "; ")
     key = "jozefowicz" if board["jozefowicz"].notna().any() else best.columns[0]
     return board.sort_values([key, "name"], ascending=[False, True], na_position="last")

@@ -133,6 +133,7 @@ def plot_baselines(frame: pd.DataFrame, path, boot: Bootstrap | None = None) -> 
 def plot_learning_rate(frame: pd.DataFrame, path) -> pathlib.Path | None:
     """Validation score vs learning rate of the baselines (median over their trials at each rate)."""
     frame = select(frame, dropout=False).assign(_score=trial_scores(frame))
+    frame = frame[frame["cell_name"].isin(PAPER_CELLS)]  # a random search's run has none
     tasks = _tasks(frame)
     if not tasks:
         return None
@@ -159,7 +160,7 @@ def plot_learning_rate(frame: pd.DataFrame, path) -> pathlib.Path | None:
 
 def op_divergence(frame: pd.DataFrame) -> pd.DataFrame:
     """Among non-baseline cells: per op, trials of cells containing it and their divergence rate."""
-    mutants = frame[frame["origin"].astype(str) != "baseline"]
+    mutants = frame[(frame["origin"].astype(str) != "baseline") & frame["cell_text"].notna()]
     cell_of_trial, texts = pd.factorize(mutants["cell_text"])
     ops_of = [{n.op for n in parsed(text).nodes} for text in texts]
     diverged = (mutants["status"].astype(str) == "diverged").to_numpy()

@@ -111,11 +111,21 @@ def test_bad_config(workspace, capsys, name):
         (["search", QUICK, "--out", "{w}/future"], "store format 99 is not 1"),
         (["search", QUICK, "--out", "{w}"], "is not a run directory and is not empty (it holds "),
         (["mutate", "lstm", "--n", "0"], "--n must be a positive integer"),
+        (["export", "{w}/run", "--out", "{w}/missing/t.csv"], "--out {w}/missing/t.csv: cannot write"),
+        (["leaderboard", "{w}/run", "--out", "{w}"], "cannot write (Is a directory)"),
     ],
 )  # fmt: skip
 def test_bad_arguments_and_stores(workspace, capsys, args, message):
     args = [str(a).replace("{w}", str(workspace)) for a in args]
-    check(*run_cli(capsys, *args), message)
+    check(*run_cli(capsys, *args), message.replace("{w}", str(workspace)))
+
+
+def test_a_run_of_rows_without_cell_text_or_settings_is_still_analysed(workspace, capsys, tmp_path_factory):
+    # rows written by hand (no cell text, width or learning rate): tables, no traceback, no warning
+    out = tmp_path_factory.mktemp("report")
+    for args in (["leaderboard", workspace / "run"], ["report", workspace / "run", "--out", out]):
+        assert run_cli(capsys, *args) == (0, ""), args
+    assert (out / "report.md").is_file()
 
 
 def test_resume_with_a_changed_config_is_refused(workspace, capsys):
