@@ -294,6 +294,18 @@ def test_replicates_not_kept_are_drawn_again_the_same(tmp_path):
     assert boot.with_level(0.99).kept(("x", 1), lambda a: 0, 0) == 42
 
 
+def test_replicates_are_the_best_of_resampled_trials(tmp_path):
+    # each replicate is the best of 4 trials drawn with replacement from the cell's 4
+    spread = [0.8, 0.2, 0.6, 0.4]
+    frame = load(write_store(tmp_path / "run", scored(over(SEARCH, lstm=spread, gru=spread))))
+    point, reps = analysis.Bootstrap(frame, replicates=4000).best("lstm", "arith")
+    assert point == 0.8 and set(np.unique(reps)) <= set(spread)
+    for value, below in zip(sorted(spread), [0.0, 0.25, 0.5, 0.75]):
+        # P(best of 4 draws = value) = P(all <= value) - P(all < value)
+        expected = (below + 0.25) ** 4 - below**4
+        assert np.mean(reps == value) == pytest.approx(expected, abs=0.03)
+
+
 def test_a_claim_without_its_cells_is_not_measured(known):
     table = findings(known, replicates=200)
     assert set(table.index) == set(analysis.CLAIMS)
