@@ -314,6 +314,13 @@ def _executor_factory(args: argparse.Namespace, config):
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    cpus = len(os.sched_getaffinity(0))
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if local and args.workers is not None and args.workers > cpus:
+        # allowed (Ray is started with that many CPUs), but rarely what was meant
+        print(f"cellsearch: warning: --workers {args.workers} is more than the {cpus} CPUs here: "
+              "the workers share cores, so trials go no faster, and each is a JAX process of its "
+              "own in memory", file=sys.stderr)  # fmt: skip
     xla_flags = DETERMINISTIC_XLA_FLAGS if config.deterministic else ""
     return lambda: RayExecutor(workers=args.workers, address=args.address,
                                gpus_per_worker=args.gpus_per_worker, retries=config.retries,

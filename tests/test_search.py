@@ -239,3 +239,17 @@ def test_a_stale_cluster_address_on_the_machine_does_not_capture_a_local_search(
         assert sorted(load(tmp_path / "run")["trial"]) == [0, 1]
     finally:
         stale.unlink()
+
+
+@pytest.mark.parametrize("extra, warned", [(0, False), (1, True)])
+def test_more_workers_than_cpus_on_a_local_ray_is_a_warning(extra, warned, capsys, monkeypatch):
+    from search.cli import _executor_factory, build_parser
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    args = build_parser().parse_args(["search", str(QUICK), f"--workers={cpus + extra}"])
+    executor = _executor_factory(args, tiny())()  # made, not entered: no Ray is started
+    assert executor.workers == cpus + extra
+    err = capsys.readouterr().err
+    assert (f"warning: --workers {cpus + extra} is more than the {cpus} CPUs here" in err) == warned
+    assert err.count("\n") == int(warned)
