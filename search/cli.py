@@ -99,18 +99,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_writable(out: str) -> None:
-    """Raises UsageError naming `--out` when the file cannot be written (it is created empty)."""
+def _check_writable(out: str | None) -> None:
+    """Raises UsageError naming `--out` when the file cannot be written; called before the work.
+
+    The probe opens the file for appending (permission bits alone do not tell, for root or on a
+    read-only mount) and removes it again if it did not exist."""
+    if not out:
+        return
+    existed = os.path.lexists(out)
     try:
         open(out, "a", encoding="utf-8").close()
     except OSError as error:
         raise UsageError(f"--out {out}: cannot write ({error.strerror})") from None
+    if not existed:
+        os.remove(out)
 
 
 def _emit(text: str, out: str | None, summary: str) -> int:
     """Writes `text` to the file `out` (and says so), or to stdout."""
     if out:
-        _check_writable(out)
         pathlib.Path(out).write_text(text, encoding="utf-8")
         print(f"{out}: {summary}")
     else:
@@ -128,6 +135,7 @@ def _recipes_json(recipes: list[dict]) -> str:
 def cmd_convert(args: argparse.Namespace) -> int:
     from cells import from_nasbench_nlp
 
+    _check_writable(args.out)
     if args.to == "cell":
         texts = []
         for spec in args.inputs:
@@ -236,8 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tasks import train_trial, use_compilation_cache
 
     spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
-    if args.out:  # a trial of hours should not end in a file it cannot write
-        _check_writable(args.out)
+    _check_writable(args.out)  # a trial of hours should not end in a file it cannot write
     # a command run again starts warm
     use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
     if args.settings is not None:
@@ -310,13 +317,12 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
 
 def _executor_factory(args: argparse.Namespace, config):
-    from search.executor import DETERMINISTIC_XLA_FLAGS, RayExecutor
+    from search.executor import DETERMINISTIC_XLA_FLAGS, RayExecutor, ray_address
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
     cpus = len(os.sched_getaffinity(0))
-    local = not (args.address or os.environ.get("RAY_ADDRESS"))
-    if local and args.workers is not None and args.workers > cpus:
+    if ray_address(args.address) is None and args.workers is not None and args.workers > cpus:
         # allowed (Ray is started with that many CPUs), but rarely what was meant
         print(f"cellsearch: warning: --workers {args.workers} is more than the {cpus} CPUs here: "
               "the workers share cores, so trials go no faster, and each is a JAX process of its "
@@ -331,12 +337,13 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
     from tqdm import tqdm
 
     from results import RunStore
-    from search.executor import check_reachable
+    from search.executor import check_reachable, ray_address
     from search.loop import check_resumable, run_search
     from tasks import make_task
 
-    if args.address or os.environ.get("RAY_ADDRESS"):  # before a run directory is made
-        check_reachable(args.address or os.environ["RAY_ADDRESS"])
+    address = ray_address(args.address)
+    if address:  # before a run directory is made
+        check_reachable(address)
     out = out or args.out or f"runs/{config.name}"
     store = RunStore(out)
     if store.exists():  # refuse before any progress bar is drawn
@@ -422,6 +429,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top must be a positive integer, got {args.top}")
+    _check_writable(args.out)
     frame = _load_runs(args.runs)
     for option, column, wanted in (("--task", "task", args.task),
                                    ("--strategy", "strategy", args.strategy)):  # fmt: skip
@@ -471,7 +479,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from results import find_runs, load, to_parquet
 
-    frame = load(find_runs(args.run_dir))
+    frame = load(find_runs(args.run_dir))  # first: a missing RUN is named as such, not as --out
     out = args.out or str(pathlib.Path(args.run_dir) / f"trials.{args.format}")
     _check_writable(out)
     if args.format == "parquet":

@@ -132,6 +132,11 @@ def local_ray_environment() -> dict[str, str]:
     }
 
 
+def ray_address(address: str | None = None) -> str | None:
+    """The Ray cluster to join: `address`, else `RAY_ADDRESS`; None means a new local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def check_reachable(address: str, wait: float = 10.0) -> None:
     """Raises RuntimeError (one line) when nothing answers at a Ray cluster's "host:port".
 
@@ -196,7 +201,7 @@ class RayExecutor:
         self.start_timeout = start_timeout
         self.poll_seconds = 10.0  # how often a wait for results also checks for lost nodes
         self.nodes: list[str] = []
-        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.address = ray_address(address)
         self.gpus_per_worker = gpus_per_worker
         self.xla_flags = xla_flags
         self.cache_max_bytes = cache_max_bytes()  # read here: a bad value fails before Ray starts

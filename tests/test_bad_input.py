@@ -120,6 +120,22 @@ def test_bad_arguments_and_stores(workspace, capsys, args, message):
     check(*run_cli(capsys, *args), message.replace("{w}", str(workspace)))
 
 
+def test_the_out_check_runs_first_and_leaves_no_file_behind(workspace, capsys, tmp_path_factory):
+    from search.cli import _check_writable
+
+    out = tmp_path_factory.mktemp("out") / "board.txt"
+    code, err = run_cli(capsys, "leaderboard", workspace / "corrupt", "--out", out)
+    check(code, err, "trials.jsonl: line 2")
+    _check_writable(str(out))
+    assert not out.exists()  # probed, then removed: a failed command leaves no empty file
+    out.write_text("kept")
+    _check_writable(str(out))
+    assert out.read_text() == "kept"
+    blocked = workspace / "corrupt" / "run.toml" / "board.txt"  # run.toml is a file
+    code, err = run_cli(capsys, "leaderboard", workspace / "run", "--out", blocked)
+    check(code, err, "cannot write (Not a directory)")
+
+
 def test_a_run_of_rows_without_cell_text_or_settings_is_still_analysed(workspace, capsys, tmp_path_factory):
     # rows written by hand (no cell text, width or learning rate): tables, no traceback, no warning
     out = tmp_path_factory.mktemp("report")
