@@ -15,10 +15,13 @@ GRU are re-run far more often than any mutant). With `equal_trials`, every cell'
 is instead the expected best of k of its trials drawn without replacement, k being the fewest
 trials any measured cell has on that task (`expected_best_weights`): the same budget for all.
 
-A claim's verdict:
-- supported: the interval lies entirely on the side the paper predicts,
-- contradicted: it lies entirely on the other side,
+Every effect is signed so that positive is the paper's direction. A claim's verdict, unless the
+claim states another rule (`Finding.rule`, the check's docstring):
+- supported: the interval lies entirely above 0, on the side the paper predicts,
+- contradicted: it lies entirely below 0,
 - inconclusive: it contains 0, or a cell the claim needs was not measured.
+Claims about most tasks or about every cell count per-task or per-cell verdicts instead, since one
+interval of an average or of the extreme cell does not answer them.
 With few settings per cell (the quick preset) most intervals are wide: inconclusive is the honest
 answer at that budget. Each verdict is at `level` on its own; for several claims at once, widen it
 (Bonferroni: `level = 1 - 0.05 / len(CLAIMS)`, which the report also counts).
@@ -40,6 +43,7 @@ from cells import PAPER_CELLS
 from tasks import MUSIC_TASKS, SEARCH_TASKS
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+INTERVAL_RULE = "supported if the interval is above 0, contradicted if below 0"
 LANGUAGE_TASKS = ("ptb",)
 
 
@@ -53,6 +57,7 @@ class Finding(NamedTuple):
     high: float
     verdict: str  # supported | contradicted | inconclusive
     detail: str  # the numbers behind the verdict, or what was missing
+    rule: str = INTERVAL_RULE  # how the verdict follows from the numbers; else inconclusive
 
 
 class Missing(Exception):
@@ -241,6 +246,8 @@ def _mean_difference(boot: Bootstrap, a: str, b: str, tasks: list[str]) -> tuple
 
 
 def gate_importance_forget(boot: Bootstrap, claim: str) -> Finding:
+    """Forget gate first: the LSTM's loss without f, minus the larger loss without i or o (mean
+    over the search tasks, fractions of the GRU's score). Interval rule."""
     tasks = _shared_tasks(boot, ("lstm", "lstm_f", "lstm_i", "lstm_o", REFERENCE))
     drops = {g: _mean_difference(boot, "lstm", f"lstm_{g}", tasks) for g in "fio"}
     point = drops["f"][0] - max(drops["i"][0], drops["o"][0])
@@ -251,6 +258,7 @@ def gate_importance_forget(boot: Bootstrap, claim: str) -> Finding:
 
 
 def gate_importance_input(boot: Bootstrap, claim: str) -> Finding:
+    """Input over output gate: the LSTM's loss without i minus its loss without o. Interval rule."""
     tasks = _shared_tasks(boot, ("lstm", "lstm_i", "lstm_o", REFERENCE))
     drop_i = _mean_difference(boot, "lstm", "lstm_i", tasks)
     drop_o = _mean_difference(boot, "lstm", "lstm_o", tasks)
@@ -259,13 +267,18 @@ def gate_importance_input(boot: Bootstrap, claim: str) -> Finding:
 
 
 def forget_bias_closes_gap(boot: Bootstrap, claim: str) -> Finding:
+    """The bias closes the gap: LSTM-b's gain over the LSTM, and the GRU's lead over LSTM-b.
+
+    Supported needs both: the gain's interval above 0, and the GRU not significantly better
+    than LSTM-b; contradicted: the gain's interval below 0.
+    """
     tasks = _shared_tasks(boot, ("lstm", "lstm_b", REFERENCE))
     gain = _mean_difference(boot, "lstm_b", "lstm", tasks)
     gap_before = _mean_difference(boot, REFERENCE, "lstm", tasks)
     gap_after = _mean_difference(boot, REFERENCE, "lstm_b", tasks)
     after_low, after_high = boot.interval(gap_after[1])
-    found = boot.finding(claim, "LSTM-b - LSTM", *gain, "")
-    # closing the gap needs both: LSTM-b beats LSTM, and is not significantly below the GRU
+    rule = INTERVAL_RULE + ", but not supported while the GRU stays significantly above LSTM-b"
+    found = boot.finding(claim, "LSTM-b - LSTM", *gain, "")._replace(rule=rule)
     if found.verdict == SUPPORTED and after_low > 0:
         found = found._replace(verdict=INCONCLUSIVE)
     detail = (f"GRU - LSTM {_fmt(gap_before[0])}, GRU - LSTM-b {_fmt(gap_after[0])} "
@@ -285,6 +298,11 @@ def log_ratio(boot: Bootstrap, a: str, b: str, task: str, dropout: bool = False)
 
 
 def gru_beats_lstm(boot: Bootstrap, claim: str) -> Finding:
+    """The GRU ahead on most non-language tasks: log(best GRU / best LSTM), averaged for the effect.
+
+    "Most tasks" is counted: each task's own interval decides it; supported if more than half of
+    the tasks are, contradicted if at least half are contradicted.
+    """
     tasks = [t for t in boot.tasks if t not in LANGUAGE_TASKS and t != "memorize"
              and boot.has("lstm", t) and boot.has(REFERENCE, t)]  # fmt: skip
     if not tasks:
@@ -297,13 +315,16 @@ def gru_beats_lstm(boot: Bootstrap, claim: str) -> Finding:
         f"{t} {_fmt(p)} {v}" for (t, (p, _)), v in zip(per_task.items(), verdicts)
     )
     found = boot.finding(claim, "mean over non-LM tasks of log(best GRU / best LSTM)", point, reps, detail)
-    # "most tasks": the verdict counts tasks, each decided by its own interval
     wins, losses = verdicts.count(SUPPORTED), verdicts.count(CONTRADICTED)
     outcome = SUPPORTED if wins > len(tasks) / 2 else CONTRADICTED if losses >= len(tasks) / 2 else INCONCLUSIVE
-    return found._replace(verdict=outcome)
+    rule = ("counted over tasks, each decided by its own interval: supported if more than half are "
+            "supported, contradicted if at least half are contradicted")  # fmt: skip
+    return found._replace(verdict=outcome, rule=rule)
 
 
 def lstm_wins_language(boot: Bootstrap, claim: str) -> Finding:
+    """The LSTM ahead on PTB: log(best LSTM / best GRU), the GRU's NLL per word minus the LSTM's.
+    Interval rule."""
     _shared_tasks(boot, ("lstm", REFERENCE), LANGUAGE_TASKS)
     point, reps = log_ratio(boot, "lstm", REFERENCE, "ptb")
     return boot.finding(claim, "log(best LSTM / best GRU) on PTB = GRU's NLL - LSTM's (nats/word)", point,
@@ -311,43 +332,52 @@ def lstm_wins_language(boot: Bootstrap, claim: str) -> Finding:
 
 
 def no_cell_beats_both(boot: Bootstrap, claim: str) -> Finding:
+    """No cell above both: each other cell's shortfall, the most it falls below the better of LSTM
+    and GRU on any search task; the effect is the closest challenger's (the smallest shortfall).
+
+    Counted over cells, each decided by its own interval: supported if every cell falls
+    significantly short somewhere, contradicted if any is significantly above on every task.
+    """
     tasks = _shared_tasks(boot, ("lstm", REFERENCE))
     bar = {}  # per task: the better of LSTM and GRU, as fractions of the GRU (point, replicates)
     for task in tasks:
         pl, rl = boot.normalised("lstm", task)
         bar[task] = (max(pl, 1.0), np.maximum(rl, 1.0))
 
-    def margin(cell):  # min over the tasks of (cell - the bar), point and replicates
+    def shortfall(cell):  # max over the tasks of (the bar - cell), point and replicates
         per_task = []
         for task in tasks:
-            p, r = boot.normalised(cell, task, keep=False)  # asked once: keep only the margin
-            per_task.append((p - bar[task][0], r - bar[task][1]))
-        return min(p for p, _ in per_task), np.min([r for _, r in per_task], axis=0)
+            p, r = boot.normalised(cell, task, keep=False)  # asked once: keep only the shortfall
+            per_task.append((bar[task][0] - p, bar[task][1] - r))
+        return max(p for p, _ in per_task), np.max([r for _, r in per_task], axis=0)
 
-    margins = {}
+    shortfalls = {}
     for cell, name in boot.names.items():
         if name in ("lstm", REFERENCE) or not all(boot.has(cell, t) for t in tasks):
             continue
-        margins[name] = boot.kept(("no_cell_beats_both", cell, *tasks), margin, cell)
-    if not margins:
+        shortfalls[name] = boot.kept(("no_cell_beats_both", cell, *tasks), shortfall, cell)
+    if not shortfalls:
         raise Missing(f"no other cell was trained on every task ({', '.join(tasks)})")
-    intervals = {n: boot.interval(r) for n, (p, r) in margins.items()}
-    challenger = max(margins, key=lambda n: margins[n][0])
-    beats = [n for n, (low, high) in intervals.items() if low > 0]
-    loses = [n for n, (low, high) in intervals.items() if high < 0]
-    point, reps = margins[challenger]
+    intervals = {n: boot.interval(r) for n, (p, r) in shortfalls.items()}
+    challenger = min(shortfalls, key=lambda n: shortfalls[n][0])
+    beats = [n for n, (low, high) in intervals.items() if high < 0]
+    loses = [n for n, (low, high) in intervals.items() if low > 0]
+    point, reps = shortfalls[challenger]
     low, high = intervals[challenger]
-    # the claim holds if every cell is significantly worse than LSTM or GRU somewhere
-    outcome = CONTRADICTED if beats else SUPPORTED if len(loses) == len(margins) else INCONCLUSIVE
-    detail = (f"{len(margins)} cells on {', '.join(tasks)}: {len(loses)} significantly worse than "
+    outcome = CONTRADICTED if beats else SUPPORTED if len(loses) == len(shortfalls) else INCONCLUSIVE
+    detail = (f"{len(shortfalls)} cells on {', '.join(tasks)}: {len(loses)} significantly worse than "
               f"LSTM or GRU on some task, {len(beats)} significantly better on all"
               + (f" ({', '.join(beats[:5])})" if beats else "")
               + f"; closest challenger {challenger}")  # fmt: skip
-    return Finding(claim, "max over cells of min over tasks (cell - max(LSTM, GRU))", point, low,
-                   high, outcome, detail)  # fmt: skip
+    rule = ("counted over cells, each decided by its own interval: supported if every cell falls "
+            "significantly short on some task, contradicted if one is significantly above on all")  # fmt: skip
+    return Finding(claim, "min over cells of max over tasks (max(LSTM, GRU) - cell)", point, low,
+                   high, outcome, detail, rule)  # fmt: skip
 
 
 def mut1_strongest(boot: Bootstrap, claim: str) -> Finding:
+    """MUT1 first on Arith and XML: MUT1 minus the best other baseline, on its worse task.
+    Interval rule."""
     tasks = _shared_tasks(boot, ("mut1", REFERENCE), ("arith", "xml"))
     others = [c for c in PAPER_CELLS if c != "mut1" and all(boot.has(c, t) for t in tasks)]
     if len(others) < 2:
@@ -372,6 +402,13 @@ def _kendall(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def dropout_changes_ranking(boot: Bootstrap, claim: str) -> Finding:
+    """Dropout reorders the baselines on music: the share of cell pairs whose order differs
+    without and with dropout, (1 - Kendall tau) / 2 (ties count half), mean over music tasks.
+
+    Supported if some pair's order flips significantly (each order's interval on its own side of
+    0); contradicted if the rankings clearly agree: the share's interval at most 0.2 (tau at least
+    0.6).
+    """
     taus, flips, used = [], [], []
     for task in MUSIC_TASKS:
         cells = [c for c in PAPER_CELLS if boot.has(c, task, False) and boot.has(c, task, True)]
@@ -391,14 +428,18 @@ def dropout_changes_ranking(boot: Bootstrap, claim: str) -> Finding:
                     flips.append(f"{cells[x]}>{cells[y]} on {task} becomes <")
     if not taus:
         raise Missing("no music task with at least three baselines trained with and without dropout")
-    point = float(np.mean([t for t, _ in taus]))
-    reps = np.mean([r for _, r in taus], axis=0)
-    low, high = np.percentile(reps, [100 * (1 - boot.level) / 2, 100 * (1 + boot.level) / 2])
-    # significant flip -> changed; rankings that clearly agree (tau >= 0.6) -> unchanged
-    outcome = SUPPORTED if flips else CONTRADICTED if low >= 0.6 else INCONCLUSIVE
-    detail = (f"Kendall tau of the rankings without/with dropout on {', '.join(used)}; "
-              f"significant order flips: {'; '.join(flips[:4]) if flips else 'none'}")  # fmt: skip
-    return Finding(claim, "Kendall tau (1 = same ranking)", point, float(low), float(high), outcome, detail)
+    tau = float(np.mean([t for t, _ in taus]))
+    tau_reps = np.mean([r for _, r in taus], axis=0)
+    tau_low, tau_high = np.percentile(tau_reps, [100 * (1 - boot.level) / 2, 100 * (1 + boot.level) / 2])
+    # decided on tau itself, so that the threshold is exact: (1 - 0.6) / 2 need not round to 0.2
+    outcome = SUPPORTED if flips else CONTRADICTED if tau_low >= 0.6 else INCONCLUSIVE
+    detail = (f"Kendall tau of the rankings without/with dropout {tau:+.3f} [{tau_low:+.3f}, "
+              f"{tau_high:+.3f}] on {', '.join(used)}; significant order flips: "
+              f"{'; '.join(flips[:4]) if flips else 'none'}")  # fmt: skip
+    rule = ("supported if some pair of cells is significantly in opposite orders without and with "
+            "dropout, contradicted if the interval is at most 0.2 (Kendall tau at least 0.6)")  # fmt: skip
+    return Finding(claim, "share of cell pairs in another order with dropout, (1 - Kendall tau) / 2",
+                   (1 - tau) / 2, float(1 - tau_high) / 2, float(1 - tau_low) / 2, outcome, detail, rule)  # fmt: skip
 
 
 class Claim(NamedTuple):

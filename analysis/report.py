@@ -17,7 +17,7 @@ import tomllib
 import numpy as np
 import pandas as pd
 
-from analysis.findings import CLAIMS, Bootstrap, findings
+from analysis.findings import CLAIMS, INTERVAL_RULE, Bootstrap, findings
 from analysis.leaderboard import leaderboard, to_markdown
 from analysis.plots import NEEDS, PLOTS, hparam_importance, op_divergence, plot_baselines
 from analysis.tables import paper_table1, paper_table2, with_counts
@@ -52,7 +52,10 @@ def _findings_markdown(table: pd.DataFrame, equal: pd.DataFrame) -> str:
              "| what was measured |", "|---|---|---|---|---|"]  # fmt: skip
     for name, row in table.iterrows():
         fair = equal.loc[name]
-        measure = f"{row.measure}. {row.detail}" if row.measure else row.detail
+        parts = [row.measure, row.detail]
+        if row.measure and row.rule != INTERVAL_RULE:
+            parts.append(f"Verdict: {row.rule}")
+        measure = ". ".join(part for part in parts if part) + ("." if row.measure else "")
         lines.append(f"| {row.claim} | {effect(row)} | **{row.verdict}** | {effect(fair)}, {fair.verdict} "
                      f"| {measure} |")  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -114,10 +117,13 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
              "parallel, so it exceeds the wall time)."]  # fmt: skip
     k = sorted(set(equal.trials_per_score.values()))
     text += ["", "## The paper's findings, checked", "",
-             f"{_verdict_counts(checked)} at this budget. Effects are fractions of "
-             "the GRU's best score on the same task (positive = the paper's direction); intervals are "
-             "95% bootstrap intervals over the trials (hyperparameter settings x seeds) behind each "
-             "best score. A verdict needs the whole interval on one side of 0.", "",
+             f"{_verdict_counts(checked)} at this budget. Each effect is signed so that positive "
+             "is the paper's direction; unless its row says otherwise, it is a difference of best "
+             "scores as fractions of the GRU's best score on the same task. Intervals are 95% "
+             "bootstrap intervals over the trials (hyperparameter settings x seeds) behind each best "
+             "score. A verdict needs the whole interval on one side of 0, unless its row gives "
+             "another rule (claims about most tasks or every cell count per-task or per-cell "
+             "verdicts).", "",
              "A best-of-n score grows with n, and cells rarely have the same n (a search re-runs the "
              "LSTM and GRU). The column *at equal trials* scores every cell by its expected best of "
              f"the same number of trials per task, the fewest any cell has there ({', '.join(map(str, k))}): "
