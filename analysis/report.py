@@ -165,7 +165,10 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     importance = hparam_importance(frame)
     if not importance.empty:
         text += ["Share of score variance explained by each factor alone (main effects, "
-                 "`analysis.hparam_importance`):", "", to_markdown(importance, 2)]  # fmt: skip
+                 "`analysis.hparam_importance`), corrected for what noise alone gives a factor with "
+                 "many values and few trials each (epsilon squared; 0: no effect told apart from "
+                 "noise; `-`: not varied, or one trial per value):", "",
+                 to_markdown(importance, 2)]  # fmt: skip
     divergence = op_divergence(frame)
     if not divergence.empty:
         text += ["Divergence among mutants by op:", "", to_markdown(divergence, 3)]

@@ -419,6 +419,39 @@ def test_reproduce_writes_both_runs_and_a_report(reproduction):
     assert "report.md: written" in result.stdout
 
 
+def importance_frame(scores, **factors) -> pd.DataFrame:
+    """Trials of arith with the given scores and factor columns (the rest fixed)."""
+    fixed = {"lr": 0.1, "clip": 5.0, "init_scale": 1.0, "layers": 1, "dropout": 0.0}
+    columns = {"task": "arith", "status": "ok", "score": scores, "cell_hash": "c", **fixed, **factors}
+    return pd.DataFrame({k: v if np.ndim(v) else [v] * len(scores) for k, v in columns.items()})
+
+
+def test_variance_shares_are_epsilon_squared_by_hand():
+    # lr groups [0, 2] and [4, 6]: SS_total 20, SS_between 16, SS_within 4 over N - k = 2
+    # -> (16 - 1 * 4 / 2) / 20 = 0.7 (the plain ratio would say 0.8)
+    table = analysis.hparam_importance(importance_frame([0.0, 2.0, 4.0, 6.0], lr=[0.1, 0.1, 0.2, 0.2]))
+    assert list(table.columns) == ["lr"] and table.at["arith", "lr"] == pytest.approx(0.7)
+    # every value of a factor tried once: nothing to estimate the noise from
+    one_each = analysis.hparam_importance(importance_frame([0.0, 2.0, 4.0], clip=[1.0, 2.0, 3.0]))
+    assert np.isnan(one_each.at["arith", "clip"])
+
+
+def test_variance_shares_do_not_credit_a_factor_with_noise():
+    # 20 cells x 2 trials of pure noise: the plain ratio of group means is about 19/40 on average
+    rng = np.random.default_rng(0)
+    cells = np.repeat([f"c{i}" for i in range(20)], 2)
+    shares, plain = [], []
+    for _ in range(200):
+        scores = rng.normal(size=40)
+        shares.append(analysis.hparam_importance(importance_frame(scores, cell_hash=cells)).at["arith", "cell"])
+        means = pd.Series(scores).groupby(cells).transform("mean")
+        plain.append(means.var(ddof=0) / scores.var())
+    assert np.mean(plain) > 0.4 and np.mean(shares) < 0.15 and min(shares) >= 0.0
+    # and a factor that decides the score is credited with nearly all of it
+    scores = np.repeat(np.arange(20.0), 2) + rng.normal(scale=0.1, size=40)
+    assert analysis.hparam_importance(importance_frame(scores, cell_hash=cells)).at["arith", "cell"] > 0.99
+
+
 def test_report_draws_each_plot_as_a_valid_png_or_says_what_it_lacks(reproduction):
     # Whether the tiny search finds a cell that passes its screen (needed by progress.png) depends
     # on its data; every other plot always has what it needs here.
