@@ -149,7 +149,8 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     text += ["## Leaderboard", "", f"Top {len(shown)} of {len(board)} cells by Jozefowicz score "
              "(min over Arith, XML, PTB of best / GRU's best); music is in Table 2. `memorize` is "
              "the screening task; `settings` counts (task, hyperparameters) pairs; `diverged` is the "
-             "share of the cell's trials that diverged; `params`: parameters of one layer at its trials' hidden size.", "",
+             "share of the cell's trials that diverged; `params`: parameters of one layer at its "
+             "trials' hidden size.", "",
              to_markdown(shown[columns], 4, style="g")]  # fmt: skip
     found = board[(board["origin"] != "baseline") & board["jozefowicz"].notna()].head(3)
     if len(found):
