@@ -333,9 +333,26 @@ def _executor_factory(args: argparse.Namespace, config):
                                xla_flags=xla_flags)  # fmt: skip
 
 
-def _run_search(config, args: argparse.Namespace, out: str | None = None, executor=None) -> int:
+def search_progress_bar(total: int | None, desc: str, quiet: bool = False):
+    """A tqdm bar on stderr and the `progress` callback of `run_search` that draws it.
+
+    Rows replayed from the store on a resume count in the bar's position but not in its rate or
+    its time left, which would otherwise promise the rest of the run at the replay's speed.
+    """
     from tqdm import tqdm
 
+    bar = tqdm(total=total, desc=desc, unit="trial", disable=quiet, file=sys.stderr)
+
+    def progress(p) -> None:
+        bar.n, bar.initial = p.trials, p.trials - p.ran
+        rate = 3600 * p.ran / p.seconds if p.seconds > 0 else 0
+        best = f"{p.best[0][:24]} {p.best[1]:.3f}" if p.best else "-"
+        bar.set_postfix_str(f"diverged/error={p.failures} best={best} {rate:.0f}/h", refresh=True)
+
+    return bar, progress
+
+
+def _run_search(config, args: argparse.Namespace, out: str | None = None, executor=None) -> int:
     from results import RunStore
     from search.executor import check_reachable, ray_address
     from search.loop import check_resumable, run_search
@@ -355,15 +372,7 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
         # checked here once, so that missing or damaged data is an error, not a run of failed trials
         make_task(task, **config.task_options.get(task, {})).data_checksum()
     total = config.max_trials if config.strategy != "baselines" else None
-    bar = tqdm(total=total, desc=f"{config.strategy} -> {out}", unit="trial",
-               disable=args.quiet, file=sys.stderr)  # fmt: skip
-
-    def progress(p) -> None:
-        bar.n = p.trials
-        rate = 3600 * p.ran / p.seconds if p.seconds > 0 else 0
-        best = f"{p.best[0][:24]} {p.best[1]:.3f}" if p.best else "-"
-        bar.set_postfix_str(f"diverged/error={p.failures} best={best} {rate:.0f}/h", refresh=True)
-
+    bar, progress = search_progress_bar(total, f"{config.strategy} -> {out}", args.quiet)
     with bar:
         summary = run_search(config, out, executor, progress)
     best = f"{summary.best[0]} (Jozefowicz score {summary.best[1]:.4f})" if summary.best else "none"

@@ -214,6 +214,19 @@ def test_search_usage_errors_are_one_line(args, message, tmp_path):
     assert message in result.stderr
 
 
+def test_the_search_bar_rates_only_the_trials_this_process_ran(capsys):
+    from search.cli import search_progress_bar
+    from search.loop import Progress
+
+    bar, progress = search_progress_bar(60, "jozefowicz -> runs/q")
+    with bar:  # a resume 20 s in: 30 rows replayed, then 10 trained
+        bar.start_t -= 20.0
+        progress(Progress(trials=40, max_trials=60, failures=1, best=("gru", 1.0), ran=10, seconds=20.0))
+    err = capsys.readouterr().err
+    assert "40/60" in err and "diverged/error=1 best=gru 1.000 1800/h" in err
+    assert "00:20<00:40" in err  # 20 trials left at 10 per 20 s, not at 40 per 20 s (00:10)
+
+
 def test_cache_reports_trims_and_clears_the_compiled_programs(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLSEARCH_CACHE", str(tmp_path))
     stored = tmp_path / "jax" / "executables"
