@@ -737,7 +737,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cellsearch: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cellsearch: interrupted", file=sys.stderr)
+        stored = args.run in (cmd_search, cmd_baselines, cmd_reproduce)
+        print("cellsearch: interrupted" + ("; every finished trial is stored, and the same command "
+              "resumes the run" if stored else ""), file=sys.stderr)  # fmt: skip
         return 130
 
 

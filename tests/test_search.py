@@ -21,7 +21,8 @@ from results import load
 from search.config import ConfigError
 from search.loop import run_search
 from tasks import make_task
-from searchkit import QUICK, borrowed, descendants, free_port, sequence, tiny, tiny_args, wait_for_rows
+from searchkit import (QUICK, borrowed, descendants, free_port, kill_session, sequence, tiny,
+                       tiny_args, wait_for_rows)
 
 
 
@@ -164,6 +165,37 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_wo
     assert sequence(run) == sequence(tmp_path / "whole")
     ids = [json.loads(line)["trial"] for line in trials.read_text().splitlines()]
     assert sorted(ids) == list(range(12))  # each trial exactly once
+
+
+def test_ctrl_c_stops_the_search_with_one_line_and_the_same_command_resumes_it(tmp_path):
+    args = [*tiny_args(max_trials=8), "--workers=2", "--quiet"]
+    command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"), *args]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    try:
+        wait_for_rows(tmp_path / "run", 2, driver, timeout=240)
+        ours = descendants(driver.pid)  # the local Ray it started
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+        stderr = driver.communicate(timeout=120)[1]
+    finally:
+        kill_session(driver.pid)  # whatever it left behind (checked below), by PID
+    assert driver.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == ("cellsearch: interrupted; every finished trial is "
+                                               "stored, and the same command resumes the run")  # fmt: skip
+    assert "Traceback" not in stderr
+    deadline = time.monotonic() + 30
+    while ours & set(_live_pids()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not ours & set(_live_pids())  # its local Ray went with it
+    stored = len(load(tmp_path / "run"))
+    assert 2 <= stored < 8
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert sorted(load(tmp_path / "run")["trial"]) == list(range(8))  # each trial exactly once
+
+
+def _live_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
 def test_search_joins_a_separately_started_ray_head(tmp_path):
