@@ -178,7 +178,9 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
              "- A cell's score on a task is its best validation score over its trials; diverged "
              "trials count as 0.",
              "- The bootstrap resamples each (cell, task)'s trials with replacement and takes the best "
-             "again; with 2-3 settings per cell the intervals are wide.",
+             "again; with 2-3 settings per cell the intervals are wide. A resampled best never "
+             "exceeds the best observed, so the intervals say how much a result depends on which "
+             "settings happened to be drawn, not how much more settings would add.",
              "- Reproduce or extend with `cellsearch report`, `cellsearch compare RUN A B`, and "
              "`analysis.leaderboard(results.load(...))` in pandas."]  # fmt: skip
     path = out / "report.md"
