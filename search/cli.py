@@ -1,7 +1,8 @@
 """The `cellsearch` command line.
 
 Each subcommand is a small function `cmd_<name>(args) -> int`; user mistakes raise `UsageError` or a
-`CellError` and are printed as one line on stderr with exit status 2, never as a traceback.
+`CellError` and are printed as one line on stderr with exit status 2, never as a traceback
+(`CELLSEARCH_TRACEBACK=1` shows it, for a bug report).
 """
 
 from __future__ import annotations
@@ -734,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 1
     except (UsageError, CellError, ValueError, RuntimeError, OSError) as error:
+        if os.environ.get("CELLSEARCH_TRACEBACK"):
+            raise
         print(f"cellsearch: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -76,6 +76,13 @@ def test_usage_errors_are_one_line(args, message):
     assert message in result.stderr
 
 
+def test_the_traceback_behind_a_one_line_error_is_there_when_asked_for(monkeypatch):
+    monkeypatch.setenv("CELLSEARCH_TRACEBACK", "1")
+    result = cellsearch("show", "no_such_cell")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert "'no_such_cell' is neither a baseline cell" in result.stderr.splitlines()[-1]
+
+
 def test_binary_file_is_a_clear_error(tmp_path):
     path = tmp_path / "blob.cell"
     path.write_bytes(b"\xff\xfe\x00garbage")
