@@ -229,16 +229,24 @@ def trial_spec_from_args(cell: str, task: str, preset_name: str, seed: int, over
     return spec
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.deterministic:  # first: JAX's backend reads XLA_FLAGS once, when it starts
-        from search.executor import DETERMINISTIC_XLA_FLAGS, add_xla_flags
+def pin_cores(count: int | None) -> None:
+    """Runs this process on the first `count` of its cores (None: all of them).
 
-        add_xla_flags(DETERMINISTIC_XLA_FLAGS)
-    name, graph = load_cell(args.cell)
-    spec = trial_spec_from_args(
-        graph.text() if name not in BASELINES else name,
-        args.task, args.preset, args.seed, parse_overrides(args.set),
-    )  # fmt: skip
+    Called before JAX starts its CPU backend, which splits work over as many threads as the
+    process has cores when it starts; a trial's numbers depend on that count (`cpu_threads`).
+    """
+    if count is None:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if not 1 <= count <= len(cores):
+        raise UsageError(f"--cores must be between 1 and the {len(cores)} cores this process may "
+                         f"use, got {count}")  # fmt: skip
+    os.sched_setaffinity(0, cores[:count])
+
+
+def _train_one(spec, name: str, args: argparse.Namespace):
+    """Trains `spec` with a progress bar on stderr (after the checks a long trial should not
+    end in) and returns its `TrialResult`."""
     from tqdm import tqdm
 
     from search.executor import cache_max_bytes, compilation_cache_dir
@@ -248,8 +256,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_writable(args.out)  # a trial of hours should not end in a file it cannot write
     # a command run again starts warm
     use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
-    if args.settings is not None:
-        return _train_settings(spec, graph, args)
     with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",
               disable=args.quiet, file=sys.stderr) as bar:  # fmt: skip
 
@@ -257,8 +263,94 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update(step - bar.n)
             bar.set_postfix(loss=f"{loss:.4f}")
 
-        result = train_trial(spec, progress)
-    return _print_rows([result], args.out)
+        return train_trial(spec, progress)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    pin_cores(args.cores)  # first, as XLA_FLAGS: JAX's backend reads both once, when it starts
+    if args.deterministic:
+        from search.executor import DETERMINISTIC_XLA_FLAGS, add_xla_flags
+
+        add_xla_flags(DETERMINISTIC_XLA_FLAGS)
+    name, graph = load_cell(args.cell)
+    spec = trial_spec_from_args(
+        graph.text() if name not in BASELINES else name,
+        args.task, args.preset, args.seed, parse_overrides(args.set),
+    )  # fmt: skip
+    if args.settings is not None:
+        from search.executor import cache_max_bytes, compilation_cache_dir
+        from tasks import use_compilation_cache
+
+        spec.make_task().data_checksum()
+        _check_writable(args.out)
+        use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
+        return _train_settings(spec, graph, args)
+    return _print_rows([_train_one(spec, name, args)], args.out)
+
+
+# what a rerun must give again; timings and provenance may differ
+RERUN_FIELDS = ("status", "score", "steps_done", "train_loss", "sequence_length", "loss_curve")
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from results import RunStore
+    from results.store import iter_jsonl
+
+    store = RunStore(args.run_dir)
+    if not store.exists():
+        raise UsageError(f"{args.run_dir}: not a run directory (no run.toml)")
+    row = next((r for r in iter_jsonl(store.trials_path) if r.get("trial") == args.trial), None)
+    if row is None:
+        raise UsageError(f"{store.trials_path}: no trial {args.trial}")
+    threads, note = row.get("cpu_threads"), ""
+    if threads is None:  # rows from before the field: a local search's workers ran on 1 core
+        threads, note = 1, " (the row does not say; a local search's workers train on 1)"
+    if args.cores is not None:
+        pin_cores(args.cores)
+        threads, note = args.cores, " (--cores)"
+    elif row.get("device", "cpu") == "cpu":
+        try:
+            pin_cores(threads)
+        except UsageError:
+            raise UsageError(f"trial {args.trial} ran on {threads} cores and this process may use "
+                             f"{len(os.sched_getaffinity(0))}: its numbers would differ; --cores "
+                             "sets the count") from None  # fmt: skip
+    if "--xla_gpu_deterministic_ops=true" in (row.get("xla_flags") or ""):
+        from search.executor import DETERMINISTIC_XLA_FLAGS, add_xla_flags
+
+        add_xla_flags(DETERMINISTIC_XLA_FLAGS)
+    from tasks import TrialSpec
+
+    try:
+        spec = TrialSpec.from_row(row)
+    except KeyError as missing:
+        raise UsageError(f"{store.trials_path}: trial {args.trial} has no field {missing}") from None
+    checksum = spec.make_task().data_checksum()
+    if row.get("data_checksum") not in (None, checksum):
+        raise UsageError(f"{spec.task}: the task's data changed since trial {args.trial} ran "
+                         f"(stored {row['data_checksum']}, now {checksum})")  # fmt: skip
+    name = row.get("cell") or row.get("cell_hash", "cell")
+    if not args.quiet:
+        print(f"trial {args.trial} of {args.run_dir}: {name} on {spec.task}, seed {spec.seed}, "
+              f"{threads} core{'s' * (threads != 1)}{note}", file=sys.stderr)  # fmt: skip
+    result = _train_one(spec, name, args)
+    status = _print_rows([result], args.out)
+    again = result.row()
+    fields = [*RERUN_FIELDS, *sorted(k for k in row if k.startswith(("valid_", "test_")))]
+    differ = [f for f in fields if again.get(f) != row.get(f)]
+    if not differ:
+        print(f"cellsearch: trial {args.trial} reproduced: {', '.join(fields[:4])}, the validation "
+              "and test metrics and the loss curve are the same to the last bit", file=sys.stderr)
+        return status
+    shown = [f"{f} {row.get(f)} -> {again.get(f)}" for f in differ if f != "loss_curve"][:3]
+    why = [f"{k} {row.get(k, 'not recorded')} -> {again.get(k)}"
+           for k in ("code_version", "device", "xla_flags", "cpu_threads") if row.get(k) != again.get(k)]
+    if row.get("vmapped_settings", 1) > 1:
+        why.append(f"it was trained as one of {row['vmapped_settings']} vmapped settings")
+    print(f"cellsearch: trial {args.trial} differs from its row in {len(differ)} fields ("
+          + "; ".join(shown) + ")" + (f"; what changed: {'; '.join(why)}" if why else ""),
+          file=sys.stderr)  # fmt: skip
+    return 1
 
 
 def _train_settings(spec, graph, args: argparse.Namespace) -> int:
@@ -615,9 +707,28 @@ def build_parser() -> argparse.ArgumentParser:
                        "one row each; pays on a GPU")  # fmt: skip
     train.add_argument("--deterministic", action="store_true",
                        help="on a GPU, XLA kernels that add in a fixed order, so that a rerun is "
-                       "exact (slower; a CPU is exact either way)")
+                       "exact (slower; a CPU is exact on the same number of cores)")
+    train.add_argument("--cores", type=int, metavar="N",
+                       help="train on N cores (default: all this process may use); a search's "
+                       "local workers train on 1, and the numbers depend on the count")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
+
+    rerun = commands.add_parser(
+        "rerun",
+        help="train a stored trial again and check that its row comes out the same",
+        description="Train trial TRIAL of RUN again from what its row records (cell, task and "
+        "its options, hyperparameters, budget, seed, and on a CPU the number of cores), print "
+        "the new row as JSON, and say whether status, score, losses, metrics and loss curve are "
+        "the same to the last bit (exit 0) or which differ (exit 1).",
+    )
+    rerun.add_argument("run_dir", metavar="RUN", help="a run directory")
+    rerun.add_argument("trial", type=int, help="the trial id (the `trial` column)")
+    rerun.add_argument("--cores", type=int, metavar="N",
+                       help="train on N cores instead of the count the row records")
+    rerun.add_argument("--out", help="also append the new row to this JSON-lines file")
+    rerun.add_argument("--quiet", action="store_true", help="no progress bar")
+    rerun.set_defaults(run=cmd_rerun)
 
     search = commands.add_parser(
         "search",

@@ -113,10 +113,11 @@ def test_train_prints_one_json_row(tmp_path):
     out = tmp_path / "rows.jsonl"
     result = cellsearch("train", "gru", "arith", "--set", "steps=20", "--set", "hidden=16",
                         "--set", "task.max_digits=2", "--set", "lr=0.5", "--seed", "3",
-                        "--out", str(out))  # fmt: skip
+                        "--out", str(out), "--cores", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)
     assert row["status"] == "ok" and row["cell"] == "gru" and row["seed"] == 3
+    assert row["cpu_threads"] == 1  # --cores 1: as a search's worker trains
     assert row["lr"] == 0.5 and row["task_options"] == {"max_digits": 2}
     assert json.loads(out.read_text()) == row
     assert "gru on arith" in result.stderr  # the progress bar
@@ -164,6 +165,8 @@ def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
         (["train", "lstm", "arith", "--set", "task.max_digits=five"],
          "task arith: max_digits must be int, got str 'five'"),
         (["train", "lstm", "arith", "--settings", "0"], "--settings must be a positive integer"),
+        (["train", "lstm", "arith", "--cores", "0"], "--cores must be between 1 and the"),
+        (["rerun", "/nonexistent", "3"], "/nonexistent: not a run directory (no run.toml)"),
         (["train", "lstm", "arith", "--out", "/nonexistent/rows.jsonl"],
          "--out /nonexistent/rows.jsonl: cannot write (No such file or directory)"),
     ],

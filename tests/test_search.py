@@ -21,8 +21,8 @@ from results import load
 from search.config import ConfigError
 from search.loop import run_search
 from tasks import make_task
-from searchkit import (QUICK, borrowed, descendants, free_port, kill_session, sequence, tiny,
-                       tiny_args, wait_for_rows)
+from searchkit import (QUICK, borrowed, cellsearch, descendants, free_port, kill_session, sequence,
+                       tiny, tiny_args, wait_for_rows)
 
 
 
@@ -64,6 +64,31 @@ def test_leaderboard_of_a_real_run(tmp_path, ray_workers, capsys):
     assert main(["leaderboard", str(tmp_path / "run"), "--format", "csv"]) == 0
     board = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="cell_hash")
     assert board.set_index("name").loc["gru", "jozefowicz"] == 1.0  # the reference of the score
+
+
+def test_rerun_trains_a_stored_trial_again_to_the_last_bit(tmp_path, ray_workers):
+    run_search(tiny(max_trials=6), tmp_path / "run", borrowed(ray_workers))
+    frame = load(tmp_path / "run")
+    assert (frame["cpu_threads"] == 1).all()  # a local search's workers are pinned to a core each
+    trial = int(frame[frame["status"] == "ok"]["trial"].max())
+    result = cellsearch("rerun", tmp_path / "run", trial, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"trial {trial} reproduced" in result.stderr
+    stored = frame.set_index("trial").loc[trial]
+    again = json.loads(result.stdout)
+    assert again["score"] == stored["score"] and again["loss_curve"] == [list(p) for p in stored["loss_curve"]]
+    # a row whose learning rate was edited no longer matches what it records
+    edited = tmp_path / "edited"
+    shutil.copytree(tmp_path / "run", edited)
+    lines = (edited / "trials.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        if row["trial"] == trial:
+            row["lr"] /= 2
+    (edited / "trials.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = cellsearch("rerun", edited, trial, "--quiet")
+    assert result.returncode == 1 and f"trial {trial} differs from its row" in result.stderr
+    assert "score" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_resume_continues_exactly_and_replays_without_training(tmp_path, ray_workers):

@@ -1,5 +1,6 @@
 """The trainer: real (tiny) training runs, compile reuse, divergence and error as results."""
 
+import dataclasses
 import json
 import math
 import os
@@ -194,6 +195,12 @@ def test_row_records_what_reproduces_the_trial():
     assert row["code_version"] and row["versions"]["jax"] == jax.__version__
     assert row["xla_flags"] == os.environ.get("XLA_FLAGS", "") and row["matmul_precision"] == "default"
     assert row["sequence_length"] == 20 and row["steps_per_second"] > 0
+    assert row["cpu_threads"] == len(os.sched_getaffinity(0))  # the numbers depend on it on a CPU
+    assert TrialSpec.from_row(row) == spec  # what `cellsearch rerun` trains again
+    mutant = TrialSpec.from_preset("h_new = tanh(W(x) + W(h))", "arith", "quick", seed=3,
+                                   budget_overrides=TINY, task_options={"max_digits": 2})  # fmt: skip
+    again = TrialSpec.from_row(train_trial(mutant).row())  # the row keeps the canonical text
+    assert again.graph().hash == mutant.graph().hash and dataclasses.replace(again, cell=mutant.cell) == mutant
 
 
 def test_ptb_row_records_the_data_checksum():
