@@ -10,7 +10,10 @@ Each worker is an actor that lives for the whole search, so compiled programs st
 workers share a directory of compiled programs (`tasks.use_compilation_cache`), so a cell that
 another worker or an earlier search compiled loads in hundredths of a second. On a local machine
 each worker is pinned to one core before it imports jax (two pinned workers train about 1.7x
-faster than one process using both cores). At most one trial per worker is in flight; each
+faster than one process using both cores); on a cluster each CPU worker claims a core of its
+node that no other worker holds (`claim_core`). A trial's numbers depend on its process's core
+count, so one core each makes a search's rows the same locally and on a cluster, and each
+row's `cpu_threads` is 1. At most one trial per worker is in flight; each
 finished row is handed to `on_row` at once. A trial whose worker died is retried on a fresh worker
 up to `retries` times, then recorded with status `error`. No process outside this executor's own
 Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
@@ -19,11 +22,13 @@ Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray st
 from __future__ import annotations
 
 import collections
+import fcntl
 import math
 import os
 import pathlib
 import secrets
 import socket
+import tempfile
 import time
 import warnings
 from typing import TYPE_CHECKING, Callable
@@ -36,11 +41,47 @@ CACHE_DIR = pathlib.Path(
 )
 
 
-class TrialWorker:
-    """A Ray actor that trains trials one after another (made remote in `RayExecutor`)."""
+_CLAIMED_CORES: list[int] = []  # open lock files: a claim lasts as long as this process
 
-    def __init__(self, core: int | None, cache_dir: str, xla_flags: str = "",
+
+def claim_core() -> int:
+    """A core of this machine for this process alone, among those it may run on: the first whose
+    lock file no other live process holds, else one chosen by PID (more workers than cores).
+
+    The lock (`flock`, in a user-only directory of the temporary directory) is released however
+    the process ends, so a crashed worker's core is free again for its replacement.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    directory = pathlib.Path(tempfile.gettempdir()) / f"cellsearch-cores-{os.getuid()}"
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        for core in cores:
+            lock = os.open(directory / f"{core}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(lock)
+                continue
+            _CLAIMED_CORES.append(lock)
+            return core
+    except OSError:  # no usable temporary directory: share by PID
+        pass
+    return cores[os.getpid() % len(cores)]
+
+
+class TrialWorker:
+    """A Ray actor that trains trials one after another (made remote in `RayExecutor`).
+
+    Args:
+      core: the core to run on; None: all the process may use; "claim": one no other worker
+        on this machine holds (`claim_core`), for a cluster's nodes, whose cores the driver
+        does not know.
+    """
+
+    def __init__(self, core: int | str | None, cache_dir: str, xla_flags: str = "",
                  cache_max_bytes: int | None = None):  # fmt: skip
+        if core == "claim":
+            core = claim_core()
         if core is not None:
             os.sched_setaffinity(0, {core})  # before jax starts its thread pool
         add_xla_flags(xla_flags)
@@ -244,10 +285,11 @@ class RayExecutor:
         return self
 
     def _new_actor(self, index: int):
-        core = None
-        if self.started_ray:  # pin only where we know the cores: our own local Ray
+        if self.started_ray:  # our own local Ray: the driver knows the cores
             cores = sorted(os.sched_getaffinity(0))
             core = cores[index % len(cores)]
+        else:  # a cluster's node: the worker claims one there; GPU workers keep the node's cores
+            core = None if self.gpus_per_worker else "claim"  # (XLA's GPU compiler uses them)
         return self._remote.remote(core, str(compilation_cache_dir()), self.xla_flags,
                                    self.cache_max_bytes)  # fmt: skip
 

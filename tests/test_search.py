@@ -223,6 +223,29 @@ def _live_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def test_a_claimed_core_is_held_while_its_process_lives(tmp_path):
+    env = os.environ | {"TMPDIR": str(tmp_path)}  # lock files of this test's own
+    hold = "import sys; from search.executor import claim_core; print(claim_core(), flush=True); sys.stdin.read()"
+    holders, claimed = [], []
+    try:
+        for _ in range(2):  # one after the other
+            holders.append(subprocess.Popen([sys.executable, "-c", hold], env=env, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, text=True))  # fmt: skip
+            claimed.append(int(holders[-1].stdout.readline()))
+        cores = sorted(os.sched_getaffinity(0))
+        assert set(claimed) <= set(cores)
+        assert claimed[0] == cores[0] and (claimed[1] != claimed[0] or len(cores) == 1)
+        holders[0].stdin.close()
+        holders[0].wait(timeout=60)  # its claim ends with it, however it ends
+        again = subprocess.run([sys.executable, "-c", hold], env=env, input="", capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        assert int(again.stdout) == claimed[0]
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
 def test_search_joins_a_separately_started_ray_head(tmp_path):
     from search.executor import DETERMINISTIC_XLA_FLAGS, local_ray_environment
 
@@ -255,8 +278,20 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         rows = load(tmp_path / "run")
         assert sorted(rows["trial"]) == [0, 1, 2, 3]
         assert rows["xla_flags"].str.endswith(DETERMINISTIC_XLA_FLAGS).all()
+        assert (rows["cpu_threads"] == 1).all()  # as a local search's: the same numbers
         assert not (cache / "old-cache").exists() and list((cache / "executables").glob("*.xla"))
         assert head.poll() is None  # joining a cluster does not stop it
+        # the cluster's workers each claimed a core of their own on the node (a driver of its
+        # own: this process may hold the session's local Ray)
+        probe = ("import json, os; from search.executor import RayExecutor\n"
+                 f"with RayExecutor(workers=2, address='127.0.0.1:{port}') as executor:\n"
+                 "    print(json.dumps([sorted(os.sched_getaffinity(p)) for p in executor.worker_pids()]))")
+        result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                                timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        cores = json.loads(result.stdout.splitlines()[-1])
+        assert all(len(c) == 1 for c in cores), cores
+        assert cores[0] != cores[1] or len(os.sched_getaffinity(0)) == 1, cores  # (a 1-CPU machine)
     finally:
         head.send_signal(signal.SIGTERM)  # only the head we started, by its PID
         try:
