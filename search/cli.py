@@ -244,18 +244,24 @@ def pin_cores(count: int | None) -> None:
     os.sched_setaffinity(0, cores[:count])
 
 
-def _train_one(spec, name: str, args: argparse.Namespace):
-    """Trains `spec` with a progress bar on stderr (after the checks a long trial should not
-    end in) and returns its `TrialResult`."""
-    from tqdm import tqdm
-
+def _before_training(spec, out: str | None) -> None:
+    """The checks a long trial should not end in, and the shared cache of compiled programs."""
     from search.executor import cache_max_bytes, compilation_cache_dir
-    from tasks import train_trial, use_compilation_cache
+    from tasks import use_compilation_cache
 
     spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
-    _check_writable(args.out)  # a trial of hours should not end in a file it cannot write
+    _check_writable(out)  # a trial of hours should not end in a file it cannot write
     # a command run again starts warm
     use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
+
+
+def _train_one(spec, name: str, args: argparse.Namespace):
+    """Trains `spec` with a progress bar on stderr and returns its `TrialResult`."""
+    from tqdm import tqdm
+
+    from tasks import train_trial
+
+    _before_training(spec, args.out)
     with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",
               disable=args.quiet, file=sys.stderr) as bar:  # fmt: skip
 
@@ -278,12 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.task, args.preset, args.seed, parse_overrides(args.set),
     )  # fmt: skip
     if args.settings is not None:
-        from search.executor import cache_max_bytes, compilation_cache_dir
-        from tasks import use_compilation_cache
-
-        spec.make_task().data_checksum()
-        _check_writable(args.out)
-        use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
+        _before_training(spec, args.out)
         return _train_settings(spec, graph, args)
     return _print_rows([_train_one(spec, name, args)], args.out)
 

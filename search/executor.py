@@ -12,8 +12,8 @@ another worker or an earlier search compiled loads in hundredths of a second. On
 each worker is pinned to one core before it imports jax (two pinned workers train about 1.7x
 faster than one process using both cores); on a cluster each CPU worker claims a core of its
 node that no other worker holds (`claim_core`). A trial's numbers depend on its process's core
-count, so one core each makes a search's rows the same locally and on a cluster, and each
-row's `cpu_threads` is 1. At most one trial per worker is in flight; each
+count, so one core each makes a search's rows the same locally and on a cluster (each CPU
+worker's rows have `cpu_threads` 1). At most one trial per worker is in flight; each
 finished row is handed to `on_row` at once. A trial whose worker died is retried on a fresh worker
 up to `retries` times, then recorded with status `error`. No process outside this executor's own
 Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
@@ -215,7 +215,7 @@ def add_xla_flags(flags: str) -> None:
 
 # Some of XLA's GPU kernels (atomic scatters, reductions) may add in another order on every run,
 # so a trial run again differs slightly; with these flags it is exact, at 11-18% of the throughput
-# on an H200 (benchmarks/README.md). A CPU is deterministic either way.
+# on an H200 (benchmarks/README.md). A CPU is deterministic either way, on a given number of cores.
 DETERMINISTIC_XLA_FLAGS = "--xla_gpu_deterministic_ops=true"
 
 

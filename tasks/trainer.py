@@ -737,7 +737,7 @@ def provenance(task: Task) -> dict:
 
 @functools.cache
 def cpu_threads() -> int:
-    """The cores this process may run on, as first asked (before any trial): XLA's CPU backend
+    """The cores this process may run on, as first asked (by its first trial's row): XLA's CPU backend
     splits work across that many threads, and the numbers depend on it. The same trial trained
     on 1 and on 2 cores ends apart (a GRU on arith at lr 2: score 0.211 and 0.143 after 300
     steps), while reruns on the same count are exact; a search's local workers run on 1."""
