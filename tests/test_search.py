@@ -195,8 +195,11 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_wo
 def test_ctrl_c_stops_the_search_with_one_line_and_the_same_command_resumes_it(tmp_path):
     args = [*tiny_args(max_trials=24), "--workers=2", "--quiet"]  # long enough to stop mid-run
     command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"), *args]
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)  # fmt: skip
+    # as a terminal starts it: a test run in the background (`pytest &`) passes SIGINT on ignored
+    in_a_terminal = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                     "from search.cli import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
+    driver = subprocess.Popen([sys.executable, "-c", in_a_terminal, *command[3:]], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
         wait_for_rows(tmp_path / "run", 2, driver, timeout=240)
         assert driver.poll() is None, "the search ended before it could be interrupted"
