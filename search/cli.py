@@ -345,7 +345,8 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         return status
     shown = [f"{f} {row.get(f)} -> {again.get(f)}" for f in differ if f != "loss_curve"][:3]
     why = [f"{k} {row.get(k, 'not recorded')} -> {again.get(k)}"
-           for k in ("code_version", "device", "xla_flags", "cpu_threads") if row.get(k) != again.get(k)]
+           for k in ("code_version", "device", "cpu_model", "xla_flags", "cpu_threads")
+           if row.get(k) != again.get(k)]  # fmt: skip
     if row.get("vmapped_settings", 1) > 1:
         why.append(f"it was trained as one of {row['vmapped_settings']} vmapped settings")
     print(f"cellsearch: trial {args.trial} differs from its row in {len(differ)} fields ("

@@ -380,6 +380,20 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (what every trial row records: programs are compiled for the host's
+    instruction set, so another kind of CPU may give other numbers)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _cpu_features() -> str:
     try:
         with open("/proc/cpuinfo") as info:

@@ -36,7 +36,7 @@ import optax
 from flax import nnx
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
-from tasks.executables import ExecutableStore, package_versions, persistent_cache_hits, trim_cache
+from tasks.executables import ExecutableStore, cpu_model, package_versions, persistent_cache_hits, trim_cache
 from tasks.hparams import Budget, HParams, check_types, preset
 from tasks.model import RNNModel, argmax_hits, step_losses, zero_carry
 from tasks.registry import STATS, Task, make_task
@@ -732,6 +732,7 @@ def provenance(task: Task) -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
         "cpu_threads": cpu_threads(),
+        "cpu_model": cpu_model(),
     }
 
 
