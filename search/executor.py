@@ -42,29 +42,33 @@ CACHE_DIR = pathlib.Path(
 
 
 _CLAIMED_CORES: list[int] = []  # open lock files: a claim lasts as long as this process
+MAX_SLOTS = 64  # claimants per core before the PID decides
 
 
 def claim_core() -> int:
-    """A core of this machine for this process alone, among those it may run on: the first whose
-    lock file no other live process holds, else one chosen by PID (more workers than cores).
+    """A core of this machine for this process, among those it may run on, shared with as few
+    other claimants as can be: the first free slot, taking slot 0 of every core, then slot 1, ...
 
-    The lock (`flock`, in a user-only directory of the temporary directory) is released however
-    the process ends, so a crashed worker's core is free again for its replacement.
+    A slot is a lock file (`flock`, in a user-only directory of the temporary directory) held
+    while the process lives and released however it ends, so a crashed worker's core is free for
+    its replacement, and workers of a search that just ended, still exiting, push the next
+    search's onto other slots rather than onto the same core.
     """
     cores = sorted(os.sched_getaffinity(0))
     directory = pathlib.Path(tempfile.gettempdir()) / f"cellsearch-cores-{os.getuid()}"
     try:
         directory.mkdir(mode=0o700, exist_ok=True)
-        for core in cores:
-            lock = os.open(directory / f"{core}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(lock)
-                continue
-            _CLAIMED_CORES.append(lock)
-            return core
-    except OSError:  # no usable temporary directory: share by PID
+        for slot in range(MAX_SLOTS):
+            for core in cores:
+                lock = os.open(directory / f"{core}.{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(lock)
+                    continue
+                _CLAIMED_CORES.append(lock)
+                return core
+    except OSError:  # no usable temporary directory
         pass
     return cores[os.getpid() % len(cores)]
 
