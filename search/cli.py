@@ -244,15 +244,18 @@ def pin_cores(count: int | None) -> None:
     os.sched_setaffinity(0, cores[:count])
 
 
-def _before_training(spec, out: str | None) -> None:
-    """The checks a long trial should not end in, and the shared cache of compiled programs."""
+def _before_training(spec, out: str | None) -> str:
+    """The checks a long trial should not end in, and the shared cache of compiled programs;
+    returns the task's data checksum."""
     from search.executor import cache_max_bytes, compilation_cache_dir
     from tasks import use_compilation_cache
 
-    spec.make_task().data_checksum()  # bad data files: a one-line error before anything runs
+    # bad data files: a one-line error before anything runs
+    checksum = spec.make_task().data_checksum()
     _check_writable(out)  # a trial of hours should not end in a file it cannot write
     # a command run again starts warm
     use_compilation_cache(compilation_cache_dir(), max_bytes=cache_max_bytes())
+    return checksum
 
 
 def _train_one(spec, name: str, args: argparse.Namespace):
@@ -261,7 +264,6 @@ def _train_one(spec, name: str, args: argparse.Namespace):
 
     from tasks import train_trial
 
-    _before_training(spec, args.out)
     with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",
               disable=args.quiet, file=sys.stderr) as bar:  # fmt: skip
 
@@ -283,8 +285,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         graph.text() if name not in BASELINES else name,
         args.task, args.preset, args.seed, parse_overrides(args.set),
     )  # fmt: skip
+    _before_training(spec, args.out)
     if args.settings is not None:
-        _before_training(spec, args.out)
         return _train_settings(spec, graph, args)
     return _print_rows([_train_one(spec, name, args)], args.out)
 
@@ -316,9 +318,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             raise UsageError(f"trial {args.trial} ran on {threads} cores and this process may use "
                              f"{len(os.sched_getaffinity(0))}: its numbers would differ; --cores "
                              "sets the count") from None  # fmt: skip
-    if "--xla_gpu_deterministic_ops=true" in (row.get("xla_flags") or ""):
-        from search.executor import DETERMINISTIC_XLA_FLAGS, add_xla_flags
+    from search.executor import DETERMINISTIC_XLA_FLAGS, add_xla_flags
 
+    if DETERMINISTIC_XLA_FLAGS in (row.get("xla_flags") or ""):
         add_xla_flags(DETERMINISTIC_XLA_FLAGS)
     from tasks import TrialSpec
 
@@ -326,7 +328,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         spec = TrialSpec.from_row(row)
     except KeyError as missing:
         raise UsageError(f"{store.trials_path}: trial {args.trial} has no field {missing}") from None
-    checksum = spec.make_task().data_checksum()
+    checksum = _before_training(spec, args.out)
     if row.get("data_checksum") not in (None, checksum):
         raise UsageError(f"{spec.task}: the task's data changed since trial {args.trial} ran "
                          f"(stored {row['data_checksum']}, now {checksum})")  # fmt: skip

@@ -11,7 +11,7 @@ workers share a directory of compiled programs (`tasks.use_compilation_cache`), 
 another worker or an earlier search compiled loads in hundredths of a second. On a local machine
 each worker is pinned to one core before it imports jax (two pinned workers train about 1.7x
 faster than one process using both cores); on a cluster each CPU worker claims a core of its
-node that no other worker holds (`claim_core`). A trial's numbers depend on its process's core
+node that no other worker holds, or as few as can be (`claim_core`). A trial's numbers depend on its process's core
 count, so one core each makes a search's rows the same locally and on a cluster (each CPU
 worker's rows have `cpu_threads` 1). At most one trial per worker is in flight; each
 finished row is handed to `on_row` at once. A trial whose worker died is retried on a fresh worker
@@ -41,7 +41,7 @@ CACHE_DIR = pathlib.Path(
 )
 
 
-_CLAIMED_CORES: list[int] = []  # open lock files: a claim lasts as long as this process
+_CORE_LOCKS: list[int] = []  # this process's claims: open lock files, held while it lives
 MAX_SLOTS = 64  # claimants per core before the PID decides
 
 
@@ -66,7 +66,7 @@ def claim_core() -> int:
                 except OSError:
                     os.close(lock)
                     continue
-                _CLAIMED_CORES.append(lock)
+                _CORE_LOCKS.append(lock)
                 return core
     except OSError:  # no usable temporary directory
         pass
@@ -77,9 +77,9 @@ class TrialWorker:
     """A Ray actor that trains trials one after another (made remote in `RayExecutor`).
 
     Args:
-      core: the core to run on; None: all the process may use; "claim": one no other worker
-        on this machine holds (`claim_core`), for a cluster's nodes, whose cores the driver
-        does not know.
+      core: the core to run on; None: all the process may use; "claim": one that as few other
+        workers on this machine hold as can be (`claim_core`), for a cluster's nodes, whose
+        cores the driver does not know.
     """
 
     def __init__(self, core: int | str | None, cache_dir: str, xla_flags: str = "",
