@@ -8,12 +8,13 @@
 
 Each worker is an actor that lives for the whole search, so compiled programs stay in its memory;
 workers share a directory of compiled programs (`tasks.use_compilation_cache`), so a cell that
-another worker or an earlier search compiled loads in hundredths of a second. On a local machine
-each worker is pinned to one core before it imports jax (two pinned workers train about 1.7x
-faster than one process using both cores); on a cluster each CPU worker claims a core of its
-node that no other worker holds, or as few as can be (`claim_core`). A trial's numbers depend on its process's core
-count, so one core each makes a search's rows the same locally and on a cluster (each CPU
-worker's rows have `cpu_threads` 1). At most one trial per worker is in flight; each
+another worker or an earlier search compiled loads in hundredths of a second. Each CPU worker
+pins itself to one core before it imports jax (two pinned workers train about 1.7x faster than
+one process using both cores): a core of its machine that no other worker of this user holds,
+or as few as can be (`claim_core`), so that two searches on one machine, or a cluster's nodes,
+spread over the cores. A trial's numbers depend on its process's core count, so one core each
+makes a search's rows the same locally and on a cluster (each CPU worker's rows have
+`cpu_threads` 1). At most one trial per worker is in flight; each
 finished row is handed to `on_row` at once. A trial whose worker died is retried on a fresh worker
 up to `retries` times, then recorded with status `error`. No process outside this executor's own
 Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
@@ -78,8 +79,7 @@ class TrialWorker:
 
     Args:
       core: the core to run on; None: all the process may use; "claim": one that as few other
-        workers on this machine hold as can be (`claim_core`), for a cluster's nodes, whose
-        cores the driver does not know.
+        workers on this machine hold as can be (`claim_core`).
     """
 
     def __init__(self, core: int | str | None, cache_dir: str, xla_flags: str = "",
@@ -277,7 +277,7 @@ class RayExecutor:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.workers = max(1, cpus)
         self._remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(self.worker)
-        self.actors = [self._new_actor(i) for i in range(self.workers)]
+        self.actors = [self._new_actor() for _ in range(self.workers)]
         try:  # where each worker runs; also proves that every one of them could start
             self.nodes = ray.get([actor.node.remote() for actor in self.actors], timeout=self.start_timeout)
         except ray.exceptions.GetTimeoutError:
@@ -288,12 +288,11 @@ class RayExecutor:
                                "--workers") from None
         return self
 
-    def _new_actor(self, index: int):
-        if self.started_ray:  # our own local Ray: the driver knows the cores
-            cores = sorted(os.sched_getaffinity(0))
-            core = cores[index % len(cores)]
-        else:  # a cluster's node: the worker claims one there; GPU workers keep the node's cores
-            core = None if self.gpus_per_worker else "claim"  # (XLA's GPU compiler uses them)
+    def _new_actor(self):
+        # claimed on the worker's machine, not given by index: another search there, or the
+        # workers of one that just ended, may hold the first cores; GPU workers keep the
+        # machine's cores, which XLA's GPU compiler uses
+        core = None if self.gpus_per_worker else "claim"
         return self._remote.remote(core, str(compilation_cache_dir()), self.xla_flags,
                                    self.cache_max_bytes)  # fmt: skip
 
@@ -311,7 +310,7 @@ class RayExecutor:
         others = sum(a is not None for i, a in enumerate(self.actors) if i != index)
         if others + 1 > alive:
             return None
-        actor = self._new_actor(index)
+        actor = self._new_actor()
         try:
             self.nodes[index] = ray.get(actor.node.remote(), timeout=self.start_timeout)
         except (GetTimeoutError, RayActorError):

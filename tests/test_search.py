@@ -250,6 +250,33 @@ def test_a_claimed_core_is_held_while_its_process_lives(tmp_path):
             holder.wait()
 
 
+def test_two_local_searches_at_once_train_on_different_cores():
+    # each a local Ray of its own with one worker, as two `cellsearch search` commands on one
+    # machine; by index both workers sat on the first core and the second stayed idle
+    temp_dir = tempfile.mkdtemp(prefix="cores-")  # their claims only; short: Ray's socket paths
+    env = os.environ | {"TMPDIR": temp_dir}
+    probe = ("import json, os, sys; from search.executor import RayExecutor\n"
+             "with RayExecutor(workers=1) as executor:\n"
+             "    print(json.dumps(sorted(os.sched_getaffinity(executor.worker_pids()[0]))), flush=True)\n"
+             "    sys.stdin.read()")  # fmt: skip
+    drivers = [subprocess.Popen([sys.executable, "-c", probe], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]  # fmt: skip
+    try:
+        cores = [json.loads(driver.stdout.readline() or "null") for driver in drivers]
+        for driver in drivers:
+            driver.stdin.close()
+            assert driver.wait(timeout=120) == 0, driver.stderr.read()[-2000:]
+        assert all(c is not None and len(c) == 1 for c in cores), cores
+        assert cores[0] != cores[1] or len(os.sched_getaffinity(0)) == 1, cores  # (a 1-CPU machine)
+    finally:
+        for driver in drivers:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 def test_search_joins_a_separately_started_ray_head(tmp_path):
     from search.executor import DETERMINISTIC_XLA_FLAGS, local_ray_environment
 
