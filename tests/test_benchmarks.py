@@ -1,18 +1,23 @@
-"""What the benchmarks compute besides timings: versus_frameworks.py's FLOP floor, and the store
-store_scale.py writes (the timing itself is not tested)."""
+"""What the benchmarks compute besides timings: versus_frameworks.py's FLOP floor, the store
+store_scale.py writes, and how preset_costs.py prices a reproduction (the timing itself is not
+tested)."""
 
 import pathlib
 import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+ROOT = pathlib.Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from versus_frameworks import flop_floor, step_flops  # noqa: E402, I001
-from store_scale import synthesize  # noqa: E402  (last: it takes benchmarks/ off sys.path again)
+from store_scale import synthesize  # noqa: E402  (it takes benchmarks/ off sys.path again ...)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from preset_costs import baselines_trials, expected_seconds, stored_run  # noqa: E402  (... as this does)
 
 from analysis import leaderboard  # noqa: E402
 from cells import PAPER_CELLS, baseline, parse  # noqa: E402
 from results import load, load_cells  # noqa: E402
+from search.config import load_config  # noqa: E402
 
 
 @pytest.mark.parametrize("cell, widths", [("gru", 6), ("gru_reset_after", 6), ("lstm", 8)])
@@ -47,3 +52,32 @@ def test_store_scale_writes_a_store_of_real_cells_that_analysis_reads(tmp_path):
     assert frame.loc[frame["status"] == "ok", "score"].between(0, 1).all()
     board = leaderboard(frame)
     assert board.loc[baseline("gru").hash, "jozefowicz"] == pytest.approx(1.0)
+
+
+def test_preset_costs_counts_the_trials_a_baselines_run_makes():
+    committed = load(ROOT / "docs" / "reproduction-quick" / "baselines", loss_curves=False)
+    counts = baselines_trials(load_config(ROOT / "configs" / "baselines-quick.toml"))
+    assert counts == committed["task"].astype(str).value_counts().to_dict()
+    small = baselines_trials(load_config(ROOT / "configs" / "baselines-small.toml"))
+    # ten cells, 8 settings on each of five tasks, the three dropout tasks' trained twice
+    assert small == {"arith": 80, "xml": 80, "ptb": 160, "nottingham": 160, "piano": 160}
+    capped = load_config(ROOT / "configs" / "baselines-small.toml", {"max_trials": 100})
+    assert sum(baselines_trials(capped).values()) == 100
+
+
+def test_preset_costs_takes_a_trial_over_the_grids_layer_counts():
+    measured = [{"layers": n, "trial_seconds": s} for n, s in [(1, 10.0), (2, 30.0), (3, 40.0), (4, 80.0)]]
+    assert expected_seconds(measured) == pytest.approx(40.0)  # all four: their mean
+    assert expected_seconds([measured[0], measured[3]]) == pytest.approx(45.0)  # a line, at 2.5
+    assert expected_seconds(measured[:1]) == pytest.approx(10.0)
+
+
+def test_preset_costs_reads_a_stored_runs_preset_task_shares_and_trial_seconds():
+    run = ROOT / "docs" / "reproduction-quick" / "search"
+    preset, shares, seconds = stored_run(run)
+    frame = load(run, loss_curves=False)
+    assert preset == "quick"
+    assert set(shares) == set(seconds) == set(frame["task"].astype(str))
+    assert sum(shares.values()) == pytest.approx(1.0)
+    ptb = frame[frame["task"] == "ptb"]
+    assert seconds["ptb"] == pytest.approx((ptb["train_seconds"] + ptb["eval_seconds"]).mean())
