@@ -1,11 +1,12 @@
 """The run store and its pandas reader; needs neither jax nor Ray."""
 
-from results.frame import find_runs, load, load_cells, to_parquet
+from results.frame import find_cell, find_runs, load, load_cells, to_parquet
 from results.store import RunStore, StoreError, iter_jsonl, read_jsonl
 
 __all__ = [
     "RunStore",
     "StoreError",
+    "find_cell",
     "find_runs",
     "iter_jsonl",
     "load",

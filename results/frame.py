@@ -103,6 +103,34 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(read_jsonl(pathlib.Path(path) / CELLS))
 
 
+def find_cell(paths, key: str) -> dict:
+    """A cell of one or several runs by baseline name, hash or unique hash prefix.
+
+    Args:
+      paths: run directories, or directories holding them (as `find_runs`).
+      key: e.g. "gru", "v1-3f2a9c0d11b4e5f6" or "v1-3f2a".
+
+    Returns:
+      Its record in `cells.jsonl`: hash, name, text, parent, origin, transforms, round.
+
+    Raises:
+      StoreError: no cell matches, or several do (the message names up to four).
+    """
+    matches: dict[str, dict] = {}
+    for run in find_runs(paths):
+        for cell in iter_jsonl(run / CELLS):
+            if cell.get("name") == key or cell["hash"].startswith(key):
+                matches.setdefault(cell["hash"], cell)
+    where = ", ".join(map(str, [paths] if isinstance(paths, (str, os.PathLike)) else paths))
+    if not matches:
+        raise StoreError(f"no cell of {where} has the name or hash (prefix) '{key}'")
+    if len(matches) > 1:
+        raise StoreError(f"'{key}' matches {len(matches)} cells of {where} "
+                         f"({', '.join(sorted(matches)[:4])}{', ...' if len(matches) > 4 else ''}); "
+                         "give more of the hash")  # fmt: skip
+    return matches.popitem()[1]
+
+
 def to_parquet(frame: pd.DataFrame, out: str | os.PathLike) -> None:
     """Writes a loaded frame to Parquet (nested fields as JSON text, which Parquet types keep)."""
     import json

@@ -25,14 +25,24 @@ class UsageError(Exception):
 
 
 def load_cell(name_or_file: str) -> tuple[str, Graph]:
-    """Returns (display name, graph) for a baseline name or a path to a cell text file."""
+    """Returns (display name, graph) for a baseline name, a path to a cell text file, or
+    RUN:CELL, a cell of a run directory by name, hash or hash prefix (`results.find_cell`)."""
     if name_or_file in BASELINES:
         return name_or_file, baseline(name_or_file)
     path = pathlib.Path(name_or_file)
+    run, colon, key = name_or_file.rpartition(":")
+    if not path.is_file() and colon and run and pathlib.Path(run).is_dir():
+        from results import find_cell
+
+        cell = find_cell(run, key)
+        if cell.get("name") in BASELINES:
+            return cell["name"], baseline(cell["name"])
+        label = f"{run}:{cell['hash']}"
+        return label, parse(cell["text"], source=label)
     if not path.is_file():
         raise UsageError(
-            f"'{name_or_file}' is neither a baseline cell (see 'cellsearch show --list') "
-            "nor a readable file"
+            f"'{name_or_file}' is neither a baseline cell (see 'cellsearch show --list'), "
+            "a readable file, nor RUN:CELL (a cell of a run directory by hash or hash prefix)"
         )
     try:
         text = path.read_text(encoding="utf-8")
@@ -659,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a cell's canonical equations, parameter count, hash and fingerprint",
         description="Print a cell's canonical equations, parameter count and fused matmuls.",
     )
-    show.add_argument("cell", nargs="?", help="a baseline name (see --list) or a cell text file")
+    show.add_argument("cell", nargs="?", help="a baseline name (see --list), a cell text file, or "
+                      "RUN:HASH, a cell of a run by hash or hash prefix")
     show.add_argument("--hidden", type=int, default=128, help="hidden width H (default 128)")
     show.add_argument("--latex", action="store_true", help="print the equations as LaTeX")
     show.add_argument("--list", action="store_true", help="list the baseline cells")
@@ -684,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply the paper's mutation operator and print N distinct valid children "
         "with their hash, fingerprint and the transforms that made each.",
     )
-    mutate.add_argument("cell", help="a baseline name or a cell text file")
+    mutate.add_argument("cell", help="a baseline name, a cell text file, or RUN:HASH (a run's cell)")
     mutate.add_argument("--n", type=int, default=10, help="number of children (default 10)")
     mutate.add_argument("--seed", type=int, default=0, help="seed of every random decision")
     mutate.set_defaults(run=cmd_mutate)
@@ -695,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one trial (cell, task, hyperparameters, seed, budget) with a progress "
         "bar, then print its result row as one JSON object.",
     )
-    train.add_argument("cell", help="a baseline name or a cell text file")
+    train.add_argument("cell", help="a baseline name, a cell text file, or RUN:HASH (a run's cell, by "
+                       "hash or hash prefix)")
     train.add_argument("task", help="memorize, arith, xml, ptb, jsb, nottingham, musedata, piano")
     train.add_argument("--preset", default="quick",
                        help="budget preset: quick, small, paper, zaremba_small (default quick)")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -42,6 +43,48 @@ def test_show_reads_a_cell_file(tmp_path):
     assert "h_new = z * h + (1 - z) * tanh(W(x))" in result.stdout
 
 
+COMMITTED = pathlib.Path(__file__).parents[1] / "docs" / "reproduction-quick"  # a real run's stores
+
+
+def test_a_cell_of_a_run_is_named_run_colon_hash_prefix(tmp_path):
+    found = next(c for c in map(json.loads, open(COMMITTED / "search" / "cells.jsonl"))
+                 if c["origin"] == "mutation")  # fmt: skip
+    prefix = found["hash"][:8]
+    for run in (COMMITTED, COMMITTED / "search"):  # the reproduction's directory or the run's own
+        result = cellsearch("show", f"{run}:{prefix}")
+        assert result.returncode == 0, result.stderr
+        assert f"# {run}:{found['hash']}" in result.stdout and f"hash: {found['hash']}" in result.stdout
+    out = tmp_path / "rows.jsonl"  # train it, as a researcher takes a found cell further
+    result = cellsearch("train", f"{COMMITTED}:{prefix}", "arith", "--set", "steps=20", "--set",
+                        "hidden=16", "--set", "task.max_digits=2", "--out", str(out), "--cores", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["status"] == "ok" and parse(row["cell_text"]).hash == found["hash"]
+    # a baseline of the run is that baseline, by name as by hash
+    by_hash = cellsearch("show", f"{COMMITTED}:{parse(BASELINES['lstm_i']).hash}")
+    assert by_hash.stdout.startswith("# lstm_i: ")
+    assert by_hash.stdout == cellsearch("show", f"{COMMITTED}:lstm_i").stdout
+
+
+def _committed_cells() -> int:
+    return len({json.loads(line)["hash"] for run in ("baselines", "search")
+                for line in open(COMMITTED / run / "cells.jsonl")})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("v1-", "matches {cells} cells of"),  # every cell's hash starts so; the two runs share some
+        ("v1-zz", "has the name or hash (prefix) 'v1-zz'"),
+    ],
+)
+def test_a_run_cell_that_is_not_one_cell_is_a_one_line_error(key, message):
+    message = message.format(cells=_committed_cells())
+    result = cellsearch("show", f"{COMMITTED}:{key}")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -65,6 +108,7 @@ def test_bad_cell_file_is_one_line_naming_file_and_line(tmp_path, content, messa
     "args, message",
     [
         (["show", "no_such_cell"], "'no_such_cell' is neither a baseline cell"),
+        (["show", "no_such_run:v1-3f"], "nor RUN:CELL (a cell of a run directory"),
         (["show"], "show needs a cell name or file"),
         (["show", "lstm", "--hidden", "0"], "--hidden must be a positive integer"),
     ],
