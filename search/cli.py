@@ -414,10 +414,13 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
     if args.settings < 1:
         raise UsageError(f"--settings must be a positive integer, got {args.settings}")
+    cells = BaselinesOptions().cells
+    if args.cells:  # names stay names; files and RUN:CELL become equations, which the run keeps
+        cells = tuple(name if name in BASELINES else graph.text() for name, graph in map(load_cell, args.cells))
     config = SearchConfig(
         name=f"baselines-{args.preset}", strategy="baselines", seed=args.seed, preset=args.preset,
         tasks=tuple(args.tasks), settings_per_task=args.settings, max_trials=10**9,
-        baselines=BaselinesOptions(tuple(args.cells) if args.cells else BaselinesOptions().cells),
+        baselines=BaselinesOptions(cells),
     )  # fmt: skip
     config.validate("baselines")
     return _run_search(config, args)
@@ -770,7 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument("--preset", default="quick", help="budget preset (default quick)")
     baselines.add_argument("--tasks", nargs="+", default=["arith", "xml", "ptb"],
                            help="tasks (default: the search tasks arith xml ptb)")
-    baselines.add_argument("--cells", nargs="+", help="baseline names (default: the paper's ten)")
+    baselines.add_argument("--cells", nargs="+", help="baseline names, cell text files or RUN:HASH "
+                           "(a run's cell, e.g. one a search found); default: the paper's ten")
     baselines.add_argument("--settings", type=int, default=4, help="settings per task (default 4)")
     baselines.add_argument("--seed", type=int, default=0)
     _execution_arguments(baselines)

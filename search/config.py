@@ -57,9 +57,40 @@ class NasbenchOptions:
     p_memory: float = 0.0  # share of cells with a second state (h_prev_1); its examples have none
 
 
+def baselines_cell(entry: str):
+    """The cell of a `[baselines] cells` entry: a baseline's name, or a cell's equations (e.g. a cell
+    a search found, to evaluate like a baseline).
+
+    Returns:
+      (the baseline's name, or None for another cell; equations of a baseline give its name), graph.
+
+    Raises:
+      ValueError naming the problem.
+    """
+    from cells import BASELINES, baseline, parse
+
+    if entry in BASELINES:
+        return entry, baseline(entry)
+    if "=" not in entry:
+        raise ValueError(f"unknown baseline '{entry}' (known: {', '.join(BASELINES)}; or a cell's "
+                         "equations)")  # fmt: skip
+    try:
+        graph = parse(entry, source="cell")
+    except ValueError as error:
+        raise ValueError(f"{_short(entry)}: {error}") from None
+    return next((name for name in BASELINES if baseline(name).hash == graph.hash), None), graph
+
+
+def _short(entry: str) -> str:
+    """A cell entry in one line, for messages."""
+    line = " / ".join(entry.strip().splitlines())
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
 @dataclasses.dataclass(frozen=True)
 class BaselinesOptions:
-    """The `baselines` strategy: no search, these cells with `settings_per_task` settings each."""
+    """The `baselines` strategy: no search, these cells with `settings_per_task` settings each:
+    baseline names, or a cell's equations (origin "given": a cell found elsewhere)."""
 
     cells: tuple[str, ...] = (
         "tanh", "lstm", "lstm_f", "lstm_i", "lstm_o", "lstm_b", "gru", "mut1", "mut2", "mut3",
@@ -137,11 +168,16 @@ class SearchConfig:
             fail("regularized_evolution.population", "must be >= 2")
         if not 1 <= self.regularized_evolution.tournament <= self.regularized_evolution.population:
             fail("regularized_evolution.tournament", "must be in [1, population]")
-        from cells import BASELINES
-
-        for cell in self.baselines.cells:
-            if cell not in BASELINES:
-                fail("baselines.cells", f"unknown baseline '{cell}' (known: {', '.join(BASELINES)})")
+        seen: dict[str, str] = {}  # hash -> the entry that gave it
+        for entry in self.baselines.cells:
+            try:
+                _, graph = baselines_cell(entry)
+            except ValueError as error:
+                fail("baselines.cells", str(error))
+            if graph.hash in seen:
+                fail("baselines.cells", f"lists one cell twice ({graph.hash}: {_short(seen[graph.hash])} "
+                                        f"and {_short(entry)})")  # fmt: skip
+            seen[graph.hash] = entry
         for task in self.baselines.dropout_tasks:
             if task not in self.tasks:
                 fail("baselines.dropout_tasks", f"'{task}' is not one of the tasks ({', '.join(self.tasks)})")

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cells import Graph, baseline, from_nasbench_nlp
-from search.config import SearchConfig
+from search.config import SearchConfig, baselines_cell
 from search.mutation import ACTIVATIONS, ACTIVATIONS_WITH_LEAKY_RELU, Deduper, mutate, random_cell
 from search.nasbench import sample_recipe
 from tasks import HParams, sample_settings
@@ -44,7 +44,7 @@ class CellRecord:
 
     graph: Graph
     name: str | None  # baseline name, if it is one
-    origin: str  # "baseline", "mutation", "random"
+    origin: str  # "baseline", "mutation", "random", "given" (a cell's equations in [baselines] cells)
     parent: str | None = None
     transforms: tuple[str, ...] = ()
     best: dict = dataclasses.field(default_factory=dict)  # task -> best score so far
@@ -130,10 +130,12 @@ class Strategy:
         for row in rows:
             self.book.record_result(row)
 
-    def _baselines(self, names: tuple[str, ...], count: int) -> list[Proposal]:
+    def _baselines(self, cells: tuple[str, ...], count: int) -> list[Proposal]:
+        """`count` settings per task of each cell: baseline names, or equations (origin "given")."""
         out = []
-        for name in names:
-            record = self.book.add(baseline(name), "baseline", name=name)
+        for entry in cells:
+            name, graph = baselines_cell(entry)
+            record = self.book.add(graph, "baseline" if name else "given", name=name)
             if record is not None:
                 out += self.book.evaluate(record, count, purpose="baseline")
         return out

@@ -66,6 +66,27 @@ def test_a_cell_of_a_run_is_named_run_colon_hash_prefix(tmp_path):
     assert by_hash.stdout == cellsearch("show", f"{COMMITTED}:lstm_i").stdout
 
 
+def test_baselines_evaluate_a_found_cell_beside_the_baselines(tmp_path):
+    # the paper's Table 1 procedure for the cells its search found: more settings on every task
+    found = next(c for c in map(json.loads, open(COMMITTED / "search" / "cells.jsonl"))
+                 if c["origin"] == "mutation")  # fmt: skip
+    text_file = tmp_path / "mine.cell"
+    text_file.write_text("z = sigmoid(W(x) + W(h))\nh_new = z * h + (1 - z) * relu(W(x) + W(h))\n")
+    command = ["baselines", "--cells", "gru", f"{COMMITTED}:{found['hash'][:8]}", str(text_file),
+               "--tasks", "arith", "--settings", "1", "--workers", "1", "--out", str(tmp_path / "run"), "--quiet"]
+    result = cellsearch(*command)
+    assert result.returncode == 0, result.stderr
+    cells = {c["hash"]: c for c in map(json.loads, open(tmp_path / "run" / "cells.jsonl"))}
+    assert cells[found["hash"]]["origin"] == "given" and cells[found["hash"]]["text"] == found["text"]
+    assert sorted(c["origin"] for c in cells.values()) == ["baseline", "given", "given"]
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "trials.jsonl")]
+    assert sorted(r["cell_hash"] for r in rows) == sorted(cells) and {r["purpose"] for r in rows} == {"baseline"}
+    # the run keeps the cells' equations (run.toml), and the same command replays it
+    again = cellsearch(*command)
+    assert again.returncode == 0, again.stderr
+    assert len(open(tmp_path / "run" / "trials.jsonl").readlines()) == 3
+
+
 def _committed_cells() -> int:
     return len({json.loads(line)["hash"] for run in ("baselines", "search")
                 for line in open(COMMITTED / run / "cells.jsonl")})  # fmt: skip
@@ -256,7 +277,7 @@ def test_show_prints_hash_and_fingerprint():
         (["leaderboard", "no_such_run"], "no_such_run: no such run directory"),
         (["export", "no_such_run"], "no_such_run: no such run directory"),
         (["baselines", "--settings", "0"], "--settings must be a positive integer"),
-        (["baselines", "--cells", "lstm", "nope"], "unknown baseline 'nope'"),
+        (["baselines", "--cells", "lstm", "nope"], "'nope' is neither a baseline cell"),
         (["baselines", "--tasks", "chess"], "unknown task 'chess'"),
     ],
 )

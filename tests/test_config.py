@@ -1,5 +1,6 @@
 """Search configs: the shipped files load, and every mistake names its key."""
 
+import json
 import pathlib
 
 import pytest
@@ -36,6 +37,15 @@ def test_overrides_use_dotted_keys():
         ("settings_per_task = 0", "config: settings_per_task: must be >= 1, got 0"),
         ("tasks = ['arith', 'xml', 'arith']", "config: tasks: lists arith more than once"),
         ("[baselines]\ncells = ['lstm', 'gru', 'lstm']", "config: baselines.cells: lists lstm more than once"),
+        ("[baselines]\ncells = ['lstm', 'lsmt']", "config: baselines.cells: unknown baseline 'lsmt'"),
+        ("[baselines]\ncells = ['h_new = tanh(W(x) + W(h)']",
+         "config: baselines.cells: h_new = tanh(W(x) + W(h): cell: line 1: invalid syntax"),
+        ("[baselines]\ncells = ['h_new = tanh(W(x))']", "baselines.cells: h_new = tanh(W(x)): cell: line 1: the cell ignores its input 'h'"),
+        # the same cell twice: equations equal to a baseline, or two spellings of one cell
+        ('[baselines]\ncells = ["tanh", "h_new = tanh(W(h) + W(x))"]',
+         "baselines.cells: lists one cell twice (v1-"),
+        ('[baselines]\ncells = ["u = W(x)\\nh_new = tanh(u + W(h))", "h_new = tanh(W(h) + W(x))"]',
+         "lists one cell twice"),
         ("name = '../elsewhere'", "config: name: must name one directory"),
         ("name = ''", "config: name: must name one directory"),
         ("[jozefowicz]\np_reevaluate = 2.0", "config: jozefowicz.p_reevaluate: must be in [0, 1]"),
@@ -54,6 +64,14 @@ def test_bad_configs_name_the_key(text, message):
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_baselines_take_cells_as_equations_too():
+    found = "z = sigmoid(W(x) + W(h))\nh_new = z * h + (1 - z) * tanh(W(x) + W(h))\n"
+    config = parse_config(f"strategy = 'baselines'\n[baselines]\ncells = ['lstm', {json.dumps(found)}]")
+    assert config.baselines.cells == ("lstm", found)
+    again = parse_config(to_toml(to_dict(config)))  # as run.toml keeps it, for the resume check
+    assert again == config
 
 
 def test_unreadable_file(tmp_path):
