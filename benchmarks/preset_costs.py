@@ -15,9 +15,9 @@ through them taken at 2.5). Trials that diverge stop early and cost less, trials
 little more, other cells about what the LSTM does (the GRU does a little less work per step).
 
 The reproduction's cost then follows from its configs: the baselines run's trials are what its
-strategy proposes (cells x tasks x settings, twice on the dropout tasks); a search's mix of tasks depends on what
-passes its screen, so the search is priced per 1,000 trials split over tasks as in a stored run
-(`--mix`, default the committed quick reproduction's search).
+strategy proposes (cells x tasks x settings, twice on the dropout tasks); a search's mix of tasks
+depends on what passes its screen, so the search is priced per 1,000 trials split over tasks as in
+a stored run (`--mix`, default the committed quick reproduction's search).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def measure(preset: str, task: str, layers: int, calls: int) -> dict:
     steps = (calls + 1) * budget.steps_per_call
     hparams = HParams(lr=0.2, clip=5.0, init_scale=1.0, layers=layers)
     short = TrialSpec.from_preset("lstm", task, preset, hparams, budget_overrides={"steps": steps})
-    first = TrialSpec.from_preset("lstm", task, preset, hparams,  # evaluation: one batch
-                                  budget_overrides={"steps": budget.steps_per_call, "eval_sequences": 1})
+    once = {"steps": budget.steps_per_call, "eval_sequences": 1}  # evaluating one batch
+    first = TrialSpec.from_preset("lstm", task, preset, hparams, budget_overrides=once)
     warm = train_trial(first)  # compiles the train program, as a search's worker does once
     result = train_trial(short)
     if result.status != "ok":
@@ -109,46 +109,50 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--calls", type=int, default=4, help="timed jitted calls per measurement")
     parser.add_argument("--mix", default=str(ROOT / "docs" / "reproduction-quick" / "search"),
-                        help="a stored search: its share of trials per task prices a search, and its trials' "
-                        "mean seconds check the projection of its preset")  # fmt: skip
+                        help="a stored search: its share of trials per task prices a search, and "
+                        "its trials' mean seconds check the projection of its preset")  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "preset_costs"))
     args = parser.parse_args(argv)
 
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, before JAX starts
-    from search.config import load_config
-
     rows = []
     for preset, task, layers in itertools.product(args.presets, args.tasks, args.layers):
         rows.append(row := measure(preset, task, layers, args.calls))
-        print(f"{row['preset']:6} {row['task']:10} {row['layers']} layers: {row['steps_per_second']:8.1f} "
-              f"steps/s, eval {row['eval_seconds']:6.1f} s, trial {row['trial_seconds']:8.1f} s", flush=True)
+        print(f"{preset:6} {task:10} {layers} layers: {row['steps_per_second']:8.1f} steps/s, "
+              f"eval {row['eval_seconds']:6.1f} s, trial {row['trial_seconds']:8.1f} s", flush=True)
 
     expected = collections.defaultdict(dict)  # preset -> task -> core-seconds of a trial
     for (preset, task), group in _groups(rows).items():
         expected[preset][task] = expected_seconds(group)
     mix_preset, mix, stored_seconds = stored_run(pathlib.Path(args.mix))
-    runs = {}
-    for preset in args.presets:
-        baselines = load_config(ROOT / "configs" / f"baselines-{preset}.toml")
-        search = load_config(ROOT / "configs" / f"{preset}.toml")
-        counts = baselines_trials(baselines)
-        priced = all(task in expected[preset] for task in counts)
-        searched = all(task in expected[preset] for task in mix)
-        runs[preset] = {
-            "baselines_trials": counts,
-            "baselines_core_hours": sum(n * expected[preset][t] for t, n in counts.items()) / 3600
-            if priced else None,
-            "search_max_trials": search.max_trials,
-            "search_core_hours_per_1000": sum(s * expected[preset][t] for t, s in mix.items()) * 1000 / 3600
-            if searched else None,
-        }  # fmt: skip
-        if priced and searched:
-            runs[preset]["reproduction_core_hours"] = (runs[preset]["baselines_core_hours"] + search.max_trials
-                                                       * runs[preset]["search_core_hours_per_1000"] / 1000)
-    stored = {"run": args.mix, "preset": mix_preset, "shares": mix, "mean_trial_seconds": stored_seconds}
+    runs = {preset: reproduction_cost(preset, expected[preset], mix) for preset in args.presets}
+    stored = {"run": args.mix, "preset": mix_preset, "shares": mix,
+              "mean_trial_seconds": stored_seconds}  # fmt: skip
     results = {"machine": machine(), "calls": args.calls, "stored_run": stored,
                "measurements": rows, "expected_trial_seconds": expected, "runs": runs}  # fmt: skip
     write(results, args.out, _table(rows, expected, runs, stored, args.layers))
+
+
+def reproduction_cost(preset: str, trial_seconds: dict[str, float], mix: dict[str, float]) -> dict:
+    """Core-hours of `reproduce --preset`'s two runs, from the expected trial on each task (None
+    where a task was not measured) and a search's share of trials per task."""
+    from search.config import load_config
+
+    counts = baselines_trials(load_config(ROOT / "configs" / f"baselines-{preset}.toml"))
+    search = load_config(ROOT / "configs" / f"{preset}.toml")
+
+    def hours(trials: dict[str, float]) -> float | None:
+        if not all(task in trial_seconds for task in trials):
+            return None
+        return sum(n * trial_seconds[task] for task, n in trials.items()) / 3600
+
+    baselines, per_1000 = hours(counts), hours({task: 1000 * share for task, share in mix.items()})
+    both = None
+    if baselines is not None and per_1000 is not None:
+        both = baselines + per_1000 * search.max_trials / 1000
+    return {"baselines_trials": counts, "baselines_core_hours": baselines,
+            "search_max_trials": search.max_trials, "search_core_hours_per_1000": per_1000,
+            "reproduction_core_hours": both}  # fmt: skip
 
 
 def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -160,32 +164,35 @@ def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 def _table(rows, expected, runs, stored, layers) -> str:
     per_layers = " / ".join(str(n) for n in layers)
-    lines = [f"| preset | task | H | steps | steps/s, {per_layers} layers | evaluation s | compile s "
-             f"| trial s, {per_layers} layers | expected trial (mean) | the stored run's trials (mean) |",
+    lines = [f"| preset | task | H | steps | steps/s, {per_layers} layers | evaluation s "
+             f"| compile s | trial s, {per_layers} layers | expected trial (mean) "
+             "| the stored run's trials (mean) |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (preset, task), group in _groups(rows).items():
         first = group[0]
         seen = stored["mean_trial_seconds"].get(task) if preset == stored["preset"] else None
         lines.append(
             f"| {preset} | {task} | {first['hidden']} | {first['steps']:,} "
-            f"| {_joined(group, 'steps_per_second', '.1f')} | {_joined(group, 'eval_seconds', '.1f')} "
-            f"| {_joined(group, 'compile_seconds', '.1f')} | {_joined(group, 'trial_seconds', '.1f')} "
+            f"| {_joined(group, 'steps_per_second')} | {_joined(group, 'eval_seconds')} "
+            f"| {_joined(group, 'compile_seconds')} | {_joined(group, 'trial_seconds')} "
             f"| {_duration(expected[preset][task])} "
             f"| {'-' if seen is None else _duration(seen)} |"
         )  # fmt: skip
     shares = ", ".join(f"{task} {share:.0%}" for task, share in stored["shares"].items())
-    lines += ["", "| preset | baselines run: trials | core-hours | search: core-hours per 1,000 trials "
-              f"({shares}) | search trials (max_trials) | `reproduce`: core-hours |",
+    lines += ["", "| preset | baselines run: trials | core-hours | search: core-hours per 1,000 "
+              f"trials ({shares}) | search trials (max_trials) | `reproduce`: core-hours |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for preset, run in runs.items():
         lines.append(f"| {preset} | {sum(run['baselines_trials'].values()):,} "
-                     f"| {_hours(run['baselines_core_hours'])} | {_hours(run['search_core_hours_per_1000'])} "
-                     f"| {run['search_max_trials']:,} | {_hours(run.get('reproduction_core_hours'))} |")  # fmt: skip
+                     f"| {_hours(run['baselines_core_hours'])} "
+                     f"| {_hours(run['search_core_hours_per_1000'])} "
+                     f"| {run['search_max_trials']:,} "
+                     f"| {_hours(run['reproduction_core_hours'])} |")  # fmt: skip
     return "\n".join(lines)
 
 
-def _joined(group: list[dict], key: str, spec: str) -> str:
-    return " / ".join(format(row[key], spec if row[key] < 10 else ".0f") for row in group)
+def _joined(group: list[dict], key: str) -> str:
+    return " / ".join(format(row[key], ".1f" if row[key] < 10 else ".0f") for row in group)
 
 
 def _hours(hours: float | None) -> str:

@@ -125,8 +125,8 @@ def find_cell(paths, key: str) -> dict:
     if not matches:
         raise StoreError(f"no cell of {where} has the name or hash (prefix) '{key}'")
     if len(matches) > 1:
-        raise StoreError(f"'{key}' matches {len(matches)} cells of {where} "
-                         f"({', '.join(sorted(matches)[:4])}{', ...' if len(matches) > 4 else ''}); "
+        named = ", ".join(sorted(matches)[:4]) + (", ..." if len(matches) > 4 else "")
+        raise StoreError(f"'{key}' matches {len(matches)} cells of {where} ({named}); "
                          "give more of the hash")  # fmt: skip
     return matches.popitem()[1]
 

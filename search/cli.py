@@ -416,7 +416,8 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         raise UsageError(f"--settings must be a positive integer, got {args.settings}")
     cells = BaselinesOptions().cells
     if args.cells:  # names stay names; files and RUN:CELL become equations, which the run keeps
-        cells = tuple(name if name in BASELINES else graph.text() for name, graph in map(load_cell, args.cells))
+        resolved = map(load_cell, args.cells)
+        cells = tuple(name if name in BASELINES else graph.text() for name, graph in resolved)
     config = SearchConfig(
         name=f"baselines-{args.preset}", strategy="baselines", seed=args.seed, preset=args.preset,
         tasks=tuple(args.tasks), settings_per_task=args.settings, max_trials=10**9,
@@ -698,7 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply the paper's mutation operator and print N distinct valid children "
         "with their hash, fingerprint and the transforms that made each.",
     )
-    mutate.add_argument("cell", help="a baseline name, a cell text file, or RUN:HASH (a run's cell)")
+    mutate.add_argument("cell", help="a baseline name, a cell text file, or RUN:HASH (a run's "
+                        "cell)")
     mutate.add_argument("--n", type=int, default=10, help="number of children (default 10)")
     mutate.add_argument("--seed", type=int, default=0, help="seed of every random decision")
     mutate.set_defaults(run=cmd_mutate)
@@ -709,8 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one trial (cell, task, hyperparameters, seed, budget) with a progress "
         "bar, then print its result row as one JSON object.",
     )
-    train.add_argument("cell", help="a baseline name, a cell text file, or RUN:HASH (a run's cell, by "
-                       "hash or hash prefix)")
+    train.add_argument("cell", help="a baseline name, a cell text file, or RUN:HASH (a run's "
+                       "cell, by hash or hash prefix)")
     train.add_argument("task", help="memorize, arith, xml, ptb, jsb, nottingham, musedata, piano")
     train.add_argument("--preset", default="quick",
                        help="budget preset: quick, small, paper, zaremba_small (default quick)")

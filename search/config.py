@@ -58,8 +58,8 @@ class NasbenchOptions:
 
 
 def baselines_cell(entry: str):
-    """The cell of a `[baselines] cells` entry: a baseline's name, or a cell's equations (e.g. a cell
-    a search found, to evaluate like a baseline).
+    """The cell of a `[baselines] cells` entry: a baseline's name, or a cell's equations (e.g. a
+    cell a search found, to evaluate like a baseline).
 
     Returns:
       (the baseline's name, or None for another cell; equations of a baseline give its name), graph.
@@ -175,8 +175,8 @@ class SearchConfig:
             except ValueError as error:
                 fail("baselines.cells", str(error))
             if graph.hash in seen:
-                fail("baselines.cells", f"lists one cell twice ({graph.hash}: {_short(seen[graph.hash])} "
-                                        f"and {_short(entry)})")  # fmt: skip
+                fail("baselines.cells", f"lists one cell twice ({graph.hash}: "
+                                        f"{_short(seen[graph.hash])} and {_short(entry)})")  # fmt: skip
             seen[graph.hash] = entry
         for task in self.baselines.dropout_tasks:
             if task not in self.tasks:

@@ -44,7 +44,7 @@ class CellRecord:
 
     graph: Graph
     name: str | None  # baseline name, if it is one
-    origin: str  # "baseline", "mutation", "random", "given" (a cell's equations in [baselines] cells)
+    origin: str  # "baseline", "mutation", "random", "given" (equations in [baselines] cells)
     parent: str | None = None
     transforms: tuple[str, ...] = ()
     best: dict = dataclasses.field(default_factory=dict)  # task -> best score so far
