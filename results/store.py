@@ -3,8 +3,10 @@
     runs/<name>/run.toml      resolved config, code version, package versions, data checksums
     runs/<name>/trials.jsonl  one JSON object per finished trial, appended, flushed and fsynced
     runs/<name>/cells.jsonl   one JSON object per cell: hash, canonical text, parent, origin
+    runs/<name>/writer.lock   held (flock) by the driver writing the run; who that is, for messages
 
-A single writer (the search driver) appends; nothing already written is ever rewritten. A torn
+A single writer (the search driver, which holds `writer.lock` while it runs) appends; nothing
+already written is ever rewritten. A torn
 last line (the driver died mid-write) is skipped with a warning on read and cut off before the next
 append; a corrupt line anywhere else is an error naming the file and line, never silently dropped.
 This module imports neither jax nor Ray: reading a store needs only orjson (and pandas for
@@ -14,11 +16,13 @@ This module imports neither jax nor Ray: reading a store needs only orjson (and 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import json
 import os
 import pathlib
 import signal
+import socket
 import warnings
 from collections.abc import Iterator
 
@@ -28,6 +32,7 @@ STORE_VERSION = 1
 TRIALS = "trials.jsonl"
 CELLS = "cells.jsonl"
 CONFIG = "run.toml"
+LOCK = "writer.lock"
 
 
 FAULT = "CELLSEARCH_FAULT"  # fault injection for the reliability tests: "point" or "point:n"
@@ -183,6 +188,7 @@ class RunStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
+        self._lock: int | None = None  # the writer lock's descriptor, while this store holds it
 
     @property
     def trials_path(self) -> pathlib.Path:
@@ -205,10 +211,52 @@ class RunStore:
         A run written among other files (`--out .`, or the parent of other runs) would mix with
         them, and the analysis would read both.
         """
-        others = sorted(p.name for p in self.path.iterdir())[:3] if self.path.is_dir() else []
+        others = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        others = [name for name in others if name != LOCK][:3]  # (a run that stopped being made)
         if others:
             raise StoreError(f"{self.path} is not a run directory and is not empty (it holds "
                              f"{', '.join(others)}); give a new or empty directory")  # fmt: skip
+
+    def lock(self) -> None:
+        """Makes this process the run's only writer until it ends (or `unlock`).
+
+        Two drivers on one run would both train its missing trials and append them twice. The
+        lock is an `flock` on `writer.lock`, which the system releases however the process ends,
+        so a crashed driver's run resumes at once. Creates the directory if there is none; call
+        `check_new` first for a new run, so that no lock file lands among other files.
+
+        Raises:
+          StoreError: another process holds the run (the message names it), or the directory
+            cannot be made or written.
+        """
+        if self._lock is not None:
+            return
+        if self.path.is_dir() and not os.access(self.path, os.W_OK):
+            raise StoreError(f"run directory {self.path} is not writable")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StoreError(f"cannot create run directory {self.path}: {error.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StoreError(f"{self.path} is being written by {holder}; wait for it to end (or "
+                             "stop it), then the same command resumes the run") from None
+        except OSError:  # a file system without locks: go on as before there were any
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"cellsearch PID {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._lock = fd
+
+    def unlock(self) -> None:
+        """Releases the writer lock (the file stays: deleting it would race a new writer)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def create(self, config_text: str) -> None:
         """Creates the directory (user-only permissions) and writes run.toml."""

@@ -139,6 +139,17 @@ def run_search(
       A `SearchSummary`.
     """
     store = RunStore(run_dir)
+    if not store.exists():
+        store.check_new()  # before the lock file is made: never among another directory's files
+    store.lock()  # one writer per run: a second driver would train and store its trials again
+    try:
+        return _run_locked(store, config, executor_factory, progress)
+    finally:
+        store.unlock()
+
+
+def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callable,
+                progress: Callable[[Progress], None] | None) -> SearchSummary:  # fmt: skip
     if store.exists():
         check_resumable(store, config)
     else:

@@ -1,7 +1,8 @@
 """Crash anywhere: the driver is SIGKILLed at five points of a search (before the first row,
 mid-run, while a row is being written, during a strategy update, at the very end) and the same
 command resumes it; the store ends with every trial once, in the uninterrupted run's sequence.
-A full disk stops the search with a one-line error and an intact store."""
+A full disk stops the search with a one-line error and an intact store; a second driver on a run
+is refused."""
 
 import json
 import os
@@ -105,6 +106,29 @@ def test_a_read_only_run_directory_is_a_clear_error_and_stays_intact(tmp_path, r
     assert f"run directory {run} is not writable" in result.stderr
     assert tree_digest(run) == before
 
+
+
+def test_a_run_another_driver_is_writing_is_refused_and_resumes_once_it_ends(tmp_path, ray_workers):
+    # the same command started twice (two terminals, or again while a cluster job runs) would
+    # train the missing trials twice and store each twice
+    run = tmp_path / "run"
+    hold = ("import sys; from results import RunStore; RunStore(sys.argv[1]).lock(); print(flush=True); "
+            "sys.stdin.read()")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        holder.stdout.readline()  # it holds the run now
+        command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(run),
+                   *tiny_args(max_trials=3), "--quiet"]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+        assert f"{run} is being written by cellsearch PID {holder.pid} on " in result.stderr
+        assert [p.name for p in run.iterdir()] == ["writer.lock"]  # nothing else made
+    finally:
+        holder.stdin.close()  # its lock ends with it, however it ends
+        holder.wait(timeout=60)
+    summary = run_search(tiny(max_trials=3), run, borrowed(ray_workers))
+    assert summary.ran == 3 and sorted(load(run)["trial"]) == [0, 1, 2]
 
 
 def test_losing_a_node_of_a_two_node_cluster_loses_no_trial(tmp_path):
