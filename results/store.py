@@ -23,6 +23,7 @@ import os
 import pathlib
 import signal
 import socket
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -33,6 +34,7 @@ TRIALS = "trials.jsonl"
 CELLS = "cells.jsonl"
 CONFIG = "run.toml"
 LOCK = "writer.lock"
+LOCK_TRIES = 10  # 0.1 s apart, before a writer gives up on a held lock
 
 
 FAULT = "CELLSEARCH_FAULT"  # fault injection for the reliability tests: "point" or "point:n"
@@ -158,6 +160,11 @@ def _share(row: dict, field: str, seen: dict[tuple, dict]) -> None:
         pass
 
 
+def _holder(fd: int) -> str:
+    """The text a writer put in its lock file."""
+    return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+
+
 def _repair_tail(path: pathlib.Path) -> None:
     """Cuts a torn last line (no trailing newline) so the next append starts on a fresh line."""
     if not path.exists() or path.stat().st_size == 0:
@@ -238,19 +245,40 @@ class RunStore:
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
             raise StoreError(f"cannot create run directory {self.path}: {error.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise StoreError(f"{self.path} is being written by {holder}; wait for it to end (or "
-                             "stop it), then the same command resumes the run") from None
-        except OSError:  # a file system without locks: go on as before there were any
-            os.close(fd)
-            return
+        for attempt in range(LOCK_TRIES):  # `writer` peeks with a lock of its own for an instant
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt + 1 < LOCK_TRIES:
+                    time.sleep(0.1)
+                    continue
+                holder = _holder(fd)
+                os.close(fd)
+                raise StoreError(f"{self.path} is being written by {holder}; wait for it to end "
+                                 "(or stop it), then the same command resumes the run") from None
+            except OSError:  # a file system without locks: go on as before there were any
+                os.close(fd)
+                return
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"cellsearch PID {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._lock = fd
+
+    def writer(self) -> str | None:
+        """Who writes the run now ("cellsearch PID N on HOST"), or None when no driver does."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return None  # never written since runs had a lock, or not a run
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            return _holder(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)  # (and with it a lock just taken)
 
     def unlock(self) -> None:
         """Releases the writer lock (the file stays: deleting it would race a new writer)."""

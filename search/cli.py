@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import sys
+import time
 import tomllib
 
 from cells import BASELINES, CellError, Graph, baseline, parse
@@ -543,6 +544,61 @@ def _load_runs(paths):
     return load(find_runs(paths), loss_curves=False)  # what the analysis commands read
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from analysis import leaderboard
+    from results import RunStore, find_runs, load
+
+    for path in find_runs(args.runs):
+        store = RunStore(path)
+        try:
+            stored = tomllib.loads(store.config_text())
+        except tomllib.TOMLDecodeError as error:
+            raise UsageError(f"{store.config_path}: invalid TOML ({error})") from None
+        config, run = stored.get("config", {}), stored.get("run", {})
+        frame = load(path, loss_curves=False)
+        searching = config.get("strategy") != "baselines"  # a baselines run has no trial count
+        writer = store.writer()
+        if writer:
+            state = f"running: {writer}"
+        elif searching and len(frame) >= config.get("max_trials", 0):
+            state = "finished"
+        else:
+            state = "not running; the same command resumes it" if searching else "not running"
+        print(f"{path} ({state})")
+        print(f"  {config.get('strategy')} on {', '.join(config.get('tasks', []))}, preset "
+              f"{config.get('preset')}, seed {config.get('seed')}; made {run.get('created')} by code "
+              f"{run.get('code_version')}")  # fmt: skip
+        line = f"  {len(frame)}" + (f" of {config['max_trials']}" if searching else "") + " trials"
+        if len(frame):
+            age = time.time() - store.trials_path.stat().st_mtime
+            counts = frame["status"].astype(str).value_counts()
+            purposes = frame["purpose"].astype(str).value_counts() if "purpose" in frame else {}
+            line += (f", the last stored {_ago(age)} ago: "
+                     + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "diverged", "error"))
+                     + " (" + ", ".join(f"{n} {k}" for k, n in purposes.items()) + ")")  # fmt: skip
+        print(line + f"; {frame['cell_hash'].nunique() if len(frame) else 0} cells")
+        board = leaderboard(frame) if len(frame) else None
+        if board is not None and board["jozefowicz"].notna().any():
+            scored = board[board["jozefowicz"].notna()]
+            found = scored[scored["origin"] != "baseline"]
+            best = [f"{_cell_label(scored)} (Jozefowicz score {scored['jozefowicz'].iloc[0]:.4f})"]
+            if len(found):
+                best.append(f"best found {_cell_label(found)} ({found['jozefowicz'].iloc[0]:.4f})")
+            print("  best: " + "; ".join(best))
+    return 0
+
+
+def _cell_label(board) -> str:
+    name = board["name"].iloc[0]
+    return name if name and name != board.index[0] else str(board.index[0])
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from analysis import leaderboard, to_markdown
     from analysis.leaderboard import tasks_present
@@ -782,6 +838,16 @@ def build_parser() -> argparse.ArgumentParser:
     _execution_arguments(baselines)
     baselines.add_argument("--quiet", action="store_true", help="no progress bar")
     baselines.set_defaults(run=cmd_baselines)
+
+    status = commands.add_parser(
+        "status", help="where runs stand: running or not, trials stored, the best cell so far",
+        description="Per run: whether a driver is writing it now (its PID and host), its config, "
+        "trials stored (of max_trials) by status and purpose, when the last was stored, and the "
+        "best cell by Jozefowicz score. Reads the store only; safe while a search runs. RUN may "
+        "be a run directory or a directory of runs (a reproduction).",
+    )  # fmt: skip
+    status.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    status.set_defaults(run=cmd_status)
 
     leaderboard = commands.add_parser(
         "leaderboard", help="best score per task of each cell in one or more runs",

@@ -4,12 +4,14 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from cells import BASELINES, parse
+from results import load
 from searchkit import cellsearch, cellsearch_command
 
 
@@ -85,6 +87,33 @@ def test_baselines_evaluate_a_found_cell_beside_the_baselines(tmp_path):
     again = cellsearch(*command)
     assert again.returncode == 0, again.stderr
     assert len(open(tmp_path / "run" / "trials.jsonl").readlines()) == 3
+
+
+def test_status_says_who_writes_a_run_and_how_far_it_is(tmp_path):
+    run = tmp_path / "search"
+    shutil.copytree(COMMITTED / "search", run)  # a finished 80-trial search, real rows
+    hold = ("import sys; from results import RunStore; RunStore(sys.argv[1]).lock(); print(flush=True); "
+            "sys.stdin.read()")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        holder.stdout.readline()  # a driver would hold it so while it runs
+        running = cellsearch("status", str(run))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert running.returncode == 0, running.stderr
+    assert running.stdout.splitlines()[0] == f"{run} (running: cellsearch PID {holder.pid} on {os.uname().nodename})"
+    frame = load(run)
+    done = cellsearch("status", str(COMMITTED))  # both runs of a reproduction
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{COMMITTED / 'baselines'} (not running)"  # a baselines run has no count
+    assert f"{COMMITTED / 'search'} (finished)" in lines
+    counts = frame["status"].astype(str).value_counts()
+    assert (f"  {len(frame)} of 80 trials, the last stored " in done.stdout
+            and f"{counts['ok']} ok, {counts.get('diverged', 0)} diverged, 0 error" in done.stdout)  # fmt: skip
+    assert "best: gru (Jozefowicz score 1.0000); best found v1-" in done.stdout
 
 
 def _committed_cells() -> int:
