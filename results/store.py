@@ -6,9 +6,9 @@
     runs/<name>/writer.lock   held (flock) by the driver writing the run; who that is, for messages
 
 A single writer (the search driver, which holds `writer.lock` while it runs) appends; nothing
-already written is ever rewritten. A torn
-last line (the driver died mid-write) is skipped with a warning on read and cut off before the next
-append; a corrupt line anywhere else is an error naming the file and line, never silently dropped.
+already written is ever rewritten. A torn last line (the driver died mid-write) is skipped with a
+warning on read and cut off before the next append; a corrupt line anywhere else is an error
+naming the file and line, never silently dropped.
 This module imports neither jax nor Ray: reading a store needs only orjson (and pandas for
 `load`).
 """
