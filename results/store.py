@@ -255,8 +255,7 @@ class RunStore:
                     continue
                 holder = _holder(fd)
                 os.close(fd)
-                raise StoreError(f"{self.path} is being written by {holder}; wait for it to end "
-                                 "(or stop it), then the same command resumes the run") from None
+                raise self._busy(holder) from None
             except OSError:  # a file system without locks: go on as before there were any
                 os.close(fd)
                 return
@@ -279,6 +278,16 @@ class RunStore:
             return None
         finally:
             os.close(fd)  # (and with it a lock just taken)
+
+    def check_free(self) -> None:
+        """Raises StoreError, naming the writer, if a driver writes the run now."""
+        holder = self.writer()
+        if holder:
+            raise self._busy(holder)
+
+    def _busy(self, holder: str) -> StoreError:
+        return StoreError(f"{self.path} is being written by {holder}; wait for it to end (or stop "
+                          "it), then the same command resumes the run")
 
     def unlock(self) -> None:
         """Releases the writer lock (the file stays: deleting it would race a new writer)."""

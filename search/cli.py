@@ -476,6 +476,7 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
     out = out or args.out or f"runs/{config.name}"
     store = RunStore(out)
     if store.exists():  # refuse before any progress bar is drawn
+        store.check_free()
         check_resumable(store, config)
     else:
         store.check_new()

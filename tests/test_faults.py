@@ -4,6 +4,7 @@ command resumes it; the store ends with every trial once, in the uninterrupted r
 A full disk stops the search with a one-line error and an intact store; a second driver on a run
 is refused."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -112,23 +113,37 @@ def test_a_run_another_driver_is_writing_is_refused_and_resumes_once_it_ends(tmp
     # the same command started twice (two terminals, or again while a cluster job runs) would
     # train the missing trials twice and store each twice
     run = tmp_path / "run"
+    command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(run),
+               *tiny_args(max_trials=4)]  # fmt: skip
+    with _writer_of(run) as holder:  # a new run
+        result = subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+        assert f"{run} is being written by cellsearch PID {holder.pid} on " in result.stderr
+        assert [p.name for p in run.iterdir()] == ["writer.lock"]  # nothing else made
+    summary = run_search(tiny(max_trials=3), run, borrowed(ray_workers))
+    assert summary.ran == 3 and sorted(load(run)["trial"]) == [0, 1, 2]
+    stored = {name: (run / name).read_bytes() for name in ("run.toml", "trials.jsonl", "cells.jsonl")}
+    with _writer_of(run) as holder:  # a run to resume: refused before the progress bar is drawn
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.startswith("cellsearch: error: ") and result.stderr.count("\n") == 1
+        assert f"is being written by cellsearch PID {holder.pid} on " in result.stderr
+    assert stored == {name: (run / name).read_bytes() for name in stored}
+
+
+@contextlib.contextmanager
+def _writer_of(run: pathlib.Path):
+    """Another process that holds `run`'s writer lock, as a running driver does, until the end."""
     hold = ("import sys; from results import RunStore; RunStore(sys.argv[1]).lock(); print(flush=True); "
             "sys.stdin.read()")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         holder.stdout.readline()  # it holds the run now
-        command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(run),
-                   *tiny_args(max_trials=3), "--quiet"]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
-        assert f"{run} is being written by cellsearch PID {holder.pid} on " in result.stderr
-        assert [p.name for p in run.iterdir()] == ["writer.lock"]  # nothing else made
+        yield holder
     finally:
         holder.stdin.close()  # its lock ends with it, however it ends
         holder.wait(timeout=60)
-    summary = run_search(tiny(max_trials=3), run, borrowed(ray_workers))
-    assert summary.ran == 3 and sorted(load(run)["trial"]) == [0, 1, 2]
 
 
 def test_losing_a_node_of_a_two_node_cluster_loses_no_trial(tmp_path):
