@@ -241,18 +241,21 @@ def trial_spec_from_args(cell: str, task: str, preset_name: str, seed: int, over
 
 
 def pin_cores(count: int | None) -> None:
-    """Runs this process on the first `count` of its cores (None: all of them).
+    """Runs this process on `count` of its cores (None: all of them), claimed as a search's workers
+    claim theirs (`search.executor.claim_cores`): beside a running search, free cores first.
 
     Called before JAX starts its CPU backend, which splits work over as many threads as the
     process has cores when it starts; a trial's numbers depend on that count (`cpu_threads`).
     """
     if count is None:
         return
-    cores = sorted(os.sched_getaffinity(0))
-    if not 1 <= count <= len(cores):
-        raise UsageError(f"--cores must be between 1 and the {len(cores)} cores this process may "
+    cores = len(os.sched_getaffinity(0))
+    if not 1 <= count <= cores:
+        raise UsageError(f"--cores must be between 1 and the {cores} cores this process may "
                          f"use, got {count}")  # fmt: skip
-    os.sched_setaffinity(0, cores[:count])
+    from search.executor import claim_cores
+
+    os.sched_setaffinity(0, claim_cores(count))
 
 
 def _before_training(spec, out: str | None) -> str:

@@ -55,12 +55,23 @@ def claim_core() -> int:
     its replacement, and workers of a search that just ended, still exiting, push the next
     search's onto other slots rather than onto the same core.
     """
+    return claim_cores(1)[0]
+
+
+def claim_cores(count: int) -> list[int]:
+    """`count` distinct cores for this process, claimed as `claim_core` claims one (the least
+    shared first), e.g. for `cellsearch train --cores N` beside a running search."""
     cores = sorted(os.sched_getaffinity(0))
+    chosen: list[int] = []
     directory = pathlib.Path(tempfile.gettempdir()) / f"cellsearch-cores-{os.getuid()}"
     try:
         directory.mkdir(mode=0o700, exist_ok=True)
         for slot in range(MAX_SLOTS):
             for core in cores:
+                if len(chosen) == count:
+                    return chosen
+                if core in chosen:
+                    continue
                 lock = os.open(directory / f"{core}.{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,10 +79,14 @@ def claim_core() -> int:
                     os.close(lock)
                     continue
                 _CORE_LOCKS.append(lock)
-                return core
+                chosen.append(core)
     except OSError:  # no usable temporary directory
         pass
-    return cores[os.getpid() % len(cores)]
+    if len(chosen) < count:  # every slot taken: by PID, from the cores not chosen yet
+        others = [core for core in cores if core not in chosen]
+        shift = os.getpid() % len(others)
+        chosen += (others[shift:] + others[:shift])[: count - len(chosen)]
+    return chosen
 
 
 class TrialWorker:

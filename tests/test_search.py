@@ -250,6 +250,30 @@ def test_a_claimed_core_is_held_while_its_process_lives(tmp_path):
             holder.wait()
 
 
+def test_train_cores_takes_the_cores_a_search_leaves_free(tmp_path):
+    env = os.environ | {"TMPDIR": str(tmp_path)}  # lock files of this test's own
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    if len(cores) < 2:
+        pytest.skip("needs two cores")
+    prefix = f"import os, sys; os.sched_setaffinity(0, {cores}); "
+    worker = prefix + ("from search.executor import claim_core; print(claim_core(), flush=True); "
+                       "sys.stdin.read()")  # fmt: skip
+    train = prefix + ("from search.cli import pin_cores; pin_cores(int(sys.argv[1])); "
+                      "print(sorted(os.sched_getaffinity(0)))")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", worker], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        held = int(holder.stdout.readline())  # a search's worker on the first core
+        one = subprocess.run([sys.executable, "-c", train, "1"], env=env, capture_output=True, text=True)
+        both = subprocess.run([sys.executable, "-c", train, "2"], env=env, capture_output=True, text=True)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert held == cores[0]
+    assert json.loads(one.stdout) == [cores[1]], one.stderr  # `train --cores 1`: the free core
+    assert json.loads(both.stdout) == cores, both.stderr  # two distinct cores, however shared
+
+
 def test_two_local_searches_at_once_train_on_different_cores():
     # each a local Ray of its own with one worker, as two `cellsearch search` commands on one
     # machine; by index both workers sat on the first core and the second stayed idle
