@@ -572,7 +572,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {config.get('strategy')} on {', '.join(config.get('tasks', []))}, preset "
               f"{config.get('preset')}, seed {config.get('seed')}; made {run.get('created')} by code "
               f"{run.get('code_version')}")  # fmt: skip
-        line = f"  {len(frame)}" + (f" of {config['max_trials']}" if searching else "") + " trials"
+        # (a resume with a larger --set max_trials runs past the one run.toml keeps)
+        of = f" of {config['max_trials']}" if searching and len(frame) <= config["max_trials"] else ""
+        line = f"  {len(frame)}{of} trials"
         if len(frame):
             age = time.time() - store.trials_path.stat().st_mtime
             counts = frame["status"].astype(str).value_counts()
