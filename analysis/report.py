@@ -12,7 +12,6 @@ import datetime
 import os
 import pathlib
 import platform
-import tomllib
 
 import numpy as np
 import pandas as pd
@@ -21,15 +20,14 @@ from analysis.findings import CLAIMS, INTERVAL_RULE, Bootstrap, findings
 from analysis.leaderboard import leaderboard, to_markdown
 from analysis.plots import NEEDS, PLOTS, hparam_importance, op_divergence, plot_baselines
 from analysis.tables import paper_table1, paper_table2, with_counts
-from results import StoreError, find_runs, load
-from results.store import CONFIG
+from results import RunStore, StoreError, find_runs, load
 from tasks import SEARCH_TASKS
 
 
 def _run_rows(runs: list[pathlib.Path], frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run in runs:
-        meta = tomllib.loads((run / CONFIG).read_text(encoding="utf-8"))
+        meta = RunStore(run).metadata()
         config, info = meta.get("config", {}), meta.get("run", {})
         part = frame[frame["run"] == run.name]
         seconds = part[["train_seconds", "compile_seconds", "eval_seconds"]].sum().sum() if len(part) else 0

@@ -90,15 +90,13 @@ def baselines_trials(config) -> dict[str, int]:
 def stored_run(run: pathlib.Path) -> tuple[str, dict[str, float], dict[str, float]]:
     """A stored run's preset, its share of trials on each task, and its trials' mean core-seconds
     (training + evaluation) on each task: what the projection of that preset should come near."""
-    import tomllib
-
-    from results import load
+    from results import RunStore, load
 
     frame = load(run, loss_curves=False)
     frame["task"] = frame["task"].astype(str)
     seconds = (frame["train_seconds"] + frame["eval_seconds"]).groupby(frame["task"]).mean()
     shares = frame["task"].value_counts(normalize=True).sort_index()
-    preset = tomllib.loads((run / "run.toml").read_text())["config"]["preset"]
+    preset = RunStore(run).metadata()["config"]["preset"]
     return preset, shares.to_dict(), seconds.to_dict()
 
 

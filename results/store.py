@@ -361,3 +361,13 @@ class RunStore:
             return self.config_path.read_text(encoding="utf-8")
         except OSError as error:
             raise StoreError(f"cannot read {self.config_path}: {error.strerror}") from None
+
+    def metadata(self) -> dict:
+        """run.toml as a dict: `config` (the resolved config) and `run` (format, creation time,
+        code version, package versions, data checksums). StoreError if it cannot be read."""
+        import tomllib
+
+        try:
+            return tomllib.loads(self.config_text())
+        except tomllib.TOMLDecodeError as error:
+            raise StoreError(f"{self.config_path}: invalid TOML ({error})") from None

@@ -554,10 +554,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     for path in find_runs(args.runs):
         store = RunStore(path)
-        try:
-            stored = tomllib.loads(store.config_text())
-        except tomllib.TOMLDecodeError as error:
-            raise UsageError(f"{store.config_path}: invalid TOML ({error})") from None
+        stored = store.metadata()
         config, run = stored.get("config", {}), stored.get("run", {})
         frame = load(path, loss_curves=False)
         searching = config.get("strategy") != "baselines"  # a baselines run has no trial count

@@ -88,12 +88,7 @@ def run_toml(config: SearchConfig) -> str:
 
 def check_resumable(store: RunStore, config: SearchConfig) -> None:
     """Refuses to resume a run whose stored config differs in a field that shapes the search."""
-    import tomllib
-
-    try:
-        stored = tomllib.loads(store.config_text())
-    except tomllib.TOMLDecodeError as error:
-        raise StoreError(f"{store.config_path}: invalid TOML ({error})") from None
+    stored = store.metadata()
     run = stored.get("run", {})
     if run.get("format") != STORE_FORMAT:
         raise StoreError(f"{store.config_path}: store format {run.get('format')!r} is not "

@@ -384,23 +384,26 @@ def package_versions() -> dict[str, str | None]:
 def cpu_model() -> str:
     """The CPU's model name (what every trial row records: programs are compiled for the host's
     instruction set, so another kind of CPU may give other numbers)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    lines = _cpuinfo("model name")
+    if not lines:
+        return platform.processor() or platform.machine()
+    return lines[0].split(":", 1)[1].strip()
 
 
 def _cpu_features() -> str:
+    lines = _cpuinfo("model name", "flags")
+    if lines is None:
+        return f"{platform.machine()} {platform.processor()}"
+    return "".join(sorted(set(lines)))
+
+
+def _cpuinfo(*keys: str) -> list[str] | None:
+    """The lines of /proc/cpuinfo that start with one of `keys`; None where there is none."""
     try:
         with open("/proc/cpuinfo") as info:
-            lines = [line for line in info if line.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
+            return [line for line in info if line.startswith(keys)]
     except OSError:
-        return f"{platform.machine()} {platform.processor()}"
+        return None
 
 
 @functools.cache

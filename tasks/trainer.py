@@ -36,7 +36,8 @@ import optax
 from flax import nnx
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
-from tasks.executables import ExecutableStore, cpu_model, package_versions, persistent_cache_hits, trim_cache
+from tasks.executables import (ExecutableStore, cpu_model, package_versions, persistent_cache_hits,
+                               trim_cache)
 from tasks.hparams import Budget, HParams, check_types, preset
 from tasks.model import RNNModel, argmax_hits, step_losses, zero_carry
 from tasks.registry import STATS, Task, make_task
