@@ -79,12 +79,9 @@ def expected_seconds(group: list[dict]) -> float:
 
 def baselines_trials(config) -> dict[str, int]:
     """Trials per task of a `baselines` run: what its strategy proposes, up to `max_trials`."""
-    import numpy as np
+    from search.strategies import baselines_trials as trials
 
-    from search.strategies import STRATEGIES
-
-    proposals = STRATEGIES["baselines"](config).propose(0, np.random.default_rng([config.seed, 0]))
-    return dict(collections.Counter(p.task for p in proposals[: config.max_trials]))
+    return dict(collections.Counter(p.task for p in trials(config)))
 
 
 def stored_run(run: pathlib.Path) -> tuple[str, dict[str, float], dict[str, float]]:

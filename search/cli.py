@@ -448,7 +448,7 @@ def _executor_factory(args: argparse.Namespace, config):
                                xla_flags=xla_flags)  # fmt: skip
 
 
-def search_progress_bar(total: int | None, desc: str, quiet: bool = False):
+def search_progress_bar(total: int, desc: str, quiet: bool = False):
     """A tqdm bar on stderr and the `progress` callback of `run_search` that draws it.
 
     Rows replayed from the store on a resume count in the bar's position but not in its rate or
@@ -471,6 +471,7 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
     from results import RunStore
     from search.executor import check_reachable, ray_address
     from search.loop import check_resumable, run_search
+    from search.strategies import planned_trials
     from tasks import make_task
 
     address = ray_address(args.address)
@@ -487,7 +488,7 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
     for task in dict.fromkeys((*config.tasks, config.jozefowicz.screen_task)):
         # checked here once, so that missing or damaged data is an error, not a run of failed trials
         make_task(task, **config.task_options.get(task, {})).data_checksum()
-    total = config.max_trials if config.strategy != "baselines" else None
+    total = planned_trials(config)
     bar, progress = search_progress_bar(total, f"{config.strategy} -> {out}", args.quiet)
     with bar:
         summary = run_search(config, out, executor, progress)
@@ -497,18 +498,15 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
     return 0
 
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"  # the repository's configs/
-
-
 def cmd_reproduce(args: argparse.Namespace) -> int:
     import contextlib
     import shlex
     import time
 
     from analysis import write_report
-    from search.config import load_config
+    from search.config import bundled_configs, load_config
 
-    configs = pathlib.Path(args.configs) if args.configs else CONFIGS
+    configs = pathlib.Path(args.configs) if args.configs else bundled_configs()
     files = [configs / f"baselines-{args.preset}.toml", configs / f"{args.preset}.toml"]
     for file in files:
         if not file.is_file():
@@ -551,26 +549,27 @@ def _load_runs(paths):
 def cmd_status(args: argparse.Namespace) -> int:
     from analysis import leaderboard
     from results import RunStore, find_runs, load
+    from search.config import parse_config, to_toml
+    from search.strategies import planned_trials
 
     for path in find_runs(args.runs):
         store = RunStore(path)
         stored = store.metadata()
         config, run = stored.get("config", {}), stored.get("run", {})
         frame = load(path, loss_curves=False)
-        searching = config.get("strategy") != "baselines"  # a baselines run has no trial count
+        planned = planned_trials(parse_config(to_toml(config), str(store.config_path)))
         writer = store.writer()
         if writer:
             state = f"running: {writer}"
-        elif searching and len(frame) >= config.get("max_trials", 0):
-            state = "finished"
         else:
-            state = "not running; the same command resumes it" if searching else "not running"
+            done = len(frame) >= planned
+            state = "finished" if done else "not running; the same command resumes it"
         print(f"{path} ({state})")
         print(f"  {config.get('strategy')} on {', '.join(config.get('tasks', []))}, preset "
               f"{config.get('preset')}, seed {config.get('seed')}; made {run.get('created')} by code "
               f"{run.get('code_version')}")  # fmt: skip
         # (a resume with a larger --set max_trials runs past the one run.toml keeps)
-        of = f" of {config['max_trials']}" if searching and len(frame) <= config["max_trials"] else ""
+        of = f" of {planned}" if len(frame) <= planned else ""
         line = f"  {len(frame)}{of} trials"
         if len(frame):
             age = time.time() - store.trials_path.stat().st_mtime
@@ -817,7 +816,8 @@ def build_parser() -> argparse.ArgumentParser:
         "local Ray (default) or a Ray cluster (--address). Running it again on the same --out "
         "resumes it exactly.",
     )
-    search.add_argument("config", help="a TOML search config, e.g. configs/quick.toml")
+    search.add_argument("config", help="a TOML search config, e.g. configs/quick.toml, or the name "
+                        "of one that ships with cellsearch: quick, small, paper")
     _execution_arguments(search)
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (dotted for tables: jozefowicz.list_size=50)")
@@ -899,8 +899,10 @@ def build_parser() -> argparse.ArgumentParser:
         "resumes both runs and rewrites the report.",
     )  # fmt: skip
     reproduce.add_argument("--preset", default="quick", help="quick (about 8 min on 2 cores), "
-                           "small (hours), paper (a cluster); default quick")  # fmt: skip
-    reproduce.add_argument("--configs", help=f"directory of the preset configs (default {CONFIGS})")
+                           "small (about 90 core-hours), paper (about 80,000 core-hours: a "
+                           "cluster); default quick")  # fmt: skip
+    reproduce.add_argument("--configs", help="directory of the preset configs (default: the ones "
+                           "that ship with cellsearch, configs/ in the repository)")
     _execution_arguments(reproduce, "runs/reproduce-<preset>")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(run=cmd_reproduce)

@@ -1,6 +1,7 @@
 """Search configs: TOML files parsed into frozen, validated dataclasses.
 
     config = load_config("configs/quick.toml", overrides={"seed": 1, "jozefowicz.list_size": 50})
+    config = load_config("quick")  # the same file, by name, from wherever cellsearch is installed
 
 Unknown keys, wrong types and out-of-range values are `ConfigError`s whose one-line message names
 the file and the key. `to_toml(config)` writes the resolved config that goes into a run's run.toml.
@@ -272,17 +273,53 @@ def _set_dotted(values: dict, key: str, value) -> None:
     node[parts[-1]] = value
 
 
+def bundled_configs() -> pathlib.Path:
+    """The directory of the configs that ship with cellsearch (quick, small, paper, baselines-*).
+
+    In a source checkout it is the repository's configs/; an installed wheel carries the same files
+    as package data of `search` (search/configs; pyproject.toml maps one to the other).
+    """
+    installed = pathlib.Path(__file__).parent / "configs"
+    return installed if installed.is_dir() else pathlib.Path(__file__).parents[1] / "configs"
+
+
+def config_path(name: str | os.PathLike) -> pathlib.Path:
+    """The config file `name` names: that file, else the shipped config of that bare name.
+
+    `quick` is ./quick, else ./quick.toml, else `bundled_configs()/quick.toml`, so `cellsearch
+    search quick` works from any directory once cellsearch is installed; a path with a directory
+    in it is only ever that path.
+    """
+    path = pathlib.Path(name)
+    if path.exists() or path.parent != pathlib.Path("."):
+        return path
+    file = f"{path.name.removesuffix('.toml')}.toml"
+    for candidate in (pathlib.Path(file), bundled_configs() / file):
+        if candidate.is_file():
+            return candidate
+    return path
+
+
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> SearchConfig:
-    """Reads a TOML config, applies `key=value` overrides (dotted keys), validates.
+    """Reads a TOML config (a file, or a bundled config by name), applies overrides, validates.
+
+    Args:
+      path: a TOML file, or the name of a bundled config (`quick`; see `config_path`).
+      overrides: `key=value` overrides, dotted for tables (`{"jozefowicz.list_size": 50}`).
 
     Raises:
       ConfigError: unreadable file, TOML syntax error, unknown key, wrong type or bad value.
     """
     source = str(path)
     try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
+        text = config_path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{source}: cannot read ({getattr(error, 'strerror', None) or error})") from None
+        reason = getattr(error, "strerror", None) or error
+        hint = ""
+        if not pathlib.Path(path).exists():
+            names = ", ".join(sorted(p.stem for p in bundled_configs().glob("*.toml")))
+            hint = f"; the configs that ship with cellsearch go by name alone: {names}"
+        raise ConfigError(f"{source}: cannot read ({reason}){hint}") from None
     return parse_config(text, source, overrides)
 
 

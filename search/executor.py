@@ -14,7 +14,9 @@ one process using both cores): a core of its machine that no other worker of thi
 or as few as can be (`claim_core`), so that two searches on one machine, or a cluster's nodes,
 spread over the cores. A trial's numbers depend on its process's core count, so one core each
 makes a search's rows the same locally and on a cluster (each CPU worker's rows have
-`cpu_threads` 1). At most one trial per worker is in flight; each
+`cpu_threads` 1). A worker whose cellsearch source differs from the driver's (a node installed
+from other code) is refused before it trains (`tasks.trainer.code_digest`). At most one trial per
+worker is in flight; each
 finished row is handed to `on_row` at once. A trial whose worker died is retried on a fresh worker
 up to `retries` times, then recorded with status `error`. No process outside this executor's own
 Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
@@ -127,6 +129,12 @@ class TrialWorker:
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+    def code(self) -> tuple[str, str, str]:
+        """The code this worker trains with: (digest of its source, code version, its host)."""
+        from tasks.trainer import code_digest, code_version
+
+        return code_digest(), code_version(), socket.gethostname()
 
 
 def _stored_row(result) -> dict:
@@ -295,13 +303,33 @@ class RayExecutor:
         self.actors = [self._new_actor() for _ in range(self.workers)]
         try:  # where each worker runs; also proves that every one of them could start
             self.nodes = ray.get([actor.node.remote() for actor in self.actors], timeout=self.start_timeout)
+            self._check_code(self.actors)
         except ray.exceptions.GetTimeoutError:
             cpus = int(ray.cluster_resources().get("CPU", 0))
             self.__exit__()
             raise RuntimeError(f"the Ray cluster could not start {self.workers} workers in "
                                f"{self.start_timeout:g} s (it has {cpus} CPUs); ask for fewer with "
                                "--workers") from None
+        except RuntimeError:
+            self.__exit__()
+            raise
         return self
+
+    def _check_code(self, actors) -> None:
+        """Refuses workers whose cellsearch source differs from the driver's (a node of a cluster
+        installed from another commit): their rows would name code the run was not made with."""
+        import ray
+
+        from tasks.trainer import code_digest, code_version
+
+        ours = code_digest()
+        codes = ray.get([actor.code.remote() for actor in actors], timeout=self.start_timeout)
+        for digest, version, host in codes:
+            if digest != ours:
+                raise RuntimeError(
+                    f"a worker on {host} runs other cellsearch code ({version}, source "
+                    f"{digest[:12]}) than this driver ({code_version()}, source {ours[:12]}); "
+                    "install the same code on every node of the cluster")  # fmt: skip
 
     def _new_actor(self):
         # claimed on the worker's machine, not given by index: another search there, or the
@@ -328,9 +356,13 @@ class RayExecutor:
         actor = self._new_actor()
         try:
             self.nodes[index] = ray.get(actor.node.remote(), timeout=self.start_timeout)
+            self._check_code([actor])
         except (GetTimeoutError, RayActorError):
             ray.kill(actor)
             return None
+        except RuntimeError:
+            ray.kill(actor)
+            raise
         return actor
 
     def __exit__(self, *exc) -> None:

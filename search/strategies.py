@@ -312,3 +312,15 @@ class Baselines(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (Jozefowicz, RegularizedEvolution, RandomSearch, NasbenchRandom, Baselines)
 }
+
+
+def baselines_trials(config: SearchConfig) -> list[Proposal]:
+    """Every trial a `baselines` run of `config` trains, in order: its one round, to `max_trials`."""
+    rng = np.random.default_rng([config.seed, 0])  # the generator `search.loop` gives round 0
+    return Baselines(config).propose(0, rng)[: config.max_trials]
+
+
+def planned_trials(config: SearchConfig) -> int:
+    """The trials a finished run of `config` holds: `max_trials` for a search; for a `baselines`
+    run, which trains a fixed list, that list's length (`max_trials` only caps it)."""
+    return len(baselines_trials(config)) if config.strategy == "baselines" else config.max_trials

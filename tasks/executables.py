@@ -343,7 +343,7 @@ def _environment() -> dict:
     """What, besides the caller's description, decides the program a process compiles."""
     device = jax.devices()[0]
     return {
-        "code": _source_digest(),
+        "code": source_digest("cells", "tasks"),
         "versions": package_versions(),
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -357,10 +357,10 @@ def _jax_config() -> list:
     return sorted((name, repr(value)) for name, value in jax.config.values.items())
 
 
-def _source_digest() -> str:
-    """A digest of the source of the packages a program is traced from."""
+def source_digest(*packages: str) -> str:
+    """A sha256 of the Python source of cellsearch's `packages` (names, then contents, in order)."""
     digest = hashlib.sha256()
-    for package in ("cells", "tasks"):
+    for package in packages:
         root = pathlib.Path(__file__).parent.parent / package
         for path in sorted(root.glob("*.py")):
             digest.update(path.name.encode() + b"\0" + path.read_bytes())

@@ -37,7 +37,7 @@ from flax import nnx
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
 from tasks.executables import (ExecutableStore, cpu_model, package_versions, persistent_cache_hits,
-                               trim_cache)
+                               source_digest, trim_cache)
 from tasks.hparams import Budget, HParams, check_types, preset
 from tasks.model import RNNModel, argmax_hits, step_losses, zero_carry
 from tasks.registry import STATS, Task, make_task
@@ -709,16 +709,32 @@ def _pad_rows(batch: Batch, rows: int) -> Batch:
 # ------------------------------------------------------------------------------ provenance
 @functools.cache
 def code_version() -> str:
-    """The git commit of the source tree (with `+dirty` if it has changes), else the version."""
-    root = __file__.rsplit("/tasks/", 1)[0]
+    """Which code a row comes from: the git commit of cellsearch's checkout (`+dirty` with changes).
+
+    Installed from a wheel there is no checkout of cellsearch: `git` run there would find whatever
+    repository holds the environment (a project's `.venv`) and name its commit. The version is
+    then the package's, with a digest of its source (`cellsearch-0.1.0+src.1a2b3c4d5e6f`).
+    """
+    root = pathlib.Path(__file__).resolve().parents[1]
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *arguments], capture_output=True, text=True,
+                              timeout=5, check=True).stdout.strip()  # fmt: skip
+
     try:
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
-                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
+        if pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() == root:
+            dirty = git("status", "--porcelain", "--untracked-files=no")
+            return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return f"cellsearch-{package_versions()['cellsearch']}"  # fmt: skip
+        pass
+    return f"cellsearch-{package_versions()['cellsearch']}+src.{code_digest()[:12]}"
+
+
+@functools.cache
+def code_digest() -> str:
+    """A sha256 of all of cellsearch's Python source: equal exactly when two installs run the same
+    code (a search's workers must; `search.executor` checks it)."""
+    return source_digest("cells", "tasks", "search", "results", "analysis")
 
 
 def provenance(task: Task) -> dict:

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from results import load
@@ -110,6 +111,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ray_head(cpus: int, env: dict):
+    """A Ray head of its own on 127.0.0.1, as `ray start --head` makes one on a cluster's head;
+    yields (its address, its process), and stops it by its PID."""
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rayhead-")  # short: Ray's socket paths must stay short
+    head = subprocess.Popen(
+        [str(pathlib.Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+         "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield f"127.0.0.1:{port}", head
+    finally:
+        head.send_signal(signal.SIGTERM)  # only the head we started, by its PID
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def wait_for_rows(run: pathlib.Path, rows: int, driver: subprocess.Popen, timeout: float) -> None:

@@ -108,12 +108,22 @@ def test_status_says_who_writes_a_run_and_how_far_it_is(tmp_path):
     done = cellsearch("status", str(COMMITTED))  # both runs of a reproduction
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == f"{COMMITTED / 'baselines'} (not running)"  # a baselines run has no count
+    # a baselines run's count is the list its strategy trains (10 cells x 2 settings x 4 tasks,
+    # nottingham's twice: with and without dropout), not its max_trials (1000), which only caps it
+    assert lines[0] == f"{COMMITTED / 'baselines'} (finished)"
+    assert lines[2].startswith("  100 of 100 trials, the last stored ")
     assert f"{COMMITTED / 'search'} (finished)" in lines
     counts = frame["status"].astype(str).value_counts()
     assert (f"  {len(frame)} of 80 trials, the last stored " in done.stdout
             and f"{counts['ok']} ok, {counts.get('diverged', 0)} diverged, 0 error" in done.stdout)  # fmt: skip
     assert "best: gru (Jozefowicz score 1.0000); best found v1-" in done.stdout
+    cut = tmp_path / "baselines"  # a baselines run stopped after 60 trials
+    shutil.copytree(COMMITTED / "baselines", cut)
+    rows = (cut / "trials.jsonl").read_text().splitlines(keepends=True)
+    (cut / "trials.jsonl").write_text("".join(rows[:60]))
+    stopped = cellsearch("status", str(cut)).stdout.splitlines()
+    assert stopped[0] == f"{cut} (not running; the same command resumes it)"
+    assert stopped[2].startswith("  60 of 100 trials")
 
 
 def _committed_cells() -> int:

@@ -7,13 +7,27 @@ import pytest
 
 from search.config import ConfigError, load_config, parse_config, to_dict, to_toml
 
-CONFIGS = sorted((pathlib.Path(__file__).parents[1] / "configs").glob("*.toml"))
+CONFIGS_DIR = pathlib.Path(__file__).parents[1] / "configs"
+CONFIGS = sorted(CONFIGS_DIR.glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_shipped_configs_load_and_round_trip(path):
     config = load_config(path)
     assert parse_config(to_toml(to_dict(config))) == config
+
+
+def test_shipped_configs_go_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("quick") == load_config("quick.toml") == load_config(CONFIGS_DIR / "quick.toml")
+    (tmp_path / "quick.toml").write_text("name = 'mine'\n")  # a file of that name comes first
+    assert load_config("quick").name == "mine"
+    with pytest.raises(ConfigError) as error:  # a path is never looked up among the shipped ones
+        load_config("configs/quick.toml")
+    assert str(error.value) == (
+        "configs/quick.toml: cannot read (No such file or directory); the configs that ship with "
+        "cellsearch go by name alone: baselines-paper, baselines-quick, baselines-small, paper, "
+        "quick, small")
 
 
 def test_overrides_use_dotted_keys():

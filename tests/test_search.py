@@ -21,8 +21,8 @@ from results import load
 from search.config import ConfigError
 from search.loop import run_search
 from tasks import make_task
-from searchkit import (QUICK, borrowed, cellsearch, descendants, free_port, kill_session, sequence,
-                       tiny, tiny_args, wait_for_rows)
+from searchkit import (QUICK, borrowed, cellsearch, descendants, free_port, kill_session, ray_head,
+                       sequence, tiny, tiny_args, wait_for_rows)
 
 
 
@@ -304,17 +304,8 @@ def test_two_local_searches_at_once_train_on_different_cores():
 def test_search_joins_a_separately_started_ray_head(tmp_path):
     from search.executor import DETERMINISTIC_XLA_FLAGS, local_ray_environment
 
-    port = free_port()
     env = os.environ | local_ray_environment()
-    ray_cli = pathlib.Path(sys.executable).parent / "ray"
-    temp_dir = tempfile.mkdtemp(prefix="rayhead-")  # short: Ray's socket paths must stay short
-    head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-         f"--temp-dir={temp_dir}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with ray_head(cpus=2, env=env) as (address, head):
         # the workers on the cluster get the driver's cache directory and its cap, trimmed at start
         cache = tmp_path / "cache" / "jax"
         cache.mkdir(parents=True)
@@ -326,7 +317,7 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         args = [*tiny_args(max_trials=4, deterministic="true"), "--quiet"]
         result = subprocess.run(
             [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
-             "--address", f"127.0.0.1:{port}", *args],
+             "--address", address, *args],
             env=driver_env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
@@ -339,7 +330,7 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         # the cluster's workers each claimed a core of their own on the node (a driver of its
         # own: this process may hold the session's local Ray)
         probe = ("import json, os; from search.executor import RayExecutor\n"
-                 f"with RayExecutor(workers=2, address='127.0.0.1:{port}') as executor:\n"
+                 f"with RayExecutor(workers=2, address='{address}') as executor:\n"
                  "    print(json.dumps([sorted(os.sched_getaffinity(p)) for p in executor.worker_pids()]))")
         result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
                                 timeout=300)  # fmt: skip
@@ -347,13 +338,6 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         cores = json.loads(result.stdout.splitlines()[-1])
         assert all(len(c) == 1 for c in cores), cores
         assert cores[0] != cores[1] or len(os.sched_getaffinity(0)) == 1, cores  # (a 1-CPU machine)
-    finally:
-        head.send_signal(signal.SIGTERM)  # only the head we started, by its PID
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_an_address_where_no_cluster_answers_is_a_prompt_one_line_error(tmp_path):

@@ -1,0 +1,113 @@
+"""What an installed cellsearch holds: the package built by setuptools as pip builds a wheel, then
+imported from a directory inside another git repository (a project's .venv), not from this one."""
+
+import hashlib
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import pytest
+from searchkit import QUICK, ray_head, tiny_args
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+PROBE = """
+import json, sys
+from search.cli import main
+from search.config import bundled_configs, config_path, load_config
+from tasks.datasets import PACKAGE_DATA
+from tasks.trainer import code_version
+print(json.dumps({"configs": str(bundled_configs()), "quick": str(config_path("quick")),
+                  "list_size": load_config("quick").jozefowicz.list_size, "data": str(PACKAGE_DATA),
+                  "code_version": code_version()}))
+sys.exit(main(["reproduce", "--preset", "huge"]))
+"""
+
+
+def build(site: pathlib.Path, egg_base: pathlib.Path) -> None:
+    """cellsearch's packages and package data into `site`, as `pip install` of a wheel puts them."""
+    subprocess.run([sys.executable, "-c", "import setuptools; setuptools.setup()", "--quiet",
+                    "egg_info", "--egg-base", str(egg_base), "build_py", "--build-lib", str(site)],
+                   cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+
+
+def git(directory, *arguments):
+    return subprocess.run(["git", "-C", str(directory), *arguments], check=True, capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """cellsearch's packages as a wheel installs them, in a `.venv` inside a project's git repository."""
+    tmp = tmp_path_factory.mktemp("installed")
+    project = tmp / "project"
+    site = project / ".venv" / "site-packages"
+    build(site, tmp)
+    git(project, "init", "--quiet")
+    (project / "notes.txt").write_text("a project that keeps its virtual environment inside\n")
+    git(project, "add", "notes.txt")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "notes")
+    return project, site
+
+
+def test_installed_package_carries_configs_data_and_its_own_code_version(installed):
+    project, site = installed
+    for config in sorted((ROOT / "configs").glob("*.toml")):  # every config, byte for byte
+        assert (site / "search" / "configs" / config.name).read_bytes() == config.read_bytes()
+    for line in (ROOT / "tasks" / "data" / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        assert hashlib.sha256((site / "tasks" / "data" / name).read_bytes()).hexdigest() == digest
+
+    probe = subprocess.run([sys.executable, "-c", PROBE], cwd=project, capture_output=True, text=True,
+                           env={"PATH": "/usr/bin:/bin", "HOME": str(project), "PYTHONPATH": str(site)})  # fmt: skip
+    found = json.loads(probe.stdout)
+    configs = site / "search" / "configs"
+    assert found["configs"] == str(configs) and found["quick"] == str(configs / "quick.toml")
+    assert found["list_size"] == 100 and found["data"] == str(site / "tasks" / "data")
+    # `reproduce` looks for its presets there too: one line naming the file, exit 2
+    assert probe.returncode == 2
+    assert probe.stderr == (f"cellsearch: error: preset 'huge' needs {configs}/baselines-huge.toml "
+                            "(presets: quick, small, paper; --configs names another directory)\n")
+    # not the commit of the repository that holds the environment, but the package and its source
+    version = found["code_version"]
+    assert git(project, "rev-parse", "--short=12", "HEAD") not in version
+    assert version.startswith("cellsearch-0.1.0+src.") and len(version) == len("cellsearch-0.1.0+src.") + 12
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout (an unpacked archive)")
+def test_code_version_of_a_checkout_is_its_commit():
+    from tasks.trainer import code_version
+
+    commit = git(ROOT, "rev-parse", "--short=12", "HEAD")
+    assert code_version() in (commit, commit + "+dirty")
+
+
+def test_a_cluster_node_with_other_code_is_refused(tmp_path):
+    """A node installed from other code (here: one comment added) would train rows that name code
+    the run was not made with; the search stops with one line before any trial, naming both."""
+    from search.executor import local_ray_environment
+
+    other = tmp_path / "other-install"
+    build(other, tmp_path)
+    with open(other / "analysis" / "__init__.py", "a") as source:
+        source.write("# one line that the driver's copy does not have\n")
+    env = os.environ | local_ray_environment()
+    # the head's workers import cellsearch from `other`, the driver from this checkout
+    with ray_head(cpus=1, env=env | {"PYTHONPATH": str(other)}) as (address, _):
+        result = subprocess.run(
+            [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
+             "--address", address, *tiny_args(max_trials=2), "--quiet"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    from tasks.trainer import code_digest
+
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert (f"a worker on {socket.gethostname()} runs other cellsearch code (cellsearch-0.1.0+src."
+            in result.stderr and "than this driver" in result.stderr
+            and f"source {code_digest()[:12]})" in result.stderr)  # fmt: skip
+    assert "install the same code on every node of the cluster" in result.stderr
+    rows = tmp_path / "run" / "trials.jsonl"
+    assert not (rows.exists() and rows.read_text())  # no trial ran
