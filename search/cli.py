@@ -409,8 +409,18 @@ def _print_rows(results, out: str | None) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from search.config import load_config
 
-    config = load_config(args.config, parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    if args.seed_cells:
+        overrides["seed_cells"] = list(cell_entries(args.seed_cells))
+    config = load_config(args.config, overrides)
     return _run_search(config, args)
+
+
+def cell_entries(cells: list[str]) -> tuple[str, ...]:
+    """Config entries for cells given on the command line: names stay names; files and RUN:CELL
+    become their equations, which the run keeps in run.toml (it resumes without them)."""
+    resolved = map(load_cell, cells)
+    return tuple(name if name in BASELINES else graph.text() for name, graph in resolved)
 
 
 def cmd_baselines(args: argparse.Namespace) -> int:
@@ -418,10 +428,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
     if args.settings < 1:
         raise UsageError(f"--settings must be a positive integer, got {args.settings}")
-    cells = BaselinesOptions().cells
-    if args.cells:  # names stay names; files and RUN:CELL become equations, which the run keeps
-        resolved = map(load_cell, args.cells)
-        cells = tuple(name if name in BASELINES else graph.text() for name, graph in resolved)
+    cells = cell_entries(args.cells) if args.cells else BaselinesOptions().cells
     config = SearchConfig(
         name=f"baselines-{args.preset}", strategy="baselines", seed=args.seed, preset=args.preset,
         tasks=tuple(args.tasks), settings_per_task=args.settings, max_trials=10**9,
@@ -821,6 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
     _execution_arguments(search)
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (dotted for tables: jozefowicz.list_size=50)")
+    search.add_argument("--seed-cells", nargs="+", metavar="CELL",
+                        help="the cells the search starts from (seed_cells; default lstm gru): "
+                        "baseline names, cell text files or RUN:CELL; gru is always added")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(run=cmd_search)
 
@@ -882,7 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="compare two cells task by task with bootstrap intervals",
         description="log(best score of CELL_A / best of CELL_B) on every task both were trained "
-        "on, and on average, with a 95%% bootstrap interval and a verdict.",
+        "on, and on average, with a 95% bootstrap interval and a verdict.",
     )  # fmt: skip
     compare.add_argument("runs", metavar="RUN", help="a run directory or a reproduction")
     compare.add_argument("cell_a", metavar="CELL_A", help="baseline name, hash, or hash prefix")

@@ -122,6 +122,10 @@ class SearchConfig:
     random: RandomOptions = RandomOptions()
     nasbench_nlp: NasbenchOptions = NasbenchOptions()
     baselines: BaselinesOptions = BaselinesOptions()
+    # the cells round 0 evaluates, from which the jozefowicz and regularized_evolution strategies
+    # search (the top list, the first population): baseline names or a cell's equations (origin
+    # "given", e.g. cells an earlier search found); gru, the score's reference, is always added
+    seed_cells: tuple[str, ...] = ("lstm", "gru")
     leaky_relu: bool = False  # add NAS-Bench-NLP's leaky_relu to the activations mutation draws
     # trials of one cell, task and layer count trained together as one vmapped program (up to
     # this many; `tasks.train_settings`): for GPU workers. Changes no trial, only how it runs.
@@ -140,7 +144,8 @@ class SearchConfig:
                 or not name.isprintable()):  # fmt: skip
             fail("name", f"must name one directory (no '/', not empty, '.' or '..'), got {name!r}")
         for key, names in (("tasks", self.tasks), ("baselines.cells", self.baselines.cells),
-                           ("baselines.dropout_tasks", self.baselines.dropout_tasks)):  # fmt: skip
+                           ("baselines.dropout_tasks", self.baselines.dropout_tasks),
+                           ("seed_cells", self.seed_cells)):  # fmt: skip
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 fail(key, f"lists {', '.join(repeated)} more than once")
@@ -169,16 +174,21 @@ class SearchConfig:
             fail("regularized_evolution.population", "must be >= 2")
         if not 1 <= self.regularized_evolution.tournament <= self.regularized_evolution.population:
             fail("regularized_evolution.tournament", "must be in [1, population]")
-        seen: dict[str, str] = {}  # hash -> the entry that gave it
-        for entry in self.baselines.cells:
-            try:
-                _, graph = baselines_cell(entry)
-            except ValueError as error:
-                fail("baselines.cells", str(error))
-            if graph.hash in seen:
-                fail("baselines.cells", f"lists one cell twice ({graph.hash}: "
-                                        f"{_short(seen[graph.hash])} and {_short(entry)})")  # fmt: skip
-            seen[graph.hash] = entry
+        for key, entries in (("baselines.cells", self.baselines.cells), ("seed_cells", self.seed_cells)):
+            seen: dict[str, str] = {}  # hash -> the entry that gave it
+            for entry in entries:
+                try:
+                    _, graph = baselines_cell(entry)
+                except ValueError as error:
+                    fail(key, str(error))
+                if graph.hash in seen:
+                    fail(key, f"lists one cell twice ({graph.hash}: {_short(seen[graph.hash])} and "
+                              f"{_short(entry)})")  # fmt: skip
+                seen[graph.hash] = entry
+        seeded = ("jozefowicz", "regularized_evolution")
+        if self.strategy not in seeded and self.seed_cells != SearchConfig.seed_cells:
+            fail("seed_cells", f"the {self.strategy} strategy starts from no seed cells (only "
+                               f"{' and '.join(seeded)} do)")  # fmt: skip
         for task in self.baselines.dropout_tasks:
             if task not in self.tasks:
                 fail("baselines.dropout_tasks", f"'{task}' is not one of the tasks ({', '.join(self.tasks)})")
@@ -215,7 +225,7 @@ class SearchConfig:
 
 
 def to_dict(config) -> dict:
-    values = dataclasses.asdict(config) | {"tasks": list(config.tasks)}
+    values = dataclasses.asdict(config) | {"tasks": list(config.tasks), "seed_cells": list(config.seed_cells)}
     values["baselines"] = dataclasses.asdict(config.baselines) | {
         "cells": list(config.baselines.cells), "dropout_tasks": list(config.baselines.dropout_tasks)
     }

@@ -154,7 +154,8 @@ class Strategy:
 class Jozefowicz(Strategy):
     """The paper's loop (section 3.3 of paper.md).
 
-    Round 0 evaluates `lstm` and `gru` (`baseline_settings` settings per search task). Each later
+    Round 0 evaluates the `seed_cells` (the paper's: `lstm` and `gru`; `gru` always), with
+    `baseline_settings` settings per search task. Each later
     round first gives every cell that passed the screen in the previous round `settings_per_task`
     settings per search task; then takes `cells_per_round` steps, each either (probability
     `p_reevaluate`) `settings_per_task` more settings per task for a random cell of the top list, or
@@ -175,7 +176,7 @@ class Jozefowicz(Strategy):
     def propose(self, round_index, rng):
         options = self.config.jozefowicz
         if round_index == 0:
-            return self._baselines(("lstm", REFERENCE), options.baseline_settings)
+            return self._baselines((*self.config.seed_cells, REFERENCE), options.baseline_settings)
         proposals = []
         for record in self.passed:
             proposals += self.book.evaluate(record, self.config.settings_per_task)
@@ -204,8 +205,8 @@ class Jozefowicz(Strategy):
 class RegularizedEvolution(Strategy):
     """Regularized evolution (Real et al. 2019) with the Jozefowicz score as fitness.
 
-    Round 0 evaluates `gru` and `lstm` and `population - 2` random cells, `settings_per_task`
-    settings per task each; they form the population. Each later round makes `cells_per_round`
+    Round 0 evaluates `gru`, the other `seed_cells` (default `lstm`) and random cells up to
+    `population`, `settings_per_task` settings per task each; they form the population. Each later round makes `cells_per_round`
     children: sample `tournament` members, mutate the fittest. After the round the children join
     the population and the oldest members leave until `population` remain.
     """
@@ -225,7 +226,7 @@ class RegularizedEvolution(Strategy):
         options = self.config.regularized_evolution
         count = self.config.settings_per_task
         if round_index == 0:
-            proposals = self._baselines((REFERENCE, "lstm"), count)
+            proposals = self._baselines((REFERENCE, *self.config.seed_cells), count)
             self.population = list(self.book.cells.values())
             while len(self.population) < options.population:
                 record = self.book.add(random_cell(rng, self.config.random.cell_size, activations=self.activations), "random")

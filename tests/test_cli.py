@@ -199,6 +199,13 @@ def test_help_everywhere():
     for args in (["--help"], ["show", "--help"]):
         result = cellsearch(*args)
         assert result.returncode == 0 and "usage: cellsearch" in result.stdout
+    from search.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert len(commands) == 14
+    for name, parser in commands.items():  # argparse formats help strings, not descriptions
+        text = parser.format_help()
+        assert text.startswith(f"usage: cellsearch {name}") and "%%" not in text, (name, text)
 
 
 def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error():

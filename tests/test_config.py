@@ -52,6 +52,12 @@ def test_overrides_use_dotted_keys():
         ("tasks = ['arith', 'xml', 'arith']", "config: tasks: lists arith more than once"),
         ("[baselines]\ncells = ['lstm', 'gru', 'lstm']", "config: baselines.cells: lists lstm more than once"),
         ("[baselines]\ncells = ['lstm', 'lsmt']", "config: baselines.cells: unknown baseline 'lsmt'"),
+        ("seed_cells = ['lstm', 'lsmt']", "config: seed_cells: unknown baseline 'lsmt'"),
+        ("seed_cells = ['gru', 'h_new = tanh(W(x) + W(h))', 'h_new = tanh(W(h) + W(x))']",
+         "config: seed_cells: lists one cell twice (v1-"),
+        ("strategy = 'random'\nseed_cells = ['mut1']",
+         "config: seed_cells: the random strategy starts from no seed cells (only jozefowicz and "
+         "regularized_evolution do)"),
         ("[baselines]\ncells = ['h_new = tanh(W(x) + W(h)']",
          "config: baselines.cells: h_new = tanh(W(x) + W(h): cell: line 1: invalid syntax"),
         ("[baselines]\ncells = ['h_new = tanh(W(x))']", "baselines.cells: h_new = tanh(W(x)): cell: line 1: the cell ignores its input 'h'"),

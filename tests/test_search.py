@@ -53,6 +53,53 @@ def test_every_strategy_runs_and_stores_rows(tmp_path, ray_workers, strategy):
         )
 
 
+COMMITTED_SEARCH = pathlib.Path(__file__).parents[1] / "docs" / "reproduction-quick" / "search"
+
+
+def test_the_default_seed_cells_are_the_papers_round_zero():
+    """lstm and gru, in the order the committed quick search (made before `seed_cells`) trained them."""
+    import numpy as np
+
+    from results import RunStore
+    from search.config import parse_config, to_toml
+    from search.strategies import STRATEGIES
+
+    stored = RunStore(COMMITTED_SEARCH).metadata()["config"]
+    assert "seed_cells" not in stored
+    config = parse_config(to_toml(stored))
+    proposals = STRATEGIES[config.strategy](config).propose(0, np.random.default_rng([config.seed, 0]))
+    frame = load(COMMITTED_SEARCH).sort_values("trial")
+    first = frame[frame["round"] == 0]
+    assert [(p.graph.hash, p.task, p.hparams.lr, p.hparams.layers) for p in proposals] == list(
+        zip(first["cell_hash"], first["task"].astype(str), first["lr"], first["layers"]))
+
+
+def test_a_search_starts_from_the_seed_cells_it_is_given(tmp_path, ray_workers):
+    """Round 0 trains the given cells (a baseline by name, a cell a search found by RUN:CELL) and
+    gru, not lstm; run.toml keeps the found cell's equations, so the run resumes without the other
+    run."""
+    from cells import baseline
+
+    found = next(c for c in map(json.loads, open(COMMITTED_SEARCH / "cells.jsonl"))
+                 if c["origin"] == "mutation")  # fmt: skip
+    run = tmp_path / "jozefowicz"
+    command = ["search", str(QUICK), "--out", str(run), "--seed-cells", "mut1",
+               f"{COMMITTED_SEARCH}:{found['hash'][:8]}", *tiny_args(max_trials=9), "--quiet"]  # fmt: skip
+    result = cellsearch(*command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    seeds = {baseline("mut1").hash, found["hash"], baseline("gru").hash}
+    frame = load(run)
+    assert set(frame["cell_hash"]) == seeds and set(frame["purpose"]) == {"baseline"}  # 3 x 3 tasks
+    origins = {c["hash"]: c["origin"] for c in map(json.loads, open(run / "cells.jsonl"))}
+    assert origins[found["hash"]] == "given" and origins[baseline("mut1").hash] == "baseline"
+    assert found["text"] in (run / "run.toml").read_text().replace("\\n", "\n")
+    # regularized evolution's first population: gru and the seeds (here filling its 3 places)
+    config = tiny(strategy="regularized_evolution", max_trials=9,
+                  seed_cells=["mut1", found["text"]])  # fmt: skip
+    run_search(config, tmp_path / "evolution", borrowed(ray_workers))
+    assert set(load(tmp_path / "evolution")["cell_hash"]) == seeds
+
+
 def test_leaderboard_of_a_real_run(tmp_path, ray_workers, capsys):
     from search.cli import main
 
