@@ -317,7 +317,9 @@ class RayExecutor:
 
     def _check_code(self, actors) -> None:
         """Refuses workers whose cellsearch source differs from the driver's (a node of a cluster
-        installed from another commit): their rows would name code the run was not made with."""
+        installed from another commit, or, even on one machine, another checkout in the driver's
+        working directory, which Ray puts on its workers' path): their rows would name code the
+        run was not made with."""
         import ray
 
         from tasks.trainer import code_digest, code_version
@@ -329,7 +331,9 @@ class RayExecutor:
                 raise RuntimeError(
                     f"a worker on {host} runs other cellsearch code ({version}, source "
                     f"{digest[:12]}) than this driver ({code_version()}, source {ours[:12]}); "
-                    "install the same code on every node of the cluster")  # fmt: skip
+                    "install the same code on every node, and run cellsearch from a directory "
+                    "without another copy of it (Ray puts the driver's working directory on its "
+                    "workers' path)")  # fmt: skip
 
     def _new_actor(self):
         # claimed on the worker's machine, not given by index: another search there, or the

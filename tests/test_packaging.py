@@ -1,6 +1,7 @@
 """What an installed cellsearch holds: the package built by setuptools as pip builds a wheel, then
 imported from a directory inside another git repository (a project's .venv), not from this one."""
 
+import functools
 import hashlib
 import json
 import os
@@ -85,9 +86,12 @@ def test_code_version_of_a_checkout_is_its_commit():
     assert code_version() in (commit, commit + "+dirty")
 
 
-def test_a_cluster_node_with_other_code_is_refused(tmp_path):
-    """A node installed from other code (here: one comment added) would train rows that name code
-    the run was not made with; the search stops with one line before any trial, naming both."""
+@pytest.mark.parametrize("where", ["a cluster node", "the working directory"])
+def test_workers_with_other_code_are_refused(tmp_path, where):
+    """Workers that import other cellsearch code (here: one comment added) would train rows that
+    name code the run was not made with: a cluster node installed from other code, or, on one
+    machine, another copy in the directory the search is started from (Ray puts it on its
+    workers' path). The search stops with one line before any trial, naming both."""
     from search.executor import local_ray_environment
 
     other = tmp_path / "other-install"
@@ -95,19 +99,19 @@ def test_a_cluster_node_with_other_code_is_refused(tmp_path):
     with open(other / "analysis" / "__init__.py", "a") as source:
         source.write("# one line that the driver's copy does not have\n")
     env = os.environ | local_ray_environment()
-    # the head's workers import cellsearch from `other`, the driver from this checkout
-    with ray_head(cpus=1, env=env | {"PYTHONPATH": str(other)}) as (address, _):
-        result = subprocess.run(
-            [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
-             "--address", address, *tiny_args(max_trials=2), "--quiet"],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+    search = ["search", str(QUICK), "--out", str(tmp_path / "run"), *tiny_args(max_trials=2), "--quiet"]
+    run = functools.partial(subprocess.run, env=env, capture_output=True, text=True, timeout=300)
+    if where == "a cluster node":  # the head's workers import cellsearch from `other`
+        with ray_head(cpus=1, env=env | {"PYTHONPATH": str(other)}) as (address, _):
+            result = run([sys.executable, "-m", "search.cli", *search, "--address", address], cwd=tmp_path)
+    else:  # the installed command, as a user runs it, from inside `other`: a local Ray
+        result = run([str(pathlib.Path(sys.executable).parent / "cellsearch"), *search], cwd=other)
     from tasks.trainer import code_digest
 
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
     assert (f"a worker on {socket.gethostname()} runs other cellsearch code (cellsearch-0.1.0+src."
             in result.stderr and "than this driver" in result.stderr
             and f"source {code_digest()[:12]})" in result.stderr)  # fmt: skip
-    assert "install the same code on every node of the cluster" in result.stderr
+    assert "install the same code on every node, and run cellsearch from a directory" in result.stderr
     rows = tmp_path / "run" / "trials.jsonl"
     assert not (rows.exists() and rows.read_text())  # no trial ran
