@@ -13,7 +13,9 @@ import json
 import os
 import pathlib
 import re
+import signal
 import sys
+import threading
 import time
 import tomllib
 
@@ -939,10 +941,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TERMINATED = []  # set by the SIGTERM handler: Ray may re-raise its exception as a KeyboardInterrupt
+
+
+def _terminate(signum, frame):
+    """SIGTERM (`kill PID`, a batch system's time limit, `timeout`): a run stops as on Ctrl-C."""
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
+    stored = args.run in (cmd_search, cmd_baselines, cmd_reproduce)
+    previous = None
+    if stored and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)
     except BrokenPipeError:  # `cellsearch ... | head`: the reader left; not an error of ours
@@ -954,10 +969,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cellsearch: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        stored = args.run in (cmd_search, cmd_baselines, cmd_reproduce)
-        print("cellsearch: interrupted" + ("; every finished trial is stored, and the same command "
-              "resumes the run" if stored else ""), file=sys.stderr)  # fmt: skip
-        return 130
+        terminated = bool(_TERMINATED)
+        print(f"cellsearch: {'stopped by SIGTERM' if terminated else 'interrupted'}"
+              + ("; every finished trial is stored, and the same command resumes the run"
+                 if stored else ""), file=sys.stderr)  # fmt: skip
+        return 143 if terminated else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

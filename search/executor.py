@@ -30,8 +30,10 @@ import math
 import os
 import pathlib
 import secrets
+import signal
 import socket
 import tempfile
+import threading
 import time
 import warnings
 from typing import TYPE_CHECKING, Callable
@@ -282,6 +284,10 @@ class RayExecutor:
             os.environ.update(local_ray_environment())
         import ray
 
+        # Ray's init replaces the process's SIGTERM handler (with sys.exit, after a C++ stack
+        # dump); a caller's own handler (the CLI stops a search on SIGTERM as on Ctrl-C) is kept
+        main_thread = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
         if self.address is None:
             cpus = len(os.sched_getaffinity(0))
             with warnings.catch_warnings():
@@ -296,6 +302,8 @@ class RayExecutor:
         else:
             check_reachable(self.address)
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+        if callable(sigterm):
+            signal.signal(signal.SIGTERM, sigterm)
         if self.workers is None:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.workers = max(1, cpus)

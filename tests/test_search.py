@@ -239,7 +239,11 @@ def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_wo
     assert sorted(ids) == list(range(12))  # each trial exactly once
 
 
-def test_ctrl_c_stops_the_search_with_one_line_and_the_same_command_resumes_it(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stopped_search_says_so_in_one_line_and_the_same_command_resumes_it(tmp_path, stop):
+    """Ctrl-C (SIGINT to the terminal's process group), or SIGTERM to the driver alone (`kill PID`,
+    a batch system's time limit, `timeout`), whose handler Ray would otherwise replace with an
+    exit after a C++ stack dump."""
     args = [*tiny_args(max_trials=24), "--workers=2", "--quiet"]  # long enough to stop mid-run
     command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"), *args]
     # as a terminal starts it: a test run in the background (`pytest &`) passes SIGINT on ignored
@@ -251,14 +255,18 @@ def test_ctrl_c_stops_the_search_with_one_line_and_the_same_command_resumes_it(t
         wait_for_rows(tmp_path / "run", 2, driver, timeout=240)
         assert driver.poll() is None, "the search ended before it could be interrupted"
         ours = descendants(driver.pid)  # the local Ray it started
-        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+        if stop == "ctrl-c":
+            os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+        else:
+            os.kill(driver.pid, signal.SIGTERM)
         stderr = driver.communicate(timeout=120)[1]
     finally:
         kill_session(driver.pid)  # whatever it left behind (checked below), by PID
-    assert driver.returncode == 130, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == ("cellsearch: interrupted; every finished trial is "
+    assert driver.returncode == (130 if stop == "ctrl-c" else 143), stderr[-2000:]
+    how = "interrupted" if stop == "ctrl-c" else "stopped by SIGTERM"
+    assert stderr.strip().splitlines()[-1] == (f"cellsearch: {how}; every finished trial is "
                                                "stored, and the same command resumes the run")  # fmt: skip
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and "SIGTERM received" not in stderr
     deadline = time.monotonic() + 30
     while ours & set(_live_pids()) and time.monotonic() < deadline:
         time.sleep(0.2)
