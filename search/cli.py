@@ -457,12 +457,17 @@ def _executor_factory(args: argparse.Namespace, config):
                                xla_flags=xla_flags)  # fmt: skip
 
 
-def search_progress_bar(total: int, desc: str, quiet: bool = False):
+def search_progress_bar(total: int, desc: str, quiet: bool = False, log_every: float = 60.0):
     """A tqdm bar on stderr and the `progress` callback of `run_search` that draws it.
 
     Rows replayed from the store on a resume count in the bar's position but not in its rate or
-    its time left, which would otherwise promise the rest of the run at the replay's speed.
+    its time left, which would otherwise promise the rest of the run at the replay's speed. When
+    stderr is not a terminal (a batch job's or nohup's log file) a bar redrawn after every trial
+    would be one endless line of carriage returns, so the progress is a plain timestamped line
+    every `log_every` seconds and at the end instead.
     """
+    if not quiet and not sys.stderr.isatty():
+        return _progress_lines(total, desc, log_every)
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="trial", disable=quiet, file=sys.stderr)
@@ -474,6 +479,38 @@ def search_progress_bar(total: int, desc: str, quiet: bool = False):
         bar.set_postfix_str(f"diverged/error={p.failures} best={best} {rate:.0f}/h", refresh=True)
 
     return bar, progress
+
+
+def _progress_lines(total: int, desc: str, log_every: float):
+    """`search_progress_bar` for a log file: (a context that writes the last line, the callback)."""
+    import contextlib
+    import datetime
+
+    last: dict = {"printed": None, "progress": None}  # monotonic time of the last line, last report
+
+    def write(p) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        rate = 3600 * p.ran / p.seconds if p.seconds > 0 else 0
+        left = ""
+        if rate and p.trials < total:
+            left = f", about {_duration(3600 * (total - p.trials) / rate)} left"
+        best = f"{p.best[0]} {p.best[1]:.3f}" if p.best else "-"
+        print(f"{now} {desc}: {p.trials}/{total} trials, {p.failures} diverged/error, best {best}, "
+              f"{rate:.0f}/h{left}", file=sys.stderr, flush=True)  # fmt: skip
+        last["printed"], last["progress"] = time.monotonic(), None
+
+    def progress(p) -> None:
+        last["progress"] = p
+        if last["printed"] is None or time.monotonic() - last["printed"] >= log_every:
+            write(p)
+
+    @contextlib.contextmanager
+    def final_line():
+        yield
+        if last["progress"] is not None:  # the state at the end, unless just written
+            write(last["progress"])
+
+    return final_line(), progress
 
 
 def _run_search(config, args: argparse.Namespace, out: str | None = None, executor=None) -> int:
@@ -584,7 +621,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             age = time.time() - store.trials_path.stat().st_mtime
             counts = frame["status"].astype(str).value_counts()
             purposes = frame["purpose"].astype(str).value_counts() if "purpose" in frame else {}
-            line += (f", the last stored {_ago(age)} ago: "
+            line += (f", the last stored {_duration(age)} ago: "
                      + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "diverged", "error"))
                      + " (" + ", ".join(f"{n} {k}" for k, n in purposes.items()) + ")")  # fmt: skip
         print(line + f"; {frame['cell_hash'].nunique() if len(frame) else 0} cells")
@@ -604,7 +641,7 @@ def _cell_label(board) -> str:
     return name if name and name != board.index[0] else str(board.index[0])
 
 
-def _ago(seconds: float) -> str:
+def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

@@ -335,10 +335,11 @@ def test_search_usage_errors_are_one_line(args, message, tmp_path):
     assert message in result.stderr
 
 
-def test_the_search_bar_rates_only_the_trials_this_process_ran(capsys):
+def test_the_search_bar_rates_only_the_trials_this_process_ran(capsys, monkeypatch):
     from search.cli import search_progress_bar
     from search.loop import Progress
 
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
     bar, progress = search_progress_bar(60, "jozefowicz -> runs/q")
     with bar:  # a resume 20 s in: 30 rows replayed, then 10 trained
         bar.start_t -= 20.0
@@ -346,6 +347,25 @@ def test_the_search_bar_rates_only_the_trials_this_process_ran(capsys):
     err = capsys.readouterr().err
     assert "40/60" in err and "diverged/error=1 best=gru 1.000 1800/h" in err
     assert "00:20<00:40" in err  # 20 trials left at 10 per 20 s, not at 40 per 20 s (00:10)
+
+
+@pytest.mark.parametrize("log_every, lines", [(0.0, 3), (3600.0, 2)])
+def test_in_a_log_file_search_progress_is_a_plain_line_now_and_then(capsys, log_every, lines):
+    """stderr is not a terminal (capsys): timestamped lines, the first at once, the last at the end."""
+    from search.cli import search_progress_bar
+    from search.loop import Progress
+
+    bar, progress = search_progress_bar(60, "jozefowicz -> runs/q", log_every=log_every)
+    with bar:
+        progress(Progress(trials=30, max_trials=60, failures=0, best=None, ran=0, seconds=1.0))
+        progress(Progress(trials=35, max_trials=60, failures=1, best=("gru", 1.0), ran=5, seconds=10.0))
+        progress(Progress(trials=40, max_trials=60, failures=1, best=("gru", 1.0), ran=10, seconds=20.0))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == lines and "\r" not in "".join(err)
+    assert re.fullmatch(r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC jozefowicz -> runs/q: 30/60 trials, "
+                        r"0 diverged/error, best -, 0/h", err[0])  # fmt: skip
+    # 20 trials left at 10 per 20 s (the replayed 30 count in the position, not in the rate)
+    assert err[-1].endswith("40/60 trials, 1 diverged/error, best gru 1.000, 1800/h, about 40 s left")
 
 
 def test_cache_reports_trims_and_clears_the_compiled_programs(tmp_path, monkeypatch):
