@@ -280,12 +280,14 @@ def _train_one(spec, name: str, args: argparse.Namespace):
 
     from tasks import train_trial
 
+    # in a log file (not a terminal) tqdm's redraws pile up on one line: once a minute there
+    every = 0.1 if sys.stderr.isatty() else 60.0
     with tqdm(total=spec.budget.steps, desc=f"{name} on {spec.task}", unit="step",
-              disable=args.quiet, file=sys.stderr) as bar:  # fmt: skip
+              disable=args.quiet, file=sys.stderr, mininterval=every) as bar:  # fmt: skip
 
         def progress(step: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)  # drawn by the update, as often
             bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{loss:.4f}")
 
         return train_trial(spec, progress)
 
