@@ -225,7 +225,8 @@ class SearchConfig:
 
 
 def to_dict(config) -> dict:
-    values = dataclasses.asdict(config) | {"tasks": list(config.tasks), "seed_cells": list(config.seed_cells)}
+    values = dataclasses.asdict(config)
+    values |= {"tasks": list(config.tasks), "seed_cells": list(config.seed_cells)}
     values["baselines"] = dataclasses.asdict(config.baselines) | {
         "cells": list(config.baselines.cells), "dropout_tasks": list(config.baselines.dropout_tasks)
     }

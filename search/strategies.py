@@ -206,9 +206,10 @@ class RegularizedEvolution(Strategy):
     """Regularized evolution (Real et al. 2019) with the Jozefowicz score as fitness.
 
     Round 0 evaluates `gru`, the other `seed_cells` (default `lstm`) and random cells up to
-    `population`, `settings_per_task` settings per task each; they form the population. Each later round makes `cells_per_round`
-    children: sample `tournament` members, mutate the fittest. After the round the children join
-    the population and the oldest members leave until `population` remain.
+    `population`, `settings_per_task` settings per task each; they form the population. Each
+    later round makes `cells_per_round` children: sample `tournament` members, mutate the
+    fittest. After the round the children join the population and the oldest members leave until
+    `population` remain.
     """
 
     name = "regularized_evolution"
