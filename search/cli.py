@@ -644,9 +644,12 @@ def _cell_label(board) -> str:
 
 
 def _duration(seconds: float) -> str:
+    """`85 s`, `14 min`, `3.2 h`: whole seconds below two minutes, whole minutes below two hours."""
+    seconds = round(seconds)
     if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{seconds / 3600:.1f} h"
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -368,6 +368,10 @@ def test_in_a_log_file_search_progress_is_a_plain_line_now_and_then(capsys, log_
                         r"0 diverged/error, best -, 0/h", err[0])  # fmt: skip
     # 20 trials left at 10 per 20 s (the replayed 30 count in the position, not in the rate)
     assert err[-1].endswith("40/60 trials, 1 diverged/error, best gru 1.000, 1800/h, about 40 s left")
+    from search.cli import _duration
+
+    # rounded before the unit is chosen: never "120 s" or "120 min"
+    assert [_duration(s) for s in (119.4, 119.6, 7100, 7199)] == ["119 s", "2 min", "118 min", "2.0 h"]
 
 
 def test_cache_reports_trims_and_clears_the_compiled_programs(tmp_path, monkeypatch):
