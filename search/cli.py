@@ -597,7 +597,7 @@ def _load_runs(paths):
 def cmd_status(args: argparse.Namespace) -> int:
     from analysis import leaderboard
     from results import RunStore, find_runs, load
-    from search.config import parse_config, to_toml
+    from search.config import stored_config
     from search.strategies import planned_trials
 
     for path in find_runs(args.runs):
@@ -605,7 +605,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         stored = store.metadata()
         config, run = stored.get("config", {}), stored.get("run", {})
         frame = load(path, loss_curves=False)
-        planned = planned_trials(parse_config(to_toml(config), str(store.config_path)))
+        planned = planned_trials(stored_config(stored, str(store.config_path), validate=False))
         writer = store.writer()
         if writer:
             state = f"running: {writer}"
@@ -999,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
     stored = args.run in (cmd_search, cmd_baselines, cmd_reproduce)
     previous = None
     if stored and threading.current_thread() is threading.main_thread():
+        _TERMINATED.clear()  # (main may run again in one process, as the tests run it)
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)

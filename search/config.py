@@ -334,7 +334,8 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Searc
     return parse_config(text, source, overrides)
 
 
-def parse_config(text: str, source: str = "config", overrides: dict | None = None) -> SearchConfig:
+def parse_config(text: str, source: str = "config", overrides: dict | None = None,
+                 validate: bool = True) -> SearchConfig:  # fmt: skip
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -342,8 +343,22 @@ def parse_config(text: str, source: str = "config", overrides: dict | None = Non
     for key, value in (overrides or {}).items():
         _set_dotted(values, key, value)
     config = _build(SearchConfig, values, "", source)
-    config.validate(source)
+    if validate:  # (it imports the trainer, and with it jax, to check every task's budget)
+        config.validate(source)
     return config
+
+
+def stored_config(stored: dict, source: str, validate: bool = True) -> SearchConfig:
+    """The config a run was made with, from its run.toml as `RunStore.metadata()` reads it.
+
+    Args:
+      validate: check it as a new config is checked (a resume does; `status`, which only reads
+        the run, does not, and so needs no jax).
+
+    Raises:
+      ConfigError: this version of cellsearch cannot read it (a key it no longer knows).
+    """
+    return parse_config(to_toml(stored.get("config", {})), source, validate=validate)
 
 
 # ---------------------------------------------------------------------------------- writing

@@ -22,7 +22,7 @@ import numpy as np
 
 from results import RunStore, StoreError
 from results.store import crash_now, fault_point, fill_disk
-from search.config import ConfigError, SearchConfig, parse_config, to_dict, to_toml
+from search.config import ConfigError, SearchConfig, stored_config, to_dict, to_toml
 from search.strategies import STRATEGIES, Proposal, Strategy
 from tasks import TrialSpec
 from tasks.trainer import code_version, provenance
@@ -94,7 +94,7 @@ def check_resumable(store: RunStore, config: SearchConfig) -> None:
         raise StoreError(f"{store.config_path}: store format {run.get('format')!r} is not "
                          f"{STORE_FORMAT}: written by an incompatible cellsearch")  # fmt: skip
     try:
-        previous = parse_config(to_toml(stored.get("config", {})), str(store.config_path))
+        previous = stored_config(stored, str(store.config_path))
     except ConfigError as error:
         raise StoreError(f"stored config no longer valid: {error}") from None
     old, new = previous.search_fields(), config.search_fields()

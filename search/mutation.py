@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from cells import CellValidationError, Graph, compile_cell
+from cells import CellValidationError, Graph
 from cells.graph import BINARY, CONST, LINEAR, SOURCES, UNARY, Node, ancestors
 from cells.hashing import evaluate, fingerprint_inputs, fingerprint_params
 
@@ -201,6 +201,8 @@ def usable(graph: Graph, max_nodes: int = MAX_NODES) -> bool:
     """Whether a valid graph is small enough, compiles, and gives finite outputs."""
     if len(graph.nodes) > max_nodes:
         return False
+    from cells import compile_cell  # imports jax: here, so that `status` and strategies need none
+
     compile_cell(graph)
     with np.errstate(all="ignore"):
         h_new, c_new = evaluate(graph, fingerprint_inputs(), fingerprint_params(graph))

@@ -117,6 +117,12 @@ def test_status_says_who_writes_a_run_and_how_far_it_is(tmp_path):
     assert (f"  {len(frame)} of 80 trials, the last stored " in done.stdout
             and f"{counts['ok']} ok, {counts.get('diverged', 0)} diverged, 0 error" in done.stdout)  # fmt: skip
     assert "best: gru (Jozefowicz score 1.0000); best found v1-" in done.stdout
+    # reading runs needs no jax (counting a baselines run's list included): a quick command
+    light = ("import sys; from search.cli import main; code = main(sys.argv[1:]); "
+             "print('jax' in sys.modules, file=sys.stderr); sys.exit(code)")  # fmt: skip
+    probe = subprocess.run([sys.executable, "-c", light, "status", str(COMMITTED)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert probe.returncode == 0 and probe.stderr == "False\n", probe.stderr
     cut = tmp_path / "baselines"  # a baselines run stopped after 60 trials
     shutil.copytree(COMMITTED / "baselines", cut)
     rows = (cut / "trials.jsonl").read_text().splitlines(keepends=True)
