@@ -15,11 +15,12 @@ or as few as can be (`claim_core`), so that two searches on one machine, or a cl
 spread over the cores. A trial's numbers depend on its process's core count, so one core each
 makes a search's rows the same locally and on a cluster (each CPU worker's rows have
 `cpu_threads` 1). A worker whose cellsearch source differs from the driver's (a node installed
-from other code) is refused before it trains (`tasks.trainer.code_digest`). At most one trial per
-worker is in flight; each
-finished row is handed to `on_row` at once. A trial whose worker died is retried on a fresh worker
-up to `retries` times, then recorded with status `error`. No process outside this executor's own
-Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
+from other code) is refused before it trains (`tasks.trainer.code_digest`). A worker trains on
+what it asked Ray for: without a GPU on its CPU core, even on a node with GPUs; with a share of
+one, within that share of its memory (`worker_environment`). At most one trial per worker is in
+flight; each finished row is handed to `on_row` at once. A trial whose worker died is retried on
+a fresh worker up to `retries` times, then recorded with status `error`. No process outside this
+executor's own Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import pathlib
 import secrets
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 if TYPE_CHECKING:  # the worker module must not import jax before the worker pins its core
     from tasks import TrialSpec
@@ -99,15 +101,17 @@ class TrialWorker:
     Args:
       core: the core to run on; None: all the process may use; "claim": one that as few other
         workers on this machine hold as can be (`claim_core`).
+      gpus: the share of a GPU Ray gave this worker (`worker_environment`); None: JAX's choice.
     """
 
     def __init__(self, core: int | str | None, cache_dir: str, xla_flags: str = "",
-                 cache_max_bytes: int | None = None):  # fmt: skip
+                 cache_max_bytes: int | None = None, gpus: float | None = None):  # fmt: skip
         if core == "claim":
             core = claim_core()
         if core is not None:
             os.sched_setaffinity(0, {core})  # before jax starts its thread pool
         add_xla_flags(xla_flags)
+        os.environ.update(worker_environment(gpus))  # read when jax starts its backend
         from tasks import use_compilation_cache  # imports jax: after the core is pinned
 
         use_compilation_cache(cache_dir, max_bytes=cache_max_bytes)
@@ -137,6 +141,32 @@ class TrialWorker:
         from tasks.trainer import code_digest, code_version
 
         return code_digest(), code_version(), socket.gethostname()
+
+
+def worker_environment(gpus: float | None, environ: Mapping[str, str] = os.environ
+                       ) -> dict[str, str]:  # fmt: skip
+    """The variables a worker given `gpus` of a GPU sets before JAX starts its backend.
+
+    Ray 2.60 no longer hides a node's GPUs from an actor that asked for none, and JAX takes a GPU
+    it sees and preallocates 75% of its memory in each process. So a worker without a GPU trains
+    on the CPU (`JAX_PLATFORMS=cpu`), and workers sharing one (`--gpus-per-worker 0.5`) each
+    preallocate their share of those 75% (`XLA_CLIENT_MEM_FRACTION`), unless the node's
+    environment sets a fraction or turns preallocation off.
+
+    Args:
+      gpus: GPUs per worker as asked of Ray; None leaves JAX's defaults.
+      environ: the environment the worker inherited.
+    Returns:
+      The variables to set.
+    """
+    if gpus is None or gpus >= 1:
+        return {}
+    if gpus == 0:
+        return {"JAX_PLATFORMS": "cpu"}
+    if {"XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+            "XLA_PYTHON_CLIENT_PREALLOCATE"} & set(environ):  # fmt: skip
+        return {}
+    return {"XLA_CLIENT_MEM_FRACTION": f"{0.75 * gpus:.4g}"}
 
 
 def _stored_row(result) -> dict:
@@ -200,6 +230,19 @@ def local_ray_environment() -> dict[str, str]:
         "RAY_AUTH_TOKEN_PATH": str(token),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
+
+
+def _reread_ray_environment() -> None:
+    """Makes a Ray imported before `local_ray_environment` was set (a notebook's `import ray`)
+    read it again. Else the new Ray would listen on every interface (the node's address is chosen
+    from a constant read at import) and the driver would not send the token it asks for."""
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    variable = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(variable, True)
+    Config.initialize("")  # as Ray does itself when it turns token authentication on
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def ray_address(address: str | None = None) -> str | None:
@@ -280,9 +323,13 @@ class RayExecutor:
         self.actors: list = []
 
     def __enter__(self) -> "RayExecutor":
+        imported = "ray._raylet" in sys.modules
         if self.address is None:  # Ray reads these when it is first imported
             os.environ.update(local_ray_environment())
         import ray
+
+        if self.address is None and imported:
+            _reread_ray_environment()
 
         # Ray's init replaces the process's SIGTERM handler (with sys.exit, after a C++ stack
         # dump); a caller's own handler (the CLI stops a search on SIGTERM as on Ctrl-C) is kept
@@ -299,6 +346,11 @@ class RayExecutor:
                          include_dashboard=False, _node_ip_address="127.0.0.1",
                          logging_level="ERROR", log_to_driver=False)  # fmt: skip
             self.started_ray = True
+            node_address = ray.util.get_node_ip_address()
+            if node_address != "127.0.0.1":  # never a local Ray on the network
+                self.__exit__()
+                raise RuntimeError(f"the local Ray came up on {node_address}, not 127.0.0.1; "
+                                   "stopped")  # fmt: skip
         else:
             check_reachable(self.address)
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
@@ -307,6 +359,11 @@ class RayExecutor:
         if self.workers is None:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.workers = max(1, cpus)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus and not self.gpus_per_worker:
+            print(f"cellsearch: warning: the Ray cluster has {gpus:g} GPU(s) and the workers ask "
+                  "for none, so trials train on CPU cores; --gpus-per-worker 1 trains on the GPUs",
+                  file=sys.stderr)  # fmt: skip
         self._remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(self.worker)
         self.actors = [self._new_actor() for _ in range(self.workers)]
         try:  # where each worker runs; also proves that every one of them could start
@@ -349,7 +406,7 @@ class RayExecutor:
         # machine's cores, which XLA's GPU compiler uses
         core = None if self.gpus_per_worker else "claim"
         return self._remote.remote(core, str(compilation_cache_dir()), self.xla_flags,
-                                   self.cache_max_bytes)  # fmt: skip
+                                   self.cache_max_bytes, self.gpus_per_worker)  # fmt: skip
 
     def _replacement(self, index: int):
         """A fresh actor for a dead one, or None when the cluster has no room for it (a node died):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import platform
 import time
 from typing import Callable, NamedTuple
 
@@ -25,7 +26,7 @@ from results.store import crash_now, fault_point, fill_disk
 from search.config import ConfigError, SearchConfig, stored_config, to_dict, to_toml
 from search.strategies import STRATEGIES, Proposal, Strategy
 from tasks import TrialSpec
-from tasks.trainer import code_version, provenance
+from tasks.trainer import code_version, package_versions
 
 STORE_FORMAT = 1
 
@@ -73,14 +74,16 @@ def _tasks_of(config: SearchConfig) -> list:
 
 def run_toml(config: SearchConfig) -> str:
     """The run.toml of a new run: resolved config, code and package versions, data checksums."""
-    tasks = _tasks_of(config)
-    checksums = {task.name: task.data_checksum() for task in tasks}
-    info = provenance(tasks[0])
+    checksums = {task.name: task.data_checksum() for task in _tasks_of(config)}
+    # not `provenance`: its device field starts a JAX backend, and on a GPU node the driver would
+    # take 75% of the GPU's memory from the workers that train there (each trial row names its
+    # worker's device)
+    versions = {**package_versions(), "python": platform.python_version()}
     meta = {
         "format": STORE_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
-        "versions": {k: v or "" for k, v in info["versions"].items()},
+        "versions": {k: v or "" for k, v in versions.items()},
         "data_checksums": checksums,
     }
     return to_toml({"config": to_dict(config), "run": meta})

@@ -114,14 +114,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def ray_head(cpus: int, env: dict):
-    """A Ray head of its own on 127.0.0.1, as `ray start --head` makes one on a cluster's head;
+def ray_head(cpus: int, env: dict, gpus: int = 0):
+    """A Ray head of its own on 127.0.0.1, as `ray start --head` makes one on a cluster's head
+    (declaring `gpus` GPUs, which Ray then hands out whether or not the machine has them);
     yields (its address, its process), and stops it by its PID."""
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rayhead-")  # short: Ray's socket paths must stay short
     head = subprocess.Popen(
         [str(pathlib.Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-         "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}",
+         "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
          "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip

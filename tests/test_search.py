@@ -395,6 +395,55 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         assert cores[0] != cores[1] or len(os.sched_getaffinity(0)) == 1, cores  # (a 1-CPU machine)
 
 
+def test_workers_on_a_gpu_node_use_the_share_of_it_they_asked_ray_for(tmp_path):
+    # JAX_PLATFORMS=cuda stands for a node whose JAX takes its GPU: here, without one, JAX fails
+    # to start instead, so only processes that choose their platform themselves get to train
+    from search.executor import local_ray_environment
+
+    env = os.environ | local_ray_environment() | {"JAX_PLATFORMS": "cuda"}
+    with ray_head(cpus=2, env=env, gpus=1) as (address, _):
+        # CPU workers (the default) train on their cores, and the driver starts no JAX backend
+        result = subprocess.run(
+            [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
+             "--address", address, *tiny_args(max_trials=2), "--quiet"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows = load(tmp_path / "run")
+        assert (rows["status"] == "ok").all() and (rows["device"] == "cpu").all(), rows["error"]
+        assert result.stderr == ("cellsearch: warning: the Ray cluster has 1 GPU(s) and the workers "
+                                 "ask for none, so trials train on CPU cores; --gpus-per-worker 1 "
+                                 "trains on the GPUs\n")  # fmt: skip
+        # two workers sharing the GPU each preallocate half of JAX's 75% of its memory
+        probe = ("import json, os, ray; from search.executor import RayExecutor, TrialWorker\n"
+                 "class Probe(TrialWorker):\n"
+                 "    def environment(self):\n"
+                 "        return [os.environ.get(k) for k in ('CUDA_VISIBLE_DEVICES', 'JAX_PLATFORMS', "
+                 "'XLA_CLIENT_MEM_FRACTION')]\n"
+                 f"with RayExecutor(workers=2, address='{address}', gpus_per_worker=0.5, worker=Probe) as ex:\n"
+                 "    print(json.dumps(ray.get([a.environment.remote() for a in ex.actors])))")
+        result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                                text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads(result.stdout.splitlines()[-1]) == [["0", "cuda", "0.375"]] * 2
+        assert "warning" not in result.stderr
+
+
+@pytest.mark.parametrize("gpus, environ, expected", [
+    (None, {}, {}),
+    (0, {"JAX_PLATFORMS": "cuda"}, {"JAX_PLATFORMS": "cpu"}),
+    (0.25, {}, {"XLA_CLIENT_MEM_FRACTION": "0.1875"}),
+    (0.5, {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.2"}, {}),  # the node's own choice stays
+    (0.5, {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, {}),
+    (1, {}, {}),
+    (2, {}, {}),
+])  # fmt: skip
+def test_worker_environment(gpus, environ, expected):
+    from search.executor import worker_environment
+
+    assert worker_environment(gpus, environ) == expected
+
+
 def test_an_address_where_no_cluster_answers_is_a_prompt_one_line_error(tmp_path):
     port = free_port()  # nothing listens there
     start = time.monotonic()

@@ -2,10 +2,13 @@
 only with token authentication, run directories and the compile cache are user-only."""
 
 import ipaddress
+import json
 import os
 import pathlib
 import re
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -96,3 +99,26 @@ def test_local_ray_listens_on_loopback_only_with_token_auth(ray_workers):
     assert len(listening) >= 2, "Ray's GCS and raylet should be listening"
     assert all(is_loopback(ip) for _, ip, _ in listening), listening
     assert os.environ["RAY_AUTH_MODE"] == "token"  # left on for the Ray this process started
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
+def test_a_driver_that_imported_ray_first_still_gets_a_loopback_ray_with_token_auth():
+    # a notebook's `import ray` before the executor: Ray has read its environment by then
+    driver = ("import json, sys\nimport ray\nfrom search.executor import RayExecutor\n"
+              "with RayExecutor(workers=1) as executor:\n"
+              "    print(json.dumps(executor.worker_pids()), flush=True)\n"
+              "    sys.stdin.read()")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # as a fresh shell's
+    process = subprocess.Popen([sys.executable, "-c", driver], env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        pids = json.loads(process.stdout.readline() or "null")
+        listening = listening_sockets(descendants(process.pid) | {process.pid})
+        process.stdin.close()
+        assert process.wait(timeout=120) == 0, process.stderr.read()[-2000:]
+        assert pids and len(listening) >= 2, listening
+        assert all(is_loopback(ip) for _, ip, _ in listening), listening
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
