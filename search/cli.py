@@ -447,6 +447,10 @@ def _executor_factory(args: argparse.Namespace, config):
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    gpus = args.gpus_per_worker
+    if not (gpus >= 0 and (gpus <= 1 or gpus == int(gpus))):  # as Ray hands GPUs out
+        raise UsageError(f"--gpus-per-worker must be a share of one GPU (0 to 1) or a whole "
+                         f"number, got {gpus:g}")  # fmt: skip
     cpus = len(os.sched_getaffinity(0))
     if ray_address(args.address) is None and args.workers is not None and args.workers > cpus:
         # allowed (Ray is started with that many CPUs), but rarely what was meant
@@ -766,8 +770,11 @@ def _execution_arguments(parser: argparse.ArgumentParser, out: str = "runs/<conf
     parser.add_argument("--out", help=f"run directory (default {out})")
     parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a "
                         "local Ray on 127.0.0.1)")  # fmt: skip
-    parser.add_argument("--workers", type=int, help="worker actors (default: one per CPU)")
-    parser.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker actor")
+    parser.add_argument("--workers", type=int, help="worker actors (default: one per CPU, or per "
+                        "GPU share with --gpus-per-worker where those are fewer)")  # fmt: skip
+    parser.add_argument("--gpus-per-worker", type=float, default=0,
+                        help="GPUs per worker actor (default 0: trials train on CPU cores, also "
+                        "where there are GPUs; 0.5: two workers share a GPU)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -295,10 +295,12 @@ class RayExecutor:
     """Runs trials on Ray worker actors (see the module docstring).
 
     Args:
-      workers: number of worker actors; default one per CPU of the local machine or cluster.
+      workers: number of worker actors; default one per CPU of the local machine or cluster
+        (with `gpus_per_worker`, no more than its GPUs hold).
       address: an existing Ray cluster ("host:port" or "auto"); default `RAY_ADDRESS`, else a new
         local Ray bound to 127.0.0.1 that lives as long as this executor.
-      gpus_per_worker: GPUs each worker asks for (for GPU clusters).
+      gpus_per_worker: GPUs each worker asks for (0.5: two workers share a GPU);
+        `worker_environment` says what a worker does with them.
       xla_flags: added to each worker's `XLA_FLAGS` (e.g. `DETERMINISTIC_XLA_FLAGS`).
       retries: how often a trial whose worker died is retried.
       start_timeout: seconds a replacement worker has to start before its slot is given up.
@@ -319,7 +321,7 @@ class RayExecutor:
         self.xla_flags = xla_flags
         self.cache_max_bytes = cache_max_bytes()  # read here: a bad value fails before Ray starts
         self.retries = retries
-        self.started_ray = False
+        self.connected = False  # to a Ray of our own, or to a cluster
         self.actors: list = []
 
     def __enter__(self) -> "RayExecutor":
@@ -345,7 +347,7 @@ class RayExecutor:
                 ray.init(address="local", num_cpus=max(cpus, self.workers or 0),
                          include_dashboard=False, _node_ip_address="127.0.0.1",
                          logging_level="ERROR", log_to_driver=False)  # fmt: skip
-            self.started_ray = True
+            self.connected = True
             node_address = ray.util.get_node_ip_address()
             if node_address != "127.0.0.1":  # never a local Ray on the network
                 self.__exit__()
@@ -354,12 +356,18 @@ class RayExecutor:
         else:
             check_reachable(self.address)
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+            self.connected = True
         if callable(sigterm):
             signal.signal(signal.SIGTERM, sigterm)
-        if self.workers is None:
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            self.workers = max(1, cpus)
-        gpus = ray.cluster_resources().get("GPU", 0)
+        resources = ray.cluster_resources()
+        cpus, gpus = int(resources.get("CPU", 1)), resources.get("GPU", 0)
+        if self.gpus_per_worker > gpus:
+            self.__exit__()
+            raise RuntimeError(f"the workers ask for {self.gpus_per_worker:g} GPU(s) each "
+                               f"(--gpus-per-worker) and the Ray cluster has {gpus:g}")  # fmt: skip
+        if self.workers is None:  # one per CPU, or per GPU share where those are fewer
+            shares = int(gpus / self.gpus_per_worker + 1e-9) if self.gpus_per_worker else cpus
+            self.workers = max(1, min(cpus, shares))
         if gpus and not self.gpus_per_worker:
             print(f"cellsearch: warning: the Ray cluster has {gpus:g} GPU(s) and the workers ask "
                   "for none, so trials train on CPU cores; --gpus-per-worker 1 trains on the GPUs",
@@ -370,10 +378,10 @@ class RayExecutor:
             self.nodes = ray.get([actor.node.remote() for actor in self.actors], timeout=self.start_timeout)
             self._check_code(self.actors)
         except ray.exceptions.GetTimeoutError:
-            cpus = int(ray.cluster_resources().get("CPU", 0))
+            has = f"{cpus} CPUs" + (f", {gpus:g} GPU(s)" if self.gpus_per_worker else "")
             self.__exit__()
             raise RuntimeError(f"the Ray cluster could not start {self.workers} workers in "
-                               f"{self.start_timeout:g} s (it has {cpus} CPUs); ask for fewer with "
+                               f"{self.start_timeout:g} s (it has {has}); ask for fewer with "
                                "--workers") from None
         except RuntimeError:
             self.__exit__()
@@ -443,8 +451,9 @@ class RayExecutor:
             except Exception:  # noqa: BLE001 - already gone
                 pass
         self.actors = []
-        if self.started_ray:
-            ray.shutdown()
+        if self.connected:  # stops a Ray of our own; from a cluster it only disconnects, so that
+            ray.shutdown()  # another executor in this process can join it again
+            self.connected = False
 
     def worker_pids(self) -> list[int]:
         import ray

@@ -101,6 +101,8 @@ def test_bad_config(workspace, capsys, name):
         (["search", QUICK, "--set", "seeds=3"], "unknown key 'seeds'"),
         (["search", QUICK, "--set", "jozefowicz.list_size=big"], "jozefowicz.list_size: must be int"),
         (["search", QUICK, "--workers", "0"], "--workers must be a positive integer"),
+        (["search", QUICK, "--gpus-per-worker", "-1"], "--gpus-per-worker must be a share of one GPU"),
+        (["search", QUICK, "--gpus-per-worker", "1.5"], "(0 to 1) or a whole number, got 1.5"),
         (["train", "lstm", "chess"], "unknown task 'chess'"),
         (["train", "lstm", "arith", "--set", "lr=-1"], "lr must be > 0"),
         (["train", "nocell", "arith"], "'nocell' is neither a baseline cell"),

@@ -414,18 +414,28 @@ def test_workers_on_a_gpu_node_use_the_share_of_it_they_asked_ray_for(tmp_path):
         assert result.stderr == ("cellsearch: warning: the Ray cluster has 1 GPU(s) and the workers "
                                  "ask for none, so trials train on CPU cores; --gpus-per-worker 1 "
                                  "trains on the GPUs\n")  # fmt: skip
-        # two workers sharing the GPU each preallocate half of JAX's 75% of its memory
+        # by default as many workers as the GPU holds (not one per CPU, which left all but one
+        # waiting for a GPU); two sharing it each preallocate half of JAX's 75% of its memory
         probe = ("import json, os, ray; from search.executor import RayExecutor, TrialWorker\n"
                  "class Probe(TrialWorker):\n"
                  "    def environment(self):\n"
                  "        return [os.environ.get(k) for k in ('CUDA_VISIBLE_DEVICES', 'JAX_PLATFORMS', "
                  "'XLA_CLIENT_MEM_FRACTION')]\n"
-                 f"with RayExecutor(workers=2, address='{address}', gpus_per_worker=0.5, worker=Probe) as ex:\n"
-                 "    print(json.dumps(ray.get([a.environment.remote() for a in ex.actors])))")
+                 "for share, workers, wait in ((0.5, None, 60), (1, None, 60), (2, None, 60), (1, 2, 5)):\n"
+                 "    try:\n"
+                 f"        with RayExecutor(workers, '{address}', gpus_per_worker=share, worker=Probe,\n"
+                 "                         start_timeout=wait) as ex:\n"
+                 "            print(json.dumps(ray.get([a.environment.remote() for a in ex.actors])))\n"
+                 "    except RuntimeError as error:\n"
+                 "        print(json.dumps(str(error)))")  # fmt: skip
         result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                                 text=True, timeout=300)  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
-        assert json.loads(result.stdout.splitlines()[-1]) == [["0", "cuda", "0.375"]] * 2
+        assert [json.loads(line) for line in result.stdout.splitlines()[-4:]] == [
+            [["0", "cuda", "0.375"]] * 2, [["0", "cuda", None]],
+            "the workers ask for 2 GPU(s) each (--gpus-per-worker) and the Ray cluster has 1",
+            "the Ray cluster could not start 2 workers in 5 s (it has 2 CPUs, 1 GPU(s)); ask for "
+            "fewer with --workers"]  # fmt: skip
         assert "warning" not in result.stderr
 
 
