@@ -17,8 +17,9 @@ makes a search's rows the same locally and on a cluster (each CPU worker's rows 
 `cpu_threads` 1). A worker whose cellsearch source differs from the driver's (a node installed
 from other code) is refused before it trains (`tasks.trainer.code_digest`). A worker trains on
 what it asked Ray for: without a GPU on its CPU core, even on a node with GPUs; with a share of
-one, within that share of its memory (`worker_environment`). At most one trial per worker is in
-flight; each finished row is handed to `on_row` at once. A trial whose worker died is retried on
+one, within that share of its memory (`worker_environment`); one whose JAX has no GPU is
+refused. At most one trial per worker is in flight; each finished row is handed to `on_row` at
+once. A trial whose worker died is retried on
 a fresh worker up to `retries` times, then recorded with status `error`. No process outside this
 executor's own Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
 """
@@ -141,6 +142,16 @@ class TrialWorker:
         from tasks.trainer import code_digest, code_version
 
         return code_digest(), code_version(), socket.gethostname()
+
+    def platform(self) -> str:
+        """What JAX trains on in this worker ("cpu", "gpu"), or why it cannot start."""
+        import jax
+
+        try:
+            return jax.devices()[0].platform
+        except Exception as error:  # noqa: BLE001 - reported to the driver, which refuses the worker
+            return (f"nothing: JAX could not start (JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS')}; "
+                    f"{type(error).__name__}: {error})")  # fmt: skip
 
 
 def worker_environment(gpus: float | None, environ: Mapping[str, str] = os.environ
@@ -376,7 +387,7 @@ class RayExecutor:
         self.actors = [self._new_actor() for _ in range(self.workers)]
         try:  # where each worker runs; also proves that every one of them could start
             self.nodes = ray.get([actor.node.remote() for actor in self.actors], timeout=self.start_timeout)
-            self._check_code(self.actors)
+            self._check_workers(self.actors)
         except ray.exceptions.GetTimeoutError:
             has = f"{cpus} CPUs" + (f", {gpus:g} GPU(s)" if self.gpus_per_worker else "")
             self.__exit__()
@@ -388,11 +399,12 @@ class RayExecutor:
             raise
         return self
 
-    def _check_code(self, actors) -> None:
+    def _check_workers(self, actors) -> None:
         """Refuses workers whose cellsearch source differs from the driver's (a node of a cluster
         installed from another commit, or, even on one machine, another checkout in the driver's
         working directory, which Ray puts on its workers' path): their rows would name code the
-        run was not made with."""
+        run was not made with. Refuses GPU workers whose JAX has no GPU (installed without CUDA):
+        they would train on the CPU, unpinned."""
         import ray
 
         from tasks.trainer import code_digest, code_version
@@ -407,6 +419,15 @@ class RayExecutor:
                     "install the same code on every node, and run cellsearch from a directory "
                     "without another copy of it (Ray puts the driver's working directory on its "
                     "workers' path)")  # fmt: skip
+        if self.gpus_per_worker:
+            platforms = ray.get([actor.platform.remote() for actor in actors],
+                                timeout=self.start_timeout)  # fmt: skip
+            for platform, (_, _, host) in zip(platforms, codes):
+                if platform != "gpu":
+                    raise RuntimeError(
+                        f"a worker on {host} has {self.gpus_per_worker:g} GPU(s) from Ray but its "
+                        f"JAX trains on {platform}; install JAX with CUDA there "
+                        '(pip install "jax[cuda13]==0.10.2"), or leave out --gpus-per-worker')
 
     def _new_actor(self):
         # claimed on the worker's machine, not given by index: another search there, or the
@@ -433,7 +454,7 @@ class RayExecutor:
         actor = self._new_actor()
         try:
             self.nodes[index] = ray.get(actor.node.remote(), timeout=self.start_timeout)
-            self._check_code([actor])
+            self._check_workers([actor])
         except (GetTimeoutError, RayActorError):
             ray.kill(actor)
             return None

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -415,15 +416,19 @@ def test_workers_on_a_gpu_node_use_the_share_of_it_they_asked_ray_for(tmp_path):
                                  "ask for none, so trials train on CPU cores; --gpus-per-worker 1 "
                                  "trains on the GPUs\n")  # fmt: skip
         # by default as many workers as the GPU holds (not one per CPU, which left all but one
-        # waiting for a GPU); two sharing it each preallocate half of JAX's 75% of its memory
+        # waiting for a GPU); two sharing it each preallocate half of JAX's 75% of its memory.
+        # Probe says its JAX has a GPU, which this machine lacks; a TrialWorker tells the truth
         probe = ("import json, os, ray; from search.executor import RayExecutor, TrialWorker\n"
                  "class Probe(TrialWorker):\n"
+                 "    def platform(self):\n"
+                 "        return 'gpu'\n"
                  "    def environment(self):\n"
                  "        return [os.environ.get(k) for k in ('CUDA_VISIBLE_DEVICES', 'JAX_PLATFORMS', "
                  "'XLA_CLIENT_MEM_FRACTION')]\n"
-                 "for share, workers, wait in ((0.5, None, 60), (1, None, 60), (2, None, 60), (1, 2, 5)):\n"
+                 "for share, workers, wait, cls in ((0.5, None, 60, Probe), (1, None, 60, Probe),\n"
+                 "        (2, None, 60, Probe), (1, 2, 5, Probe), (1, None, 60, TrialWorker)):\n"
                  "    try:\n"
-                 f"        with RayExecutor(workers, '{address}', gpus_per_worker=share, worker=Probe,\n"
+                 f"        with RayExecutor(workers, '{address}', gpus_per_worker=share, worker=cls,\n"
                  "                         start_timeout=wait) as ex:\n"
                  "            print(json.dumps(ray.get([a.environment.remote() for a in ex.actors])))\n"
                  "    except RuntimeError as error:\n"
@@ -431,12 +436,34 @@ def test_workers_on_a_gpu_node_use_the_share_of_it_they_asked_ray_for(tmp_path):
         result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                                 text=True, timeout=300)  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
-        assert [json.loads(line) for line in result.stdout.splitlines()[-4:]] == [
+        *reports, no_gpu = [json.loads(line) for line in result.stdout.splitlines()[-5:]]
+        assert reports == [
             [["0", "cuda", "0.375"]] * 2, [["0", "cuda", None]],
             "the workers ask for 2 GPU(s) each (--gpus-per-worker) and the Ray cluster has 1",
             "the Ray cluster could not start 2 workers in 5 s (it has 2 CPUs, 1 GPU(s)); ask for "
             "fewer with --workers"]  # fmt: skip
+        assert re.fullmatch(r"a worker on \S+ has 1 GPU\(s\) from Ray but its JAX trains on nothing: "
+                            r"JAX could not start \(JAX_PLATFORMS=cuda; .*\); install JAX with "
+                            r"CUDA there \(pip install \"jax\[cuda13\]==0.10.2\"\), or leave out "
+                            r"--gpus-per-worker", no_gpu), no_gpu  # fmt: skip
         assert "warning" not in result.stderr
+
+
+def test_gpu_workers_whose_jax_has_no_gpu_are_refused_in_one_line(tmp_path):
+    # a GPU node whose JAX was installed without CUDA (as here): its GPU workers would train on
+    # the CPU, each unpinned, and their rows would only say so in their device column
+    from search.executor import local_ray_environment
+
+    env = os.environ | local_ray_environment()
+    with ray_head(cpus=2, env=env, gpus=1) as (address, _):
+        result = subprocess.run(
+            [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
+             "--address", address, "--gpus-per-worker", "1", *tiny_args(max_trials=2), "--quiet"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "has 1 GPU(s) from Ray but its JAX trains on cpu; install JAX with CUDA" in result.stderr
+    assert load(tmp_path / "run").empty  # no trial trained
 
 
 @pytest.mark.parametrize("gpus, environ, expected", [
