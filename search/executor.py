@@ -19,9 +19,9 @@ from other code) is refused before it trains (`tasks.trainer.code_digest`). A wo
 what it asked Ray for: without a GPU on its CPU core, even on a node with GPUs; with a share of
 one, within that share of its memory (`worker_environment`); one whose JAX has no GPU is
 refused. At most one trial per worker is in flight; each finished row is handed to `on_row` at
-once. A trial whose worker died is retried on
-a fresh worker up to `retries` times, then recorded with status `error`. No process outside this
-executor's own Ray is ever touched: a local Ray is stopped with `ray.shutdown()`, never `ray stop`.
+once. A trial whose worker died is retried on a fresh worker up to `retries` times, then recorded
+with status `error`. No process outside this executor's own Ray is ever touched: a local Ray is
+stopped with `ray.shutdown()`, never `ray stop`.
 """
 
 from __future__ import annotations
@@ -407,7 +407,7 @@ class RayExecutor:
         they would train on the CPU, unpinned."""
         import ray
 
-        from tasks.trainer import code_digest, code_version
+        from tasks.trainer import code_digest, code_version, package_versions
 
         ours = code_digest()
         codes = ray.get([actor.code.remote() for actor in actors], timeout=self.start_timeout)
@@ -426,8 +426,9 @@ class RayExecutor:
                 if platform != "gpu":
                     raise RuntimeError(
                         f"a worker on {host} has {self.gpus_per_worker:g} GPU(s) from Ray but its "
-                        f"JAX trains on {platform}; install JAX with CUDA there "
-                        '(pip install "jax[cuda13]==0.10.2"), or leave out --gpus-per-worker')
+                        f"JAX trains on {platform}; install JAX with CUDA there (pip install "
+                        f'"jax[cuda13]=={package_versions()["jax"]}"), or leave out '
+                        "--gpus-per-worker")  # fmt: skip
 
     def _new_actor(self):
         # claimed on the worker's machine, not given by index: another search there, or the
