@@ -27,8 +27,10 @@ def programs(cell: str, task: str, has_dropout: bool, store: ExecutableStore, mo
     spec = TrialSpec.from_preset(cell, task, "quick", HParams(), 0, TINY | {"seq_len": 12})
     task, budget = spec.make_task(), spec.budget
     seq_len, k = task.sequence_length(budget.seq_len), budget.steps_per_call
-    make = lambda: trainer.Program(spec.graph(), task, 1, budget.hidden, budget.batch, seq_len, k,
-                                   has_dropout)  # noqa: E731  # fmt: skip
+    def make():
+        return trainer.Program(spec.graph(), task, 1, budget.hidden, budget.batch, seq_len, k,
+                               has_dropout)
+
     first, second = make(), make()
     params = first.init(jax.random.key(0), np.float32(1.0))
     carry = zero_carry(1, budget.batch, budget.hidden)

@@ -190,8 +190,10 @@ def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
                borrowed(ray_workers))  # fmt: skip
 
 
-@pytest.mark.parametrize("victims", ["one", "all"])
-def test_killed_workers_mid_trial_are_retried(tmp_path, ray_workers, victims):
+# SIGTERM: what `kill PID` or a node's shutdown sends; a Ray worker exits cleanly on it
+@pytest.mark.parametrize("victims,signum", [("one", signal.SIGKILL), ("all", signal.SIGKILL),
+                                            ("one", signal.SIGTERM)])  # fmt: skip
+def test_killed_workers_mid_trial_are_retried(tmp_path, ray_workers, victims, signum):
     config = tiny(max_trials=6, **{f"budget.{t}.steps": 400 for t in ("arith", "xml", "ptb")})
     pids = ray_workers.worker_pids()
     killed = []
@@ -201,7 +203,7 @@ def test_killed_workers_mid_trial_are_retried(tmp_path, ray_workers, victims):
         while not trials.exists() or not trials.read_text().strip():
             time.sleep(0.05)  # the first rows are in: the workers are busy with the next ones
         for pid in pids[:1] if victims == "one" else pids:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
             killed.append(pid)
 
     thread = threading.Thread(target=kill_workers_during_a_trial, daemon=True)
