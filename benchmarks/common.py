@@ -18,17 +18,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def machine() -> dict:
     import jax
 
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from tasks.executables import cpu_model
+
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu,
+        "cpu": cpu_model(),  # family, model and vector width: "AMD EPYC" alone names two machines
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),  # fewer under `taskset`
         "python": platform.python_version(),

@@ -470,7 +470,8 @@ def search_progress_bar(total: int, desc: str, quiet: bool = False, log_every: f
     its time left, which would otherwise promise the rest of the run at the replay's speed. When
     stderr is not a terminal (a batch job's or nohup's log file) a bar redrawn after every trial
     would be one endless line of carriage returns, so the progress is a plain timestamped line
-    every `log_every` seconds and at the end instead.
+    every `log_every` seconds and at the end instead; its rate and time left count from the
+    first trial this process trained, leaving out Ray's start and the first compiles.
     """
     if not quiet and not sys.stderr.isatty():
         return _progress_lines(total, desc, log_every)
@@ -492,20 +493,29 @@ def _progress_lines(total: int, desc: str, log_every: float):
     import contextlib
     import datetime
 
-    last: dict = {"printed": None, "progress": None}  # monotonic time of the last line, last report
+    # monotonic time of the last line, the last report, the first report of a trained trial
+    last: dict = {"printed": None, "progress": None, "first": None}
 
     def write(p) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        rate = 3600 * p.ran / p.seconds if p.seconds > 0 else 0
-        left = ""
-        if rate and p.trials < total:
-            left = f", about {_duration(3600 * (total - p.trials) / rate)} left"
+        # counted from the first trial this process trained: Ray's start and the first compiles
+        # before it would make the first lines promise several times the real time left
+        first = last["first"]
+        ran = p.ran - first.ran if first else 0
+        seconds = p.seconds - first.seconds if first else 0.0
+        rate, left = "-/h", ""
+        if ran and seconds > 0:
+            rate = f"{3600 * ran / seconds:.0f}/h"
+            if p.trials < total:
+                left = f", about {_duration((total - p.trials) * seconds / ran)} left"
         best = f"{p.best[0]} {p.best[1]:.3f}" if p.best else "-"
         print(f"{now} {desc}: {p.trials}/{total} trials, {p.failures} diverged/error, best {best}, "
-              f"{rate:.0f}/h{left}", file=sys.stderr, flush=True)  # fmt: skip
+              f"{rate}{left}", file=sys.stderr, flush=True)  # fmt: skip
         last["printed"], last["progress"] = time.monotonic(), None
 
     def progress(p) -> None:
+        if last["first"] is None and p.ran:
+            last["first"] = p
         last["progress"] = p
         if last["printed"] is None or time.monotonic() - last["printed"] >= log_every:
             write(p)

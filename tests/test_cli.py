@@ -366,13 +366,17 @@ def test_in_a_log_file_search_progress_is_a_plain_line_now_and_then(capsys, log_
     bar, progress = search_progress_bar(60, "jozefowicz -> runs/q", log_every=log_every)
     with bar:
         progress(Progress(trials=30, max_trials=60, failures=0, best=None, ran=0, seconds=1.0))
-        progress(Progress(trials=35, max_trials=60, failures=1, best=("gru", 1.0), ran=5, seconds=10.0))
-        progress(Progress(trials=40, max_trials=60, failures=1, best=("gru", 1.0), ran=10, seconds=20.0))
+        # the first trained trial ends 100 s in (Ray's start, compiles), then one every 2 s
+        progress(Progress(trials=31, max_trials=60, failures=1, best=("gru", 1.0), ran=1, seconds=100.0))
+        progress(Progress(trials=40, max_trials=60, failures=1, best=("gru", 1.0), ran=10, seconds=118.0))
     err = capsys.readouterr().err.splitlines()
     assert len(err) == lines and "\r" not in "".join(err)
     assert re.fullmatch(r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC jozefowicz -> runs/q: 30/60 trials, "
-                        r"0 diverged/error, best -, 0/h", err[0])  # fmt: skip
-    # 20 trials left at 10 per 20 s (the replayed 30 count in the position, not in the rate)
+                        r"0 diverged/error, best -, -/h", err[0])  # fmt: skip
+    if lines == 3:
+        assert err[1].endswith("31/60 trials, 1 diverged/error, best gru 1.000, -/h")  # one is no rate
+    # 20 trials left at 9 per 18 s since the first (not 10 per 118 s: "about 4 min"; the replayed
+    # 30 count in the position, not in the rate)
     assert err[-1].endswith("40/60 trials, 1 diverged/error, best gru 1.000, 1800/h, about 40 s left")
     from search.cli import _duration
 

@@ -14,7 +14,8 @@ import pytest
 
 import tasks.trainer as trainer
 from tasks import HParams, TrialSpec
-from tasks.executables import CacheSize, ExecutableStore, cache_size, clear_cache, trim_cache
+from tasks.executables import (CacheSize, ExecutableStore, cache_size, clear_cache, describe_cpu,
+                               trim_cache)
 from tasks.model import zero_carry
 
 TINY = {"steps": 20, "hidden": 16, "batch": 8, "steps_per_call": 10, "eval_sequences": 16}
@@ -250,3 +251,20 @@ def test_a_capped_cache_is_trimmed_when_a_process_starts_and_as_it_compiles(tmp_
     assert stored and not any(path.exists() for path in stored)  # the first trial's programs
     left = [p.stat() for p in tmp_path.rglob("*") if p.is_file()]
     assert left and all(time.time() - max(s.st_mtime, s.st_atime) < 600 for s in left)
+
+
+ZEN3 = ["model name\t: AMD EPYC\n", "cpu family\t: 25\n", "model\t\t: 1\n",
+        "flags\t\t: fpu sse4_2 avx avx2 fma\n"] * 2  # two processors, alike
+ZEN4 = ["model name\t: AMD EPYC\n", "cpu family\t: 25\n", "model\t\t: 17\n",
+        "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw\n"]
+
+
+@pytest.mark.parametrize("cpuinfo, described", [
+    (ZEN3, "AMD EPYC (family 25 model 1, AVX2)"),
+    (ZEN4, "AMD EPYC (family 25 model 17, AVX-512)"),
+    (["model name\t: ARMv8 Processor rev 1 (v8l)\n"], "ARMv8 Processor rev 1 (v8l)"),
+])  # fmt: skip
+def test_rows_tell_cpus_apart_that_share_a_model_name(cpuinfo, described):
+    """Two virtual machines that both say "AMD EPYC" compile for other vector widths, and their
+    trials end apart; a row's `cpu_model` (and so `cellsearch rerun`'s "what changed") names that."""
+    assert describe_cpu(cpuinfo) == described
