@@ -364,15 +364,37 @@ def cmd_rerun(args: argparse.Namespace) -> int:
               "and test metrics and the loss curve are the same to the last bit", file=sys.stderr)
         return status
     shown = [f"{f} {row.get(f)} -> {again.get(f)}" for f in differ if f != "loss_curve"][:3]
-    why = [f"{k} {row.get(k, 'not recorded')} -> {again.get(k)}"
-           for k in ("code_version", "device", "cpu_model", "xla_flags", "cpu_threads")
-           if row.get(k) != again.get(k)]  # fmt: skip
-    if row.get("vmapped_settings", 1) > 1:
-        why.append(f"it was trained as one of {row['vmapped_settings']} vmapped settings")
+    why = _what_changed(row, again)
     print(f"cellsearch: trial {args.trial} differs from its row in {len(differ)} fields ("
           + "; ".join(shown) + ")" + (f"; what changed: {'; '.join(why)}" if why else ""),
           file=sys.stderr)  # fmt: skip
     return 1
+
+
+def _what_changed(row: dict, again: dict) -> list[str]:
+    """What differs between how a stored row was trained and how it was trained again: the causes
+    `cellsearch rerun` names when the numbers differ.
+
+    Args:
+      row: the stored row.
+      again: the row of the rerun.
+    Returns:
+      One "field before -> now" phrase per difference.
+    """
+    why = []
+    for key in ("code_version", "device", "cpu_model", "xla_flags", "cpu_threads"):
+        before, now = row.get(key), again.get(key)
+        if before == now:
+            continue
+        if key == "cpu_model" and before and str(now).startswith(f"{before} ("):
+            # rows before 76138aa gave the model name alone, which a Zen 3 and a Zen 4 share
+            why.append(f"cpu_model {before} -> {now} (the row gives no family or vector "
+                       "extension, so the CPU may be the same kind)")  # fmt: skip
+        else:
+            why.append(f"{key} {'not recorded' if before is None else before} -> {now}")
+    if row.get("vmapped_settings", 1) > 1:
+        why.append(f"it was trained as one of {row['vmapped_settings']} vmapped settings")
+    return why
 
 
 def _train_settings(spec, graph, args: argparse.Namespace) -> int:
@@ -466,26 +488,50 @@ def _executor_factory(args: argparse.Namespace, config):
 def search_progress_bar(total: int, desc: str, quiet: bool = False, log_every: float = 60.0):
     """A tqdm bar on stderr and the `progress` callback of `run_search` that draws it.
 
-    Rows replayed from the store on a resume count in the bar's position but not in its rate or
-    its time left, which would otherwise promise the rest of the run at the replay's speed. When
+    The rate and time left count from the first trial this process trained (`_pace`). When
     stderr is not a terminal (a batch job's or nohup's log file) a bar redrawn after every trial
     would be one endless line of carriage returns, so the progress is a plain timestamped line
-    every `log_every` seconds and at the end instead; its rate and time left count from the
-    first trial this process trained, leaving out Ray's start and the first compiles.
+    every `log_every` seconds and at the end instead.
     """
     if not quiet and not sys.stderr.isatty():
         return _progress_lines(total, desc, log_every)
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="trial", disable=quiet, file=sys.stderr)
+    # tqdm's own rate and time left would count Ray's start and the replayed rows: ours instead
+    bar = tqdm(total=total, desc=desc, unit="trial", disable=quiet, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")  # fmt: skip
+    pace = _pace(total)
 
     def progress(p) -> None:
-        bar.n, bar.initial = p.trials, p.trials - p.ran
-        rate = 3600 * p.ran / p.seconds if p.seconds > 0 else 0
+        bar.n = p.trials
         best = f"{p.best[0][:24]} {p.best[1]:.3f}" if p.best else "-"
-        bar.set_postfix_str(f"diverged/error={p.failures} best={best} {rate:.0f}/h", refresh=True)
+        bar.set_postfix_str(f"diverged/error={p.failures} best={best} {pace(p)}", refresh=True)
 
     return bar, progress
+
+
+def _pace(total: int):
+    """A function of each progress report (`search.loop.Progress`, every one in turn) that gives
+    the rate and time left, "1800/h, about 40 s left", or "-/h" before there is a rate.
+
+    Both count from the first trial this process trained: Ray's start and the first compiles
+    before it would make the first reports promise several times the real time left, and rows
+    replayed from the store on a resume would promise the rest at the replay's speed.
+    """
+    first = None
+
+    def pace(p) -> str:
+        nonlocal first
+        if first is None and p.ran:
+            first = p
+        ran = p.ran - first.ran if first else 0
+        seconds = p.seconds - first.seconds if first else 0.0
+        if not ran or seconds <= 0:
+            return "-/h"
+        left = f", about {_duration((total - p.trials) * seconds / ran)} left" if p.trials < total else ""
+        return f"{3600 * ran / seconds:.0f}/h{left}"
+
+    return pace
 
 
 def _progress_lines(total: int, desc: str, log_every: float):
@@ -493,38 +539,27 @@ def _progress_lines(total: int, desc: str, log_every: float):
     import contextlib
     import datetime
 
-    # monotonic time of the last line, the last report, the first report of a trained trial
-    last: dict = {"printed": None, "progress": None, "first": None}
+    pace = _pace(total)
+    # monotonic time of the last line; the last report and its pace, unless written
+    last: dict = {"printed": None, "progress": None}
 
-    def write(p) -> None:
+    def write(p, paced: str) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        # counted from the first trial this process trained: Ray's start and the first compiles
-        # before it would make the first lines promise several times the real time left
-        first = last["first"]
-        ran = p.ran - first.ran if first else 0
-        seconds = p.seconds - first.seconds if first else 0.0
-        rate, left = "-/h", ""
-        if ran and seconds > 0:
-            rate = f"{3600 * ran / seconds:.0f}/h"
-            if p.trials < total:
-                left = f", about {_duration((total - p.trials) * seconds / ran)} left"
         best = f"{p.best[0]} {p.best[1]:.3f}" if p.best else "-"
         print(f"{now} {desc}: {p.trials}/{total} trials, {p.failures} diverged/error, best {best}, "
-              f"{rate}{left}", file=sys.stderr, flush=True)  # fmt: skip
+              f"{paced}", file=sys.stderr, flush=True)  # fmt: skip
         last["printed"], last["progress"] = time.monotonic(), None
 
     def progress(p) -> None:
-        if last["first"] is None and p.ran:
-            last["first"] = p
-        last["progress"] = p
+        last["progress"] = (p, pace(p))  # every report, so the pace sees the first trained trial
         if last["printed"] is None or time.monotonic() - last["printed"] >= log_every:
-            write(p)
+            write(*last["progress"])
 
     @contextlib.contextmanager
     def final_line():
         yield
         if last["progress"] is not None:  # the state at the end, unless just written
-            write(last["progress"])
+            write(*last["progress"])
 
     return final_line(), progress
 

@@ -15,7 +15,7 @@ import pathlib
 import tomllib
 import typing
 
-from tasks import PRESETS, TASKS
+from tasks import GRID, PRESETS, TASKS
 
 STRATEGIES = ("jozefowicz", "regularized_evolution", "random", "nasbench_nlp_random", "baselines")
 
@@ -82,6 +82,12 @@ def baselines_cell(entry: str):
     return next((name for name in BASELINES if baseline(name).hash == graph.hash), None), graph
 
 
+def _is_number(value, whole: bool) -> bool:
+    """A TOML number (never a bool); `whole`: an integer."""
+    kinds = int if whole else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def _short(entry: str) -> str:
     """A cell entry in one line, for messages."""
     line = " / ".join(entry.strip().splitlines())
@@ -117,6 +123,9 @@ class SearchConfig:
     retries: int = 2  # a trial whose worker died is retried this often, then recorded as error
     budget: dict = dataclasses.field(default_factory=dict)  # task -> budget overrides
     task_options: dict = dataclasses.field(default_factory=dict)  # task -> task options
+    # hyperparameter -> the values its settings are drawn from, in place of the paper's grid
+    # (`tasks.GRID`), e.g. {"layers": [1, 2]} for a cheaper search; empty: the paper's grid
+    grid: dict = dataclasses.field(default_factory=dict)
     jozefowicz: JozefowiczOptions = JozefowiczOptions()
     regularized_evolution: EvolutionOptions = EvolutionOptions()
     random: RandomOptions = RandomOptions()
@@ -200,6 +209,16 @@ class SearchConfig:
             fail("nasbench_nlp.p_memory", "must be in [0, 1]")
         if self.random.cell_size < 1:
             fail("random.cell_size", "must be >= 1")
+        for name, values in self.grid.items():
+            if name not in GRID:
+                fail(f"grid.{name}", f"unknown hyperparameter (known: {', '.join(GRID)})")
+            whole = name == "layers"
+            if (not isinstance(values, list) or not values
+                    or not all(_is_number(v, whole) and v > 0 for v in values)):  # fmt: skip
+                kind = "whole numbers >= 1" if whole else "numbers > 0"
+                fail(f"grid.{name}", f"must be a non-empty list of {kind}, got {values!r}")
+            if len(set(values)) < len(values):
+                fail(f"grid.{name}", f"lists a value more than once: {values!r}")
         for section in ("budget", "task_options"):
             for task, values in getattr(self, section).items():
                 if task not in TASKS:
@@ -214,6 +233,11 @@ class SearchConfig:
                                       self.task_options.get(task)).validate()  # fmt: skip
             except (TypeError, ValueError) as error:
                 fail(f"budget/task_options of {task}", str(error).splitlines()[0])
+
+    def settings_grid(self) -> dict[str, tuple]:
+        """The grid the trials' settings are drawn from: the paper's, with `grid`'s values."""
+        return GRID | {name: tuple(values if name == "layers" else map(float, values))
+                       for name, values in self.grid.items()}  # fmt: skip
 
     def search_fields(self) -> dict:
         """The fields that determine the trial sequence (all but name, max_trials, vmap_settings

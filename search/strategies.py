@@ -79,7 +79,8 @@ class Book:
     def settings(self, record: CellRecord, task: str, count: int, purpose: str) -> list[Proposal]:
         """`count` new settings of `record` on `task`, never repeating one already drawn."""
         start = record.drawn.get(task, 0)
-        chosen = sample_settings((record.graph.hash, task, self.config.seed), count, start)
+        chosen = sample_settings((record.graph.hash, task, self.config.seed), count, start,
+                                 self.config.settings_grid())
         record.drawn[task] = start + len(chosen)
         return [Proposal(record.graph, task, hp, purpose) for hp in chosen]
 

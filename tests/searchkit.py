@@ -28,6 +28,9 @@ TINY = {
        for key, value in TINY_BUDGET},
     "budget.ptb.eval_sequences": 1, "budget.xml.seq_len": 10, "budget.ptb.seq_len": 10,
     "budget.nottingham.seq_len": 10, "task_options.arith.max_digits": 2,
+    # 1 and 2 layers of the paper's 1-4: a new program per (cell, task, layers) takes seconds to
+    # compile here, far longer than its tiny trial, and fewer layer counts mean fewer programs
+    "grid.layers": [1, 2],
 }  # fmt: skip
 
 

@@ -349,12 +349,14 @@ def test_the_search_bar_rates_only_the_trials_this_process_ran(capsys, monkeypat
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
     bar, progress = search_progress_bar(60, "jozefowicz -> runs/q")
-    with bar:  # a resume 20 s in: 30 rows replayed, then 10 trained
-        bar.start_t -= 20.0
-        progress(Progress(trials=40, max_trials=60, failures=1, best=("gru", 1.0), ran=10, seconds=20.0))
-    err = capsys.readouterr().err
-    assert "40/60" in err and "diverged/error=1 best=gru 1.000 1800/h" in err
-    assert "00:20<00:40" in err  # 20 trials left at 10 per 20 s, not at 40 per 20 s (00:10)
+    with bar:  # a resume: 30 rows replayed, the first trial trained 100 s in (Ray's start,
+        bar.start_t -= 118.0  # compiles), then one every 2 s
+        progress(Progress(trials=30, max_trials=60, failures=0, best=None, ran=0, seconds=1.0))
+        progress(Progress(trials=31, max_trials=60, failures=1, best=("gru", 1.0), ran=1, seconds=100.0))
+        assert "31/60 [01:58, diverged/error=1 best=gru 1.000 -/h]" in capsys.readouterr().err
+        progress(Progress(trials=40, max_trials=60, failures=1, best=("gru", 1.0), ran=10, seconds=118.0))
+    # 20 trials left at 9 per 18 s, not at 10 per 118 s (about 4 min) nor at 40 per 118 s
+    assert "40/60 [01:58, diverged/error=1 best=gru 1.000 1800/h, about 40 s left]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("log_every, lines", [(0.0, 3), (3600.0, 2)])
@@ -382,6 +384,27 @@ def test_in_a_log_file_search_progress_is_a_plain_line_now_and_then(capsys, log_
 
     # rounded before the unit is chosen: never "120 s" or "120 min"
     assert [_duration(s) for s in (119.4, 119.6, 7100, 7199)] == ["119 s", "2 min", "118 min", "2.0 h"]
+
+
+@pytest.mark.parametrize("stored, again, said", [
+    ({"cpu_model": "AMD EPYC (family 25 model 1, AVX2)"}, {"cpu_model": "AMD EPYC (family 25 model 17, "
+     "AVX-512)"}, ["cpu_model AMD EPYC (family 25 model 1, AVX2) -> AMD EPYC (family 25 model 17, AVX-512)"]),
+    # a row from before the family and vector extension were recorded: perhaps the same kind
+    ({"cpu_model": "AMD EPYC"}, {"cpu_model": "AMD EPYC (family 25 model 1, AVX2)"},
+     ["cpu_model AMD EPYC -> AMD EPYC (family 25 model 1, AVX2) (the row gives no family or vector "
+      "extension, so the CPU may be the same kind)"]),
+    ({"cpu_model": "Intel Xeon"}, {"cpu_model": "AMD EPYC (family 25 model 1, AVX2)"},
+     ["cpu_model Intel Xeon -> AMD EPYC (family 25 model 1, AVX2)"]),
+    ({"code_version": "a", "cpu_threads": 1, "vmapped_settings": 4}, {"code_version": "b", "cpu_threads": 1},
+     ["code_version a -> b", "it was trained as one of 4 vmapped settings"]),
+    ({}, {"xla_flags": "--xla_cpu_enable_fast_math=false"},
+     ["xla_flags not recorded -> --xla_cpu_enable_fast_math=false"]),
+    ({"device": "cpu", "cpu_model": "AMD EPYC"}, {"device": "cpu", "cpu_model": "AMD EPYC"}, []),
+])  # fmt: skip
+def test_rerun_names_what_changed_since_the_row(stored, again, said):
+    from search.cli import _what_changed
+
+    assert _what_changed(stored, again) == said
 
 
 def test_cache_reports_trims_and_clears_the_compiled_programs(tmp_path, monkeypatch):

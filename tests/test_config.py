@@ -78,6 +78,14 @@ def test_overrides_use_dotted_keys():
         ("[task_options.arith]\ndigits = 3", "budget/task_options of arith: unknown option 'digits'"),
         ("[budget.arith]\nhidden = 'big'", "budget/task_options of arith: hidden must be int, got str 'big'"),
         ("[task_options.arith]\nend_token = 1", "of arith: task arith: end_token must be bool, got int 1"),
+        ("[grid]\nspeed = [1]", "config: grid.speed: unknown hyperparameter (known: init_scale, lr, clip, layers)"),
+        ("[grid]\nlayers = [1, 2.5]", "config: grid.layers: must be a non-empty list of whole numbers >= 1, got [1, 2.5]"),
+        ("[grid]\nlayers = [0]", "grid.layers: must be a non-empty list of whole numbers >= 1"),
+        ("[grid]\nlr = []", "config: grid.lr: must be a non-empty list of numbers > 0, got []"),
+        ("[grid]\nclip = 5", "config: grid.clip: must be a non-empty list of numbers > 0, got 5"),
+        ("[grid]\ninit_scale = [1, true]", "grid.init_scale: must be a non-empty list of numbers > 0"),
+        ("[grid]\nlr = [0.5, 0.5]", "config: grid.lr: lists a value more than once: [0.5, 0.5]"),
+        ("grid = 'small'", "config: grid: must be a table, got 'small'"),
     ],
 )
 def test_bad_configs_name_the_key(text, message):
@@ -97,3 +105,15 @@ def test_baselines_take_cells_as_equations_too():
 def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.toml: cannot read"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_a_grid_narrows_the_papers_grid_and_resumes_only_with_it():
+    from tasks import GRID
+
+    paper = parse_config("")
+    assert paper.settings_grid() == GRID  # no [grid]: the paper's, so old runs draw as they did
+    assert parse_config(to_toml(to_dict(paper))).search_fields() == paper.search_fields()
+    narrowed = parse_config("[grid]\nlayers = [1, 2]\nlr = [1, 2]")
+    assert narrowed.settings_grid() == GRID | {"layers": (1, 2), "lr": (1.0, 2.0)}
+    assert parse_config(to_toml(to_dict(narrowed))) == narrowed  # as run.toml keeps it
+    assert narrowed.search_fields() != paper.search_fields()  # a resume with another grid is refused

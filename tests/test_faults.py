@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 from results import load
 from results.store import FAULT
 from search.loop import run_search
-from searchkit import (QUICK, borrowed, free_port, kill_session, sequence, tiny, tiny_args, tree_digest,
+from searchkit import (QUICK, borrowed, kill_session, ray_head, sequence, tiny, tiny_args, tree_digest,
                        wait_for_rows)
 
 TRIALS = 12
@@ -149,46 +148,36 @@ def _writer_of(run: pathlib.Path):
 def test_losing_a_node_of_a_two_node_cluster_loses_no_trial(tmp_path):
     """Two Ray nodes on this machine (1 CPU each, one worker each); the second node is killed with
     the trial its worker runs. The trial is retried on the head's worker and the search completes."""
-    import tempfile
-    import time
-
     from search.executor import local_ray_environment
 
-    port = free_port()
     # a local search forbids multi-node Ray (that is what keeps it on 127.0.0.1); this test needs it
     env = os.environ | local_ray_environment() | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-    ray_start = [str(pathlib.Path(sys.executable).parent / "ray"), "start", "--block", "--num-cpus=1",
-                 "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
-    temp_dir = tempfile.mkdtemp(prefix="ray2n-")  # short: Ray's socket paths must stay short
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True,
-             "env": env}  # fmt: skip
-    head = subprocess.Popen([*ray_start, "--head", f"--port={port}", "--include-dashboard=false",
-                             f"--temp-dir={temp_dir}"], **quiet)  # fmt: skip
-    second = None
-    try:
-        time.sleep(5)
-        second = subprocess.Popen([*ray_start, f"--address=127.0.0.1:{port}"], **quiet)
-        time.sleep(5)
-        run = tmp_path / "run"
-        slow = [f"--set=budget.{t}.steps=200" for t in ("arith", "xml", "ptb")]
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(run), *ARGS,
-             *slow, f"--address=127.0.0.1:{port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    with ray_head(cpus=1, env=env) as (address, head):
+        # the node waits for the head, and the driver's second worker for the node, as on a
+        # cluster whose machines come up one after the other
+        second = subprocess.Popen(
+            [str(pathlib.Path(sys.executable).parent / "ray"), "start", "--block", "--num-cpus=1",
+             "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--address={address}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
         )  # fmt: skip
-        wait_for_rows(run, 3, driver, timeout=300)
-        assert driver.poll() is None, driver.communicate()[1][-2000:]
-        kill_session(second.pid)  # the second node dies with the trial its worker was running
-        second.wait()
-        _, err = driver.communicate(timeout=400)
+        try:
+            run = tmp_path / "run"
+            slow = [f"--set=budget.{t}.steps=200" for t in ("arith", "xml", "ptb")]
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(run), *ARGS,
+                 *slow, f"--address={address}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )  # fmt: skip
+            wait_for_rows(run, 3, driver, timeout=300)
+            assert driver.poll() is None, driver.communicate()[1][-2000:]
+            kill_session(second.pid)  # the second node dies with the trial its worker was running
+            second.wait()
+            _, err = driver.communicate(timeout=400)
+        finally:
+            kill_session(second.pid)
+            second.wait(timeout=60)
         assert driver.returncode == 0, err[-2000:]
         frame = load(run)
         assert sorted(frame["trial"]) == list(range(TRIALS))  # nothing lost, nothing twice
         assert set(frame["status"]) <= {"ok", "diverged"}  # the lost trial was retried
         assert head.poll() is None
-    finally:
-        for process in (second, head):
-            if process is not None:
-                kill_session(process.pid)
-                process.wait(timeout=60)
-        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,6 +1,5 @@
 """The search on a real local Ray: strategies, the store, exact resume, killed workers and drivers."""
 
-import contextlib
 import io
 import json
 import math
@@ -41,6 +40,7 @@ def test_every_strategy_runs_and_stores_rows(tmp_path, ray_workers, strategy):
                    "score", "valid_accuracy", "data_checksum", "code_version", "strategy"):
         assert column in frame, column
     assert set(frame["status"]) <= {"ok", "diverged"}
+    assert set(frame["layers"]) == {1, 2}  # the config's grid (tiny's), not the paper's 1-4
     cells = [json.loads(line) for line in open(tmp_path / "run" / "cells.jsonl")]
     assert {c["hash"] for c in cells} == set(frame["cell_hash"])
     assert "gru" in {c["name"] for c in cells}
@@ -215,31 +215,6 @@ def test_killed_workers_mid_trial_are_retried(tmp_path, ray_workers, victims, si
     assert sorted(frame["trial"]) == list(range(6))
     assert set(frame["status"]) <= {"ok", "diverged"}  # retried, not recorded as error
     assert not set(killed) & set(ray_workers.worker_pids())  # replaced by fresh workers
-
-
-def test_sigkilled_driver_resumes_to_the_uninterrupted_sequence(tmp_path, ray_workers):
-    args = [*tiny_args(max_trials=12), "--workers=2", "--quiet"]
-    command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out"]
-    run = tmp_path / "killed"
-    driver = subprocess.Popen([*command, str(run), *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    trials = run / "trials.jsonl"
-    wait_for_rows(run, 4, driver, timeout=240)
-    ours = descendants(driver.pid)  # the local Ray this driver started, and nothing else
-    driver.kill()
-    driver.wait()
-    for pid in ours:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    stored_before = len(trials.read_text().splitlines())
-    assert 4 <= stored_before < 12
-    resumed = subprocess.run([*command, str(run), *args], capture_output=True, text=True,
-                             timeout=600)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    run_search(tiny(max_trials=12), tmp_path / "whole", borrowed(ray_workers))
-    assert sequence(run) == sequence(tmp_path / "whole")
-    ids = [json.loads(line)["trial"] for line in trials.read_text().splitlines()]
-    assert sorted(ids) == list(range(12))  # each trial exactly once
 
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
