@@ -290,11 +290,15 @@ def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
          "--out /nonexistent/rows.jsonl: cannot write (No such file or directory)"),
     ],
 )
-def test_train_usage_errors_are_one_line(args, message):
-    result = cellsearch(*args)
-    assert result.returncode == 2, result.stdout
-    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
-    assert message in result.stderr
+def test_train_usage_errors_are_one_line(args, message, capsys):
+    # in this process: a new one per case would import jax 16 times (the other usage-error tests
+    # run the command itself)
+    from search.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert message in err
 
 
 # ----------------------------------------------------------------------------------- mutate
