@@ -293,6 +293,8 @@ def _train_one(spec, name: str, args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.settings is not None and args.settings < 1:
+        raise UsageError(f"--settings must be a positive integer, got {args.settings}")
     pin_cores(args.cores)  # first, as XLA_FLAGS: JAX's backend reads both once, when it starts
     if args.deterministic:
         from search.executor import DETERMINISTIC_XLA_FLAGS, add_xla_flags
@@ -401,8 +403,6 @@ def _train_settings(spec, graph, args: argparse.Namespace) -> int:
     """`train --settings K`: K settings drawn from the paper's grid, trained as one program."""
     from tasks import GRID, sample_settings, train_settings
 
-    if args.settings < 1:
-        raise UsageError(f"--settings must be a positive integer, got {args.settings}")
     fixed = parse_overrides(args.set)
     grid = {name: GRID[name] for name in ("lr", "clip", "init_scale") if name not in fixed}
     drawn = sample_settings((graph.hash, spec.task, args.seed), args.settings, grid=grid)
