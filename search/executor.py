@@ -18,7 +18,8 @@ makes a search's rows the same locally and on a cluster (each CPU worker's rows 
 from other code) is refused before it trains (`tasks.trainer.code_digest`). A worker trains on
 what it asked Ray for: without a GPU on its CPU core, even on a node with GPUs; with a share of
 one, within that share of its memory (`worker_environment`); one whose JAX has no GPU is
-refused. At most one trial per worker is in flight; each finished row is handed to `on_row` at
+refused. At most one trial per worker is in flight, preferably one whose program the worker holds
+or that no other worker is compiling (`next_for_worker`); each finished row is handed to `on_row` at
 once. A trial whose worker died is retried on a fresh worker up to `retries` times, then recorded
 with status `error`. No process outside this executor's own Ray is ever touched: a local Ray is
 stopped with `ray.shutdown()`, never `ray stop`.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import itertools
 import math
 import os
 import pathlib
@@ -39,7 +41,7 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Collection, Hashable, Mapping, Sequence
 
 if TYPE_CHECKING:  # the worker module must not import jax before the worker pins its core
     from tasks import TrialSpec
@@ -48,6 +50,11 @@ CACHE_DIR = pathlib.Path(
     os.environ.get("CELLSEARCH_CACHE", pathlib.Path.home() / ".cache" / "cellsearch")
 )
 
+
+# a free worker looks this far down the queue for a trial whose program it holds, or one no other
+# worker is compiling (`RayExecutor.run`); bounded so that a run of thousands of trials stays cheap
+AFFINITY_WINDOW = 256
+HELD_PROGRAMS = 32  # programs a worker keeps in memory (`tasks.trainer.program`'s cache)
 
 _CORE_LOCKS: list[int] = []  # this process's claims: open lock files, held while it lives
 MAX_SLOTS = 64  # claimants per core before the PID decides
@@ -302,6 +309,28 @@ def add_xla_flags(flags: str) -> None:
 DETERMINISTIC_XLA_FLAGS = "--xla_gpu_deterministic_ops=true"
 
 
+def next_for_worker(shapes: Sequence[Hashable], held: Collection, busy: Collection) -> int:
+    """Which of the pending trials a free worker takes (`RayExecutor.run`).
+
+    The first whose program the worker holds (no compile); else the first whose program no other
+    worker is running (it may be compiling it: two workers would pay the same compile side by
+    side); else the first.
+
+    Args:
+      shapes: the pending trials' program shapes (`TrialSpec.program_shape`), in queue order.
+      held: the programs the worker trained last.
+      busy: the programs other workers are running now.
+
+    Returns:
+      An index into `shapes`.
+    """
+    for wanted in (lambda shape: shape in held, lambda shape: shape not in busy):
+        found = next((i for i, shape in enumerate(shapes) if wanted(shape)), None)
+        if found is not None:
+            return found
+    return 0
+
+
 class RayExecutor:
     """Runs trials on Ray worker actors (see the module docstring).
 
@@ -486,6 +515,12 @@ class RayExecutor:
             group: int = 1) -> None:  # fmt: skip
         """Runs `jobs`, calling `on_row(trial_id, row)` as each finishes (in completion order).
 
+        A free worker takes the first pending trial whose program it already holds, else the
+        first whose program no other worker is compiling, else the first: two workers never
+        compile the same program side by side while other work waits (a baselines run's settings
+        of one cell and task used to, and paid each compile twice), and the jobs' order decides
+        nothing else, since every trial has its own seed and row.
+
         With `group` > 1, up to that many pending trials of one program shape (cell, task, budget,
         layers; `TrialSpec.program_shape`) go to a worker together and train as one vmapped
         program (`tasks.train_settings`): for GPU workers. A failed group's trials are retried
@@ -497,19 +532,29 @@ class RayExecutor:
         from tasks import TrialResult
 
         pending = collections.deque((tid, spec, 0) for tid, spec in jobs)
+        shapes = {tid: spec.program_shape() for tid, spec in jobs}
         idle = [i for i, actor in enumerate(self.actors) if actor is not None]
         in_flight: dict = {}  # ref -> ([(trial_id, spec, attempts)], worker index)
+        # per worker, the programs it trained last (as many as `tasks.program` keeps in memory)
+        held = [collections.deque(maxlen=HELD_PROGRAMS) for _ in self.actors]
 
-        def take() -> list[tuple]:
-            batch = [pending.popleft()]
-            if group > 1 and batch[0][2] == 0:  # a retried trial runs alone
-                shape = batch[0][1].program_shape()
+        def take(index: int) -> list[tuple]:
+            busy = {shapes[tid] for batch, _ in in_flight.values() for tid, _, _ in batch}
+            first = pending[next_for_worker([shapes[tid] for tid, _, _ in
+                                             itertools.islice(pending, AFFINITY_WINDOW)],
+                                            held[index], busy)]  # fmt: skip
+            pending.remove(first)
+            batch, shape = [first], shapes[first[0]]
+            if group > 1 and first[2] == 0:  # a retried trial runs alone
                 for job in list(pending):
                     if len(batch) == group:
                         break
-                    if job[2] == 0 and job[1].program_shape() == shape:
+                    if job[2] == 0 and shapes[job[0]] == shape:
                         pending.remove(job)
                         batch.append(job)
+            if shape in held[index]:
+                held[index].remove(shape)
+            held[index].append(shape)  # the most recent last, as the worker's cache keeps them
             return batch
 
         def failed(batch, index, error) -> list[tuple[int, dict]]:
@@ -519,6 +564,7 @@ class RayExecutor:
             except Exception:  # noqa: BLE001 - already gone
                 pass
             self.actors[index] = self._replacement(index)
+            held[index].clear()
             if self.actors[index] is not None:
                 idle.append(index)
             elif not any(a is not None for a in self.actors):
@@ -538,7 +584,7 @@ class RayExecutor:
         while pending or in_flight:
             while pending and idle:
                 index = idle.pop(0)
-                batch = take()
+                batch = take(index)
                 actor = self.actors[index]
                 specs = [spec for _, spec, _ in batch]
                 ref = actor.run.remote(specs[0]) if len(batch) == 1 else actor.run_group.remote(specs)

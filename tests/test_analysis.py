@@ -368,12 +368,15 @@ def test_compare_two_cells_task_by_task(tmp_path):
 # --------------------------------------------------------------- a real tiny reproduction (Ray)
 def write_tiny_configs(directory: pathlib.Path) -> None:
     """A 'tiny' preset for `reproduce --configs`: 5 baselines with dropout on nottingham, and a
-    16-trial search, all at budgets of a second per trial."""
+    16-trial search, all at budgets of a second per trial and one layer (a program to compile
+    for each cell and task, not two)."""
+    one_layer = {"grid.layers": [1]}
     baselines = tiny(name="baselines", strategy="baselines", settings_per_task=2, max_trials=1000,
                      tasks=["arith", "xml", "ptb", "nottingham"],
                      **{"baselines.cells": ["tanh", "lstm", "lstm_b", "gru", "mut1"],
-                        "baselines.dropout": 0.5, "baselines.dropout_tasks": ["nottingham"]})  # fmt: skip
-    search = tiny(name="search", max_trials=16)
+                        "baselines.dropout": 0.5, "baselines.dropout_tasks": ["nottingham"]},
+                     **one_layer)  # fmt: skip
+    search = tiny(name="search", max_trials=16, **one_layer)
     directory.mkdir()
     (directory / "baselines-tiny.toml").write_text(to_toml(to_dict(baselines)))
     (directory / "tiny.toml").write_text(to_toml(to_dict(search)))

@@ -353,7 +353,7 @@ def test_hand_written_backward_pass_covers_every_op_of_mutants():
     rng = np.random.default_rng(0)
     ops, compared = set(), 0
     with jax.enable_x64(True):  # float64, so that fast-growing cells compare to rounding
-        for draw in range(24):
+        for draw in range(12):  # every op by the 8th draw
             graph = baseline(("lstm", "gru", "mut1")[draw % 3])
             for _ in range(1 + draw % 4):
                 graph = mutate(graph, rng, activations=ACTIVATIONS_WITH_LEAKY_RELU).graph
@@ -365,7 +365,7 @@ def test_hand_written_backward_pass_covers_every_op_of_mutants():
             assert_gradients_match(cell, rtol=1e-8, dtype=jnp.float64, steps=6)
             ops |= {node.op for node in graph.nodes}
             compared += 1
-    assert compared >= 12  # 16 of the 24 draws stay below 1e4
+    assert compared >= 6  # 8 of the 12 draws stay below 1e4
     assert ops >= {"tanh", "sigmoid", "relu", "leaky_relu", "identity", "add", "sub", "mul", "one"}
 
 

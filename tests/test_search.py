@@ -192,6 +192,19 @@ def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
 
 
 # SIGTERM: what `kill PID` or a node's shutdown sends; a Ray worker exits cleanly on it
+@pytest.mark.parametrize("shapes, held, busy, taken", [
+    (["a", "b"], [], [], 0),  # nothing held, nothing running: the queue's order
+    (["a", "b", "c"], ["c"], [], 2),  # the program this worker holds: no compile
+    (["a", "a", "b"], [], ["a"], 2),  # not the program the other worker is compiling
+    (["a", "b"], ["b"], ["b"], 1),  # held beats busy: the worker has it already
+    (["a", "a"], ["c"], ["a"], 0),  # only the other worker's program left: it goes on, not waits
+])  # fmt: skip
+def test_a_free_worker_takes_a_program_it_holds_else_one_nobody_compiles(shapes, held, busy, taken):
+    from search.executor import next_for_worker
+
+    assert next_for_worker(shapes, held, busy) == taken
+
+
 @pytest.mark.parametrize("victims,signum", [("one", signal.SIGKILL), ("all", signal.SIGKILL),
                                             ("one", signal.SIGTERM)])  # fmt: skip
 def test_killed_workers_mid_trial_are_retried(tmp_path, ray_workers, victims, signum):
@@ -223,7 +236,7 @@ def test_a_stopped_search_says_so_in_one_line_and_the_same_command_resumes_it(tm
     """Ctrl-C (SIGINT to the terminal's process group), or SIGTERM to the driver alone (`kill PID`,
     a batch system's time limit, `timeout`), whose handler Ray would otherwise replace with an
     exit after a C++ stack dump."""
-    args = [*tiny_args(max_trials=24), "--workers=2", "--quiet"]  # long enough to stop mid-run
+    args = [*tiny_args(max_trials=12), "--workers=2", "--quiet"]  # long enough to stop mid-run
     command = [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"), *args]
     # as a terminal starts it: a test run in the background (`pytest &`) passes SIGINT on ignored
     in_a_terminal = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
@@ -251,10 +264,10 @@ def test_a_stopped_search_says_so_in_one_line_and_the_same_command_resumes_it(tm
         time.sleep(0.2)
     assert not ours & set(_live_pids())  # its local Ray went with it
     stored = len(load(tmp_path / "run"))
-    assert 2 <= stored < 24
+    assert 2 <= stored < 12
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert sorted(load(tmp_path / "run")["trial"]) == list(range(24))  # each trial exactly once
+    assert sorted(load(tmp_path / "run")["trial"]) == list(range(12))  # each trial exactly once
 
 
 def _live_pids() -> list[int]:
