@@ -169,9 +169,10 @@ def test_losing_a_node_of_a_two_node_cluster_loses_no_trial(tmp_path):
         try:
             run = tmp_path / "run"
             slow = [f"--set=budget.{t}.steps=200" for t in ("arith", "xml", "ptb")]
+            # 6 trials: 3 stored, one lost with the node and retried, the rest on the head's worker
             driver = subprocess.Popen(
-                [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(run), *ARGS,
-                 *slow, f"--address={address}"],
+                [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(run),
+                 *tiny_args(max_trials=6), "--workers=2", "--quiet", *slow, f"--address={address}"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             )  # fmt: skip
             wait_for_rows(run, 3, driver, timeout=300)
@@ -184,6 +185,6 @@ def test_losing_a_node_of_a_two_node_cluster_loses_no_trial(tmp_path):
             second.wait(timeout=60)
         assert driver.returncode == 0, err[-2000:]
         frame = load(run)
-        assert sorted(frame["trial"]) == list(range(TRIALS))  # nothing lost, nothing twice
+        assert sorted(frame["trial"]) == list(range(6))  # nothing lost, nothing twice
         assert set(frame["status"]) <= {"ok", "diverged"}  # the lost trial was retried
         assert head.poll() is None
