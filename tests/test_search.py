@@ -191,7 +191,6 @@ def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
                borrowed(ray_workers))  # fmt: skip
 
 
-# SIGTERM: what `kill PID` or a node's shutdown sends; a Ray worker exits cleanly on it
 @pytest.mark.parametrize("shapes, held, busy, taken", [
     (["a", "b"], [], [], 0),  # nothing held, nothing running: the queue's order
     (["a", "b", "c"], ["c"], [], 2),  # the program this worker holds: no compile
@@ -205,6 +204,7 @@ def test_a_free_worker_takes_a_program_it_holds_else_one_nobody_compiles(shapes,
     assert next_for_worker(shapes, held, busy) == taken
 
 
+# SIGTERM: what `kill PID` or a node's shutdown sends; a Ray worker exits cleanly on it
 @pytest.mark.parametrize("victims,signum", [("one", signal.SIGKILL), ("all", signal.SIGKILL),
                                             ("one", signal.SIGTERM)])  # fmt: skip
 def test_killed_workers_mid_trial_are_retried(tmp_path, ray_workers, victims, signum):
