@@ -129,8 +129,9 @@ def run_search(
     Args:
       config: the validated search config.
       run_dir: the run directory; created if new, resumed if it holds a run.
-      executor_factory: returns a context manager with `run(jobs, on_row)`; entered only when a
-        trial must be trained (replaying a finished run starts no Ray).
+      executor_factory: returns a context manager with `run(jobs, on_row)`; entered before a
+        new run is written, and in a resumed run only when a trial must be trained (replaying a
+        finished run starts no Ray).
       progress: called after each row.
 
     Returns:
@@ -148,19 +149,24 @@ def run_search(
 
 def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callable,
                 progress: Callable[[Progress], None] | None) -> SearchSummary:  # fmt: skip
-    if store.exists():
+    new = not store.exists()
+    if not new:
         check_resumable(store, config)
-    else:
-        store.create(run_toml(config))
-    store.open_for_append()
-    stored = {row["trial"]: row for row in store.trials()}
-    known_cells = {row["hash"] for row in store.cells()}
-    strategy: Strategy = STRATEGIES[config.strategy](config)
-    summary = SearchSummary()
-    failures = sum(row.get("status") != "ok" for row in stored.values())
     start, executor, context = time.monotonic(), None, None
-    next_trial, round_index = 0, 0
     try:
+        if new:
+            # the workers first: an executor that refuses to start (too few GPUs, workers with
+            # other code) then leaves no run behind that a corrected command would have to resume
+            if config.max_trials > 0:
+                context, executor = _entered(executor_factory)
+            store.create(run_toml(config))
+        store.open_for_append()
+        stored = {row["trial"]: row for row in store.trials()}
+        known_cells = {row["hash"] for row in store.cells()}
+        strategy: Strategy = STRATEGIES[config.strategy](config)
+        summary = SearchSummary()
+        failures = sum(row.get("status") != "ok" for row in stored.values())
+        next_trial, round_index = 0, 0
         while next_trial < config.max_trials:
             rng = np.random.default_rng([config.seed, round_index])
             proposals = strategy.propose(round_index, rng)[: config.max_trials - next_trial]
@@ -190,8 +196,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
                     jobs.append((trial, make_spec(config, proposal, trial, record.name)))
             if jobs:
                 if executor is None:
-                    context = executor_factory()
-                    executor = context.__enter__()
+                    context, executor = _entered(executor_factory)
                 if fault_point("before_trials"):
                     crash_now()
                 if fault_point("disk_full"):
@@ -223,6 +228,12 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
         crash_now()
     summary.trials, summary.rounds, summary.best = next_trial, round_index, _best(strategy)
     return summary
+
+
+def _entered(executor_factory: Callable) -> tuple:
+    """(context manager, executor): the factory's context, entered."""
+    context = executor_factory()
+    return context, context.__enter__()
 
 
 def _best(strategy: Strategy) -> tuple[str, float] | None:

@@ -108,6 +108,7 @@ def test_workers_with_other_code_are_refused(tmp_path, where):
             result = run([sys.executable, "-m", "search.cli", *search, "--address", address], cwd=tmp_path)
     else:  # the installed command, as a user runs it, from inside `other`: a local Ray
         result = run([str(pathlib.Path(sys.executable).parent / "cellsearch"), *search], cwd=other)
+    from results import RunStore
     from tasks.trainer import code_digest
 
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
@@ -115,5 +116,4 @@ def test_workers_with_other_code_are_refused(tmp_path, where):
             in result.stderr and "than this driver" in result.stderr
             and f"source {code_digest()[:12]})" in result.stderr)  # fmt: skip
     assert "install the same code on every node, and run cellsearch from a directory" in result.stderr
-    rows = tmp_path / "run" / "trials.jsonl"
-    assert not (rows.exists() and rows.read_text())  # no trial ran
+    RunStore(tmp_path / "run").check_new()  # no trial ran, and no run was left behind

@@ -17,7 +17,7 @@ import time
 import pandas as pd
 import pytest
 
-from results import load
+from results import RunStore, load
 from search.config import ConfigError
 from search.loop import run_search
 from tasks import make_task
@@ -454,7 +454,7 @@ def test_gpu_workers_whose_jax_has_no_gpu_are_refused_in_one_line(tmp_path):
         )  # fmt: skip
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
     assert "has 1 GPU(s) from Ray but its JAX trains on cpu; install JAX with CUDA" in result.stderr
-    assert load(tmp_path / "run").empty  # no trial trained
+    RunStore(tmp_path / "run").check_new()  # no run left behind: a corrected command starts anew
 
 
 @pytest.mark.parametrize("gpus, environ, expected", [
