@@ -27,9 +27,14 @@ class UsageError(Exception):
     """A mistake in what the user asked for; printed as one line."""
 
 
+CELL_HELP = ("a baseline name (see `show --list`), a cell text file, RUN:HASH (a run's cell, by "
+             "hash or hash prefix), or cell text ('z = sigmoid(W(x) + W(h)); h_new = ...')")
+
+
 def load_cell(name_or_file: str) -> tuple[str, Graph]:
-    """Returns (display name, graph) for a baseline name, a path to a cell text file, or
-    RUN:CELL, a cell of a run directory by name, hash or hash prefix (`results.find_cell`)."""
+    """Returns (display name, graph) for a baseline name, a path to a cell text file, RUN:CELL
+    (a cell of a run directory by name, hash or hash prefix, `results.find_cell`), or cell text
+    itself, its assignments on separate lines or separated by ';' (named by its hash)."""
     if name_or_file in BASELINES:
         return name_or_file, baseline(name_or_file)
     path = pathlib.Path(name_or_file)
@@ -42,10 +47,14 @@ def load_cell(name_or_file: str) -> tuple[str, Graph]:
             return cell["name"], baseline(cell["name"])
         label = f"{run}:{cell['hash']}"
         return label, parse(cell["text"], source=label)
+    if not path.is_file() and "=" in name_or_file:  # no name, path or RUN:CELL holds one
+        graph = parse(name_or_file, source="cell text")
+        return graph.hash, graph
     if not path.is_file():
         raise UsageError(
             f"'{name_or_file}' is neither a baseline cell (see 'cellsearch show --list'), "
-            "a readable file, nor RUN:CELL (a cell of a run directory by hash or hash prefix)"
+            "a readable file, RUN:CELL (a cell of a run directory by hash or hash prefix), "
+            "nor cell text ('z = sigmoid(W(x) + W(h)); h_new = ...')"
         )
     try:
         text = path.read_text(encoding="utf-8")
@@ -443,8 +452,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cell_entries(cells: list[str]) -> tuple[str, ...]:
-    """Config entries for cells given on the command line: names stay names; files and RUN:CELL
-    become their equations, which the run keeps in run.toml (it resumes without them)."""
+    """Config entries for cells given on the command line: names stay names; files, RUN:CELL and
+    text become their equations, which the run keeps in run.toml (it resumes without them)."""
     resolved = map(load_cell, cells)
     return tuple(name if name in BASELINES else graph.text() for name, graph in resolved)
 
@@ -834,8 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a cell's canonical equations, parameter count, hash and fingerprint",
         description="Print a cell's canonical equations, parameter count and fused matmuls.",
     )
-    show.add_argument("cell", nargs="?", help="a baseline name (see --list), a cell text file, or "
-                      "RUN:HASH, a cell of a run by hash or hash prefix")
+    show.add_argument("cell", nargs="?", help=CELL_HELP)
     show.add_argument("--hidden", type=int, default=128, help="hidden width H (default 128)")
     show.add_argument("--latex", action="store_true", help="print the equations as LaTeX")
     show.add_argument("--list", action="store_true", help="list the baseline cells")
@@ -845,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert", help="convert cells to and from NAS-Bench-NLP recipes",
-        description="--to nasbench: baseline names or cell text files -> NAS-Bench-NLP JSON (one "
+        description="--to nasbench: cells as `show` takes them -> NAS-Bench-NLP JSON (one "
         "recipe, or a list for several); --to cell: NAS-Bench-NLP files (FILE.json or "
         "FILE.json:INDEX) -> cell text.",
     )  # fmt: skip
@@ -860,8 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply the paper's mutation operator and print N distinct valid children "
         "with their hash, fingerprint and the transforms that made each.",
     )
-    mutate.add_argument("cell", help="a baseline name, a cell text file, or RUN:HASH (a run's "
-                        "cell)")
+    mutate.add_argument("cell", help=CELL_HELP)
     mutate.add_argument("--n", type=int, default=10, help="number of children (default 10)")
     mutate.add_argument("--seed", type=int, default=0, help="seed of every random decision")
     mutate.set_defaults(run=cmd_mutate)
@@ -872,8 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one trial (cell, task, hyperparameters, seed, budget) with a progress "
         "bar, then print its result row as one JSON object.",
     )
-    train.add_argument("cell", help="a baseline name, a cell text file, or RUN:HASH (a run's "
-                       "cell, by hash or hash prefix)")
+    train.add_argument("cell", help=CELL_HELP)
     train.add_argument("task", help="memorize, arith, xml, ptb, jsb, nottingham, musedata, piano")
     train.add_argument("--preset", default="quick",
                        help="budget preset: quick, small, paper, zaremba_small (default quick)")
@@ -926,7 +932,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a config key (dotted for tables: jozefowicz.list_size=50)")
     search.add_argument("--seed-cells", nargs="+", metavar="CELL",
                         help="the cells the search starts from (seed_cells; default lstm gru): "
-                        "baseline names, cell text files or RUN:CELL; gru is always added")
+                        "cells as `show` takes them; gru is always added")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(run=cmd_search)
 
@@ -940,8 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument("--preset", default="quick", help="budget preset (default quick)")
     baselines.add_argument("--tasks", nargs="+", default=["arith", "xml", "ptb"],
                            help="tasks (default: the search tasks arith xml ptb)")
-    baselines.add_argument("--cells", nargs="+", help="baseline names, cell text files or RUN:HASH "
-                           "(a run's cell, e.g. one a search found); default: the paper's ten")
+    baselines.add_argument("--cells", nargs="+", help="cells as `show` takes them (a found one as "
+                           "RUN:HASH); default: the paper's ten")
     baselines.add_argument("--settings", type=int, default=4, help="settings per task (default 4)")
     baselines.add_argument("--seed", type=int, default=0)
     _execution_arguments(baselines)

@@ -45,6 +45,20 @@ def test_show_reads_a_cell_file(tmp_path):
     assert "h_new = z * h + (1 - z) * tanh(W(x))" in result.stdout
 
 
+def test_cell_text_on_the_command_line_is_a_cell(tmp_path):
+    typed = "z = sigmoid(W(x) + W(h)); h_new = z * h + (1 - z) * tanh(W(x))"
+    path = tmp_path / "mine.cell"
+    path.write_text(typed.replace("; ", "\n") + "\n")
+    shown, from_file = cellsearch("show", typed), cellsearch("show", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == f"# {parse(path.read_text()).hash}"  # named by its hash
+    assert shown.stdout.splitlines()[1:] == from_file.stdout.splitlines()[1:]
+    converted = cellsearch("convert", "--to", "nasbench", typed)
+    assert converted.returncode == 0 and converted.stdout == cellsearch("convert", "--to", "nasbench", str(path)).stdout
+    bad = cellsearch("show", "z = sigmoid(W(x) + W(h)); h_new = z * q")
+    assert bad.returncode == 2 and bad.stderr == "cellsearch: error: cell text: line 1: undefined name 'q'\n"
+
+
 COMMITTED = pathlib.Path(__file__).parents[1] / "docs" / "reproduction-quick"  # a real run's stores
 
 
@@ -74,19 +88,21 @@ def test_baselines_evaluate_a_found_cell_beside_the_baselines(tmp_path):
                  if c["origin"] == "mutation")  # fmt: skip
     text_file = tmp_path / "mine.cell"
     text_file.write_text("z = sigmoid(W(x) + W(h))\nh_new = z * h + (1 - z) * relu(W(x) + W(h))\n")
-    command = ["baselines", "--cells", "gru", f"{COMMITTED}:{found['hash'][:8]}", str(text_file),
+    typed = "z = sigmoid(W(x) + W(h)); h_new = z * h + (1 - z) * tanh(W(x))"  # cell text itself
+    command = ["baselines", "--cells", "gru", f"{COMMITTED}:{found['hash'][:8]}", str(text_file), typed,
                "--tasks", "arith", "--settings", "1", "--workers", "1", "--out", str(tmp_path / "run"), "--quiet"]
     result = cellsearch(*command)
     assert result.returncode == 0, result.stderr
     cells = {c["hash"]: c for c in map(json.loads, open(tmp_path / "run" / "cells.jsonl"))}
     assert cells[found["hash"]]["origin"] == "given" and cells[found["hash"]]["text"] == found["text"]
-    assert sorted(c["origin"] for c in cells.values()) == ["baseline", "given", "given"]
+    assert cells[parse(typed).hash]["origin"] == "given"
+    assert sorted(c["origin"] for c in cells.values()) == ["baseline", "given", "given", "given"]
     rows = [json.loads(line) for line in open(tmp_path / "run" / "trials.jsonl")]
     assert sorted(r["cell_hash"] for r in rows) == sorted(cells) and {r["purpose"] for r in rows} == {"baseline"}
     # the run keeps the cells' equations (run.toml), and the same command replays it
     again = cellsearch(*command)
     assert again.returncode == 0, again.stderr
-    assert len(open(tmp_path / "run" / "trials.jsonl").readlines()) == 3
+    assert len(open(tmp_path / "run" / "trials.jsonl").readlines()) == 4
 
 
 def test_status_says_who_writes_a_run_and_how_far_it_is(tmp_path):
@@ -174,7 +190,7 @@ def test_bad_cell_file_is_one_line_naming_file_and_line(tmp_path, content, messa
     "args, message",
     [
         (["show", "no_such_cell"], "'no_such_cell' is neither a baseline cell"),
-        (["show", "no_such_run:v1-3f"], "nor RUN:CELL (a cell of a run directory"),
+        (["show", "no_such_run:v1-3f"], "RUN:CELL (a cell of a run directory"),
         (["show"], "show needs a cell name or file"),
         (["show", "lstm", "--hidden", "0"], "--hidden must be a positive integer"),
     ],
