@@ -47,10 +47,10 @@ def load_cell(name_or_file: str) -> tuple[str, Graph]:
             return cell["name"], baseline(cell["name"])
         label = f"{run}:{cell['hash']}"
         return label, parse(cell["text"], source=label)
-    if not path.is_file() and "=" in name_or_file:  # no name, path or RUN:CELL holds one
-        graph = parse(name_or_file, source="cell text")
-        return graph.hash, graph
     if not path.is_file():
+        if "=" in name_or_file:  # no name, path or RUN:CELL holds one
+            graph = parse(name_or_file, source="cell text")
+            return graph.hash, graph
         raise UsageError(
             f"'{name_or_file}' is neither a baseline cell (see 'cellsearch show --list'), "
             "a readable file, RUN:CELL (a cell of a run directory by hash or hash prefix), "

@@ -45,8 +45,11 @@ def test_show_reads_a_cell_file(tmp_path):
     assert "h_new = z * h + (1 - z) * tanh(W(x))" in result.stdout
 
 
+TYPED_CELL = "z = sigmoid(W(x) + W(h)); h_new = z * h + (1 - z) * tanh(W(x))"  # as typed in a shell
+
+
 def test_cell_text_on_the_command_line_is_a_cell(tmp_path):
-    typed = "z = sigmoid(W(x) + W(h)); h_new = z * h + (1 - z) * tanh(W(x))"
+    typed = TYPED_CELL
     path = tmp_path / "mine.cell"
     path.write_text(typed.replace("; ", "\n") + "\n")
     shown, from_file = cellsearch("show", typed), cellsearch("show", str(path))
@@ -88,7 +91,7 @@ def test_baselines_evaluate_a_found_cell_beside_the_baselines(tmp_path):
                  if c["origin"] == "mutation")  # fmt: skip
     text_file = tmp_path / "mine.cell"
     text_file.write_text("z = sigmoid(W(x) + W(h))\nh_new = z * h + (1 - z) * relu(W(x) + W(h))\n")
-    typed = "z = sigmoid(W(x) + W(h)); h_new = z * h + (1 - z) * tanh(W(x))"  # cell text itself
+    typed = TYPED_CELL
     command = ["baselines", "--cells", "gru", f"{COMMITTED}:{found['hash'][:8]}", str(text_file), typed,
                "--tasks", "arith", "--settings", "1", "--workers", "1", "--out", str(tmp_path / "run"), "--quiet"]
     result = cellsearch(*command)
