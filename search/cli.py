@@ -97,7 +97,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {describe(name)}")
         return 0
     if args.cell is None:
-        raise UsageError("show needs a cell name or file (or --list)")
+        raise UsageError("show needs a cell (a baseline name, a cell text file, RUN:HASH or cell text), "
+                         "--list or --nasbench FILE.json")
     if args.hidden < 1:
         raise UsageError(f"--hidden must be a positive integer, got {args.hidden}")
     name, graph = load_cell(args.cell)

@@ -363,6 +363,9 @@ class RayExecutor:
         self.retries = retries
         self.connected = False  # to a Ray of our own, or to a cluster
         self.actors: list = []
+        # per worker, the programs it trained last (as many as `tasks.program` keeps in memory),
+        # kept across `run` calls: a search's next round often trains the same programs again
+        self.held: list[collections.deque] = []
 
     def __enter__(self) -> "RayExecutor":
         imported = "ray._raylet" in sys.modules
@@ -414,6 +417,7 @@ class RayExecutor:
                   file=sys.stderr)  # fmt: skip
         self._remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(self.worker)
         self.actors = [self._new_actor() for _ in range(self.workers)]
+        self.held = [collections.deque(maxlen=HELD_PROGRAMS) for _ in self.actors]
         try:  # where each worker runs; also proves that every one of them could start
             self.nodes = ray.get([actor.node.remote() for actor in self.actors], timeout=self.start_timeout)
             self._check_workers(self.actors)
@@ -501,7 +505,7 @@ class RayExecutor:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.actors = []
+        self.actors, self.held = [], []
         if self.connected:  # stops a Ray of our own; from a cluster it only disconnects, so that
             ray.shutdown()  # another executor in this process can join it again
             self.connected = False
@@ -515,11 +519,13 @@ class RayExecutor:
             group: int = 1) -> None:  # fmt: skip
         """Runs `jobs`, calling `on_row(trial_id, row)` as each finishes (in completion order).
 
-        A free worker takes the first pending trial whose program it already holds, else the
-        first whose program no other worker is compiling, else the first: two workers never
-        compile the same program side by side while other work waits (a baselines run's settings
-        of one cell and task used to, and paid each compile twice), and the jobs' order decides
-        nothing else, since every trial has its own seed and row.
+        A free worker takes the first pending trial whose program it already holds (trained in
+        this call or an earlier one: a search calls `run` once a round, and its next round often
+        trains the same programs), else the first whose program no other worker is compiling,
+        else the first: two workers never compile the same program side by side while other
+        work waits (a baselines run's settings of one cell and task used to, and paid each
+        compile twice), and the jobs' order decides nothing else, since every trial has its own
+        seed and row.
 
         With `group` > 1, up to that many pending trials of one program shape (cell, task, budget,
         layers; `TrialSpec.program_shape`) go to a worker together and train as one vmapped
@@ -535,8 +541,7 @@ class RayExecutor:
         shapes = {tid: spec.program_shape() for tid, spec in jobs}
         idle = [i for i, actor in enumerate(self.actors) if actor is not None]
         in_flight: dict = {}  # ref -> ([(trial_id, spec, attempts)], worker index)
-        # per worker, the programs it trained last (as many as `tasks.program` keeps in memory)
-        held = [collections.deque(maxlen=HELD_PROGRAMS) for _ in self.actors]
+        held = self.held
 
         def take(index: int) -> list[tuple]:
             busy = {shapes[tid] for batch, _ in in_flight.values() for tid, _, _ in batch}

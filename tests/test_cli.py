@@ -194,7 +194,7 @@ def test_bad_cell_file_is_one_line_naming_file_and_line(tmp_path, content, messa
     [
         (["show", "no_such_cell"], "'no_such_cell' is neither a baseline cell"),
         (["show", "no_such_run:v1-3f"], "RUN:CELL (a cell of a run directory"),
-        (["show"], "show needs a cell name or file"),
+        (["show"], "show needs a cell (a baseline name, a cell text file, RUN:HASH or cell text)"),
         (["show", "lstm", "--hidden", "0"], "--hidden must be a positive integer"),
     ],
 )

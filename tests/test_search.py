@@ -208,6 +208,22 @@ def test_a_free_worker_takes_a_program_it_holds_else_one_nobody_compiles(shapes,
     assert next_for_worker(shapes, held, busy) == taken
 
 
+def test_a_worker_takes_the_program_it_holds_from_an_earlier_run_call(ray_workers):
+    # a search calls `run` once a round; two programs no other test trains (H = 7 and 9), the
+    # second call listing them in the other order: each goes back to the worker holding it in
+    # memory (0 s), not to the first free one, which would load it from the store or compile it
+    from tasks import Budget, TrialSpec
+
+    spec = {hidden: TrialSpec("tanh", "memorize", budget=Budget(steps=2, hidden=hidden, batch=4,
+                                                                eval_sequences=4))
+            for hidden in (7, 9)}  # fmt: skip
+    rows: dict[int, dict] = {}
+    ray_workers.run([(0, spec[7]), (1, spec[9])], rows.__setitem__)
+    ray_workers.run([(2, spec[9]), (3, spec[7])], rows.__setitem__)
+    assert {rows[t]["status"] for t in rows} == {"ok"}
+    assert rows[2]["compile_seconds"] == 0 and rows[3]["compile_seconds"] == 0
+
+
 # SIGTERM: what `kill PID` or a node's shutdown sends; a Ray worker exits cleanly on it
 @pytest.mark.parametrize("victims,signum", [("one", signal.SIGKILL), ("all", signal.SIGKILL),
                                             ("one", signal.SIGTERM)])  # fmt: skip
