@@ -20,6 +20,7 @@ import time
 import tomllib
 
 from cells import BASELINES, CellError, Graph, baseline, parse
+from cells.graph import SINKS
 from cells.baselines import describe
 
 
@@ -49,6 +50,10 @@ def load_cell(name_or_file: str) -> tuple[str, Graph]:
         return label, parse(cell["text"], source=label)
     if not path.is_file():
         if "=" in name_or_file:  # no name, path or RUN:CELL holds one
+            key, _, value = name_or_file.partition("=")
+            if key.strip() not in SINKS and _is_number(value):  # `train lr=0.5 arith`
+                raise UsageError(f"'{name_or_file}' is a setting, not a cell: give it as "
+                                 f"--set {key.strip()}={value.strip()}")
             graph = parse(name_or_file, source="cell text")
             return graph.hash, graph
         raise UsageError(
@@ -61,6 +66,14 @@ def load_cell(name_or_file: str) -> tuple[str, Graph]:
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read {path}: {error}") from None
     return str(path), parse(text, source=str(path))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_recipes(spec: str) -> list[tuple[str, dict]]:

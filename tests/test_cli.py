@@ -290,6 +290,7 @@ def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
     "args, message",
     [
         (["train", "lstm", "nope"], "unknown task 'nope'"),
+        (["train", "lr=0.5", "arith"], "'lr=0.5' is a setting, not a cell: give it as --set lr=0.5"),
         (["train", "lstm", "arith", "--set", "speed=3"], "unknown --set key 'speed'"),
         (["train", "lstm", "arith", "--set", "steps"], "--set expects key=value"),
         (["train", "lstm", "arith", "--set", "lr=-1"], "lr must be > 0, got -1"),
