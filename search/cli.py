@@ -20,8 +20,8 @@ import time
 import tomllib
 
 from cells import BASELINES, CellError, Graph, baseline, parse
-from cells.graph import SINKS
 from cells.baselines import describe
+from cells.graph import SINKS
 
 
 class UsageError(Exception):
