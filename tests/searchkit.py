@@ -71,6 +71,22 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def ray_actors(sid: int, name: str) -> set[int]:
+    """PIDs of session `sid`'s Ray actor processes of class `name` (Ray titles them `ray::NAME`,
+    or `ray::NAME.method` while a method runs)."""
+    found = set()
+    for pid, fields in _proc_stats().items():
+        if int(fields[3]) != sid:
+            continue
+        try:
+            title = (pathlib.Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if title == f"ray::{name}".encode() or title.startswith(f"ray::{name}.".encode()):
+            found.add(pid)
+    return found
+
+
 def kill_session(sid: int) -> None:
     """SIGKILLs the processes of session `sid`: what a driver started with start_new_session=True
     left behind (its local Ray) after it died. Only those PIDs, never by name."""

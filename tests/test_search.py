@@ -21,8 +21,8 @@ from results import RunStore, load
 from search.config import ConfigError
 from search.loop import run_search
 from tasks import make_task
-from searchkit import (QUICK, borrowed, cellsearch, descendants, free_port, kill_session, ray_head,
-                       sequence, tiny, tiny_args, wait_for_rows)
+from searchkit import (QUICK, borrowed, cellsearch, descendants, free_port, kill_session, ray_actors,
+                       ray_head, sequence, tiny, tiny_args, wait_for_rows)
 
 
 
@@ -394,6 +394,11 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         assert (rows["cpu_threads"] == 1).all()  # as a local search's: the same numbers
         assert not (cache / "old-cache").exists() and list((cache / "executables").glob("*.xla"))
         assert head.poll() is None  # joining a cluster does not stop it
+        # the search's workers may still be exiting, holding their claims on the cores, which
+        # would send both of the probe's workers to the same core (the least shared just then)
+        deadline = time.monotonic() + 60
+        while ray_actors(head.pid, "TrialWorker") and time.monotonic() < deadline:
+            time.sleep(0.2)
         # the cluster's workers each claimed a core of their own on the node (a driver of its
         # own: this process may hold the session's local Ray)
         probe = ("import json, os; from search.executor import RayExecutor\n"
