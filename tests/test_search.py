@@ -372,7 +372,10 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
     from search.executor import DETERMINISTIC_XLA_FLAGS, local_ray_environment
 
     env = os.environ | local_ray_environment()
-    with ray_head(cpus=2, env=env) as (address, head):
+    # the cluster's workers claim cores among themselves (short: Ray's socket paths): not beside
+    # the workers that other tests start and end meanwhile, which may leave either core the freer
+    claims = tempfile.mkdtemp(prefix="cores-")
+    with ray_head(cpus=2, env=env | {"TMPDIR": claims}) as (address, head):
         # the workers on the cluster get the driver's cache directory and its cap, trimmed at start
         cache = tmp_path / "cache" / "jax"
         cache.mkdir(parents=True)
@@ -410,6 +413,8 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
         cores = json.loads(result.stdout.splitlines()[-1])
         assert all(len(c) == 1 for c in cores), cores
         assert cores[0] != cores[1] or len(os.sched_getaffinity(0)) == 1, cores  # (a 1-CPU machine)
+        assert list(pathlib.Path(claims).glob("cellsearch-cores-*/*.lock"))  # claimed there
+    shutil.rmtree(claims, ignore_errors=True)
 
 
 def test_workers_on_a_gpu_node_use_the_share_of_it_they_asked_ray_for(tmp_path):
