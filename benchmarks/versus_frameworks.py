@@ -271,16 +271,17 @@ def flop_floor(rates: dict, multi: str, torch_name: str, flops: int, ceiling: fl
             "share_for_target": floor_ms * target / torch_ms}  # fmt: skip
 
 
-def recurrence_split(rates: dict, multi: str, torch_cell: str) -> dict:
+def recurrence_split(rates: dict, multi: str, torch_cell: str, target: float) -> dict:
     """ms per step of the whole step, the part without recurrence and their difference (medians),
-    for ours (several steps per call) and PyTorch; and the recurrence ours would need for 1.3x."""
+    for ours (several steps per call) and PyTorch; and the recurrence ours would need to run
+    `target` times PyTorch's steps per second."""
     ms = {name: 1e3 / statistics.median(r) for name, r in rates.items()}
     ours_total, ours_shared = ms[multi], ms[f"{multi}, no recurrence"]
     torch_total, torch_shared = ms[f"torch nn.{torch_cell}"], ms[f"torch nn.{torch_cell}, no recurrence"]
     return {"ours_ms": ours_total, "ours_shared_ms": ours_shared, "ours_recurrence_ms": ours_total - ours_shared,
             "torch_ms": torch_total, "torch_shared_ms": torch_shared,
             "torch_recurrence_ms": torch_total - torch_shared,
-            "ours_recurrence_ms_for_1.3x": torch_total / 1.3 - ours_shared}  # fmt: skip
+            "target": target, "ours_recurrence_ms_for_target": torch_total / target - ours_shared}  # fmt: skip
 
 
 def _paired(mine, theirs) -> str:
@@ -423,12 +424,13 @@ def main(argv=None) -> None:
                 lines.append(f"| {cell} | {hidden} | {name} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} "
                              f"| {ratios[0]} | {ratios[1]} |")
             if parts:  # --parts requires PyTorch (checked above)
-                results["runs"][run_key]["parts"] = split = recurrence_split(rates, multi, FRAMEWORK_CELLS[cell])
+                results["runs"][run_key]["parts"] = split = recurrence_split(rates, multi, FRAMEWORK_CELLS[cell],
+                                                                             TORCH_TARGET[cell])
                 lines.append(f"| {cell} | {hidden} | recurrence alone, ms per step (the step minus its part "
                              f"without recurrence) | ours {split['ours_recurrence_ms']:.1f}, torch "
                              f"{split['torch_recurrence_ms']:.1f} | shared part: ours {split['ours_shared_ms']:.1f}, "
-                             f"torch {split['torch_shared_ms']:.1f} ms | 1.3x torch needs ours' recurrence <= "
-                             f"{split['ours_recurrence_ms_for_1.3x']:.1f} ms | |")  # fmt: skip
+                             f"torch {split['torch_shared_ms']:.1f} ms | {split['target']}x torch needs ours' recurrence "
+                             f"<= {split['ours_recurrence_ms_for_target']:.1f} ms | |")  # fmt: skip
             if floor:
                 results["runs"][run_key]["floor"] = bound = flop_floor(rates, multi, torch_name, flops, readout_rate,
                                                                       TORCH_TARGET[cell])

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from versus_frameworks import flop_floor, step_flops  # noqa: E402, I001
+from versus_frameworks import TORCH_TARGET, flop_floor, recurrence_split, step_flops  # noqa: E402, I001
 from store_scale import synthesize  # noqa: E402  (it takes benchmarks/ off sys.path again ...)
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from preset_costs import baselines_trials, expected_seconds, stored_run  # noqa: E402  (... as this does)
@@ -36,6 +36,17 @@ def test_flop_floor_shares_and_the_share_the_target_needs():
     assert (bound["ours_share"], bound["torch_share"]) == pytest.approx((0.5, 0.4))
     # 1.3x torch's steps/s is a step of 125 / 1.3 ms, which is 52% of the floor's rate
     assert bound["share_for_target"] == pytest.approx(0.52)
+
+
+def test_recurrence_split_asks_for_the_cells_own_target():
+    multi = "ours, 10 steps per call"
+    rates = {multi: [5.0], f"{multi}, no recurrence": [10.0],  # 200 ms a step, 100 without recurrence
+             "torch nn.LSTM": [4.0], "torch nn.LSTM, no recurrence": [8.0]}  # 250 and 125 ms
+    split = recurrence_split(rates, multi, "LSTM", TORCH_TARGET["lstm"])
+    assert (split["ours_recurrence_ms"], split["torch_recurrence_ms"]) == pytest.approx((100.0, 125.0))
+    # 0.9x torch's steps/s is a step of 250 / 0.9 ms; 100 ms of it go to the shared part
+    assert split["target"] == 0.9
+    assert split["ours_recurrence_ms_for_target"] == pytest.approx(250 / 0.9 - 100)
 
 
 def test_store_scale_writes_a_store_of_real_cells_that_analysis_reads(tmp_path):
