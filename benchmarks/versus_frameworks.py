@@ -21,7 +21,13 @@ embedding folded into the x-projection when `--vocab` <= batch x seq).
 taken out: embedding, the cell's input projection (k*H columns for k gates), its chunks summed
 through a tanh, readout and loss. That part is the same work for every cell; the step minus it is
 what the recurrence costs each contender, and the table says how fast ours would have to run it to
-reach 1.3x PyTorch's whole step.
+reach the issue's target against PyTorch's whole step.
+
+    python benchmarks/versus_frameworks.py --cells lstm --vocab 2000 --torch-without-onednn
+
+On the CPU PyTorch's `nn.LSTM` runs oneDNN's fused LSTM primitive (its `nn.GRU` does not); this
+adds the same `nn.LSTM` with `torch.backends.mkldnn` turned off as a contender, the LSTM built
+from PyTorch's own matmuls.
 
 Without the fold (`--vocab` > batch x seq) every contender does the same matmuls, so each cell with a
 framework contender also gets a FLOP floor: the step's matmul FLOPs (forward and both gradients of
@@ -38,6 +44,7 @@ import argparse
 import statistics
 import sys
 import time
+import warnings
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import machine, summary, write  # noqa: E402
@@ -316,6 +323,9 @@ def main(argv=None) -> None:
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="PyTorch's intra-op threads (0: its default); under `taskset -c 0` "
                              "give 1, as a search's worker pinned to one core runs")
+    parser.add_argument("--torch-without-onednn", action="store_true",
+                        help="also time PyTorch's nn.LSTM with oneDNN turned off: on the CPU its "
+                             "fused LSTM runs oneDNN's RNN primitive (nn.GRU does not)")
     parser.add_argument("--parts", action="store_true",
                         help="also time ours and PyTorch without the recurrence (cells with a "
                              "framework contender; needs --steps-per-call > 1 and PyTorch)")
@@ -396,6 +406,18 @@ def main(argv=None) -> None:
                     torch_step(t_in, t_out)
                     name = f"torch nn.{FRAMEWORK_CELLS[cell]}" + ("" if recurrence else ", no recurrence")
                     runners[name] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
+                if args.torch_without_onednn and cell == "lstm":
+                    torch_step = torch_model(cell, hidden, args.vocab, lr)
+                    # torch warns on every switch about TF32 on Intel GPUs, which this is not
+                    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+
+                    def without_onednn(s=torch_step):
+                        with torch.backends.mkldnn.flags(enabled=False):
+                            for _ in range(args.steps):
+                                s(t_in, t_out)
+
+                    without_onednn()
+                    runners["torch nn.LSTM, oneDNN off"] = without_onednn
             torch_name = f"torch nn.{FRAMEWORK_CELLS[cell]}" if cell in FRAMEWORK_CELLS else None
             tokens = args.batch * args.seq
             floor = k > 1 and torch_name in runners and args.vocab > tokens
