@@ -342,6 +342,12 @@ def main(argv=None) -> None:
     if args.parts and (torch is None or args.steps_per_call == 1):
         parser.error("--parts compares ours, several steps per call, with PyTorch: it needs "
                      "--steps-per-call > 1 and PyTorch (the bench extra), without --no-torch")
+    if args.torch_without_onednn:
+        if torch is None or "lstm" not in args.cells:
+            parser.error("--torch-without-onednn adds a PyTorch nn.LSTM contender: it needs --cells "
+                         "lstm and PyTorch (the bench extra), without --no-torch")
+        # torch warns on every switch about TF32 on Intel GPUs, which this is not
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
     rng = np.random.default_rng(0)
     inputs_np = rng.integers(0, args.vocab, (args.batch, args.seq))
     targets_np = rng.integers(0, args.vocab, (args.batch, args.seq))
@@ -408,8 +414,6 @@ def main(argv=None) -> None:
                     runners[name] = lambda s=torch_step: [s(t_in, t_out) for _ in range(args.steps)]
                 if args.torch_without_onednn and cell == "lstm":
                     torch_step = torch_model(cell, hidden, args.vocab, lr)
-                    # torch warns on every switch about TF32 on Intel GPUs, which this is not
-                    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
 
                     def without_onednn(s=torch_step):
                         with torch.backends.mkldnn.flags(enabled=False):

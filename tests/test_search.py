@@ -375,46 +375,48 @@ def test_search_joins_a_separately_started_ray_head(tmp_path):
     # the cluster's workers claim cores among themselves (short: Ray's socket paths): not beside
     # the workers that other tests start and end meanwhile, which may leave either core the freer
     claims = tempfile.mkdtemp(prefix="cores-")
-    with ray_head(cpus=2, env=env | {"TMPDIR": claims}) as (address, head):
-        # the workers on the cluster get the driver's cache directory and its cap, trimmed at start
-        cache = tmp_path / "cache" / "jax"
-        cache.mkdir(parents=True)
-        (cache / "old-cache").write_bytes(b"x" * 100_000)
-        os.utime(cache / "old-cache", (1e9, 1e9))
-        driver_env = env | {"CELLSEARCH_CACHE": str(cache.parent),
-                            "CELLSEARCH_CACHE_MAX_GB": "0.00005"}  # fmt: skip
-        # deterministic: the workers on the cluster get XLA's deterministic flags (GPU reruns exact)
-        args = [*tiny_args(max_trials=4, deterministic="true"), "--quiet"]
-        result = subprocess.run(
-            [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
-             "--address", address, *args],
-            env=driver_env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-2000:]
-        rows = load(tmp_path / "run")
-        assert sorted(rows["trial"]) == [0, 1, 2, 3]
-        assert rows["xla_flags"].str.endswith(DETERMINISTIC_XLA_FLAGS).all()
-        assert (rows["cpu_threads"] == 1).all()  # as a local search's: the same numbers
-        assert not (cache / "old-cache").exists() and list((cache / "executables").glob("*.xla"))
-        assert head.poll() is None  # joining a cluster does not stop it
-        # the search's workers may still be exiting, holding their claims on the cores, which
-        # would send both of the probe's workers to the same core (the least shared just then)
-        deadline = time.monotonic() + 60
-        while ray_actors(head.pid, "TrialWorker") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        # the cluster's workers each claimed a core of their own on the node (a driver of its
-        # own: this process may hold the session's local Ray)
-        probe = ("import json, os; from search.executor import RayExecutor\n"
-                 f"with RayExecutor(workers=2, address='{address}') as executor:\n"
-                 "    print(json.dumps([sorted(os.sched_getaffinity(p)) for p in executor.worker_pids()]))")
-        result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
-                                timeout=300)  # fmt: skip
-        assert result.returncode == 0, result.stderr[-2000:]
-        cores = json.loads(result.stdout.splitlines()[-1])
-        assert all(len(c) == 1 for c in cores), cores
-        assert cores[0] != cores[1] or len(os.sched_getaffinity(0)) == 1, cores  # (a 1-CPU machine)
-        assert list(pathlib.Path(claims).glob("cellsearch-cores-*/*.lock"))  # claimed there
-    shutil.rmtree(claims, ignore_errors=True)
+    try:
+        with ray_head(cpus=2, env=env | {"TMPDIR": claims}) as (address, head):
+            # the workers on the cluster get the driver's cache directory and its cap, trimmed at start
+            cache = tmp_path / "cache" / "jax"
+            cache.mkdir(parents=True)
+            (cache / "old-cache").write_bytes(b"x" * 100_000)
+            os.utime(cache / "old-cache", (1e9, 1e9))
+            driver_env = env | {"CELLSEARCH_CACHE": str(cache.parent),
+                                "CELLSEARCH_CACHE_MAX_GB": "0.00005"}  # fmt: skip
+            # deterministic: the workers on the cluster get XLA's deterministic flags (GPU reruns exact)
+            args = [*tiny_args(max_trials=4, deterministic="true"), "--quiet"]
+            result = subprocess.run(
+                [sys.executable, "-m", "search.cli", "search", str(QUICK), "--out", str(tmp_path / "run"),
+                 "--address", address, *args],
+                env=driver_env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr[-2000:]
+            rows = load(tmp_path / "run")
+            assert sorted(rows["trial"]) == [0, 1, 2, 3]
+            assert rows["xla_flags"].str.endswith(DETERMINISTIC_XLA_FLAGS).all()
+            assert (rows["cpu_threads"] == 1).all()  # as a local search's: the same numbers
+            assert not (cache / "old-cache").exists() and list((cache / "executables").glob("*.xla"))
+            assert head.poll() is None  # joining a cluster does not stop it
+            # the search's workers may still be exiting, holding their claims on the cores, which
+            # would send both of the probe's workers to the same core (the least shared just then)
+            deadline = time.monotonic() + 60
+            while ray_actors(head.pid, "TrialWorker") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            # the cluster's workers each claimed a core of their own on the node (a driver of its
+            # own: this process may hold the session's local Ray)
+            probe = ("import json, os; from search.executor import RayExecutor\n"
+                     f"with RayExecutor(workers=2, address='{address}') as executor:\n"
+                     "    print(json.dumps([sorted(os.sched_getaffinity(p)) for p in executor.worker_pids()]))")
+            result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                                    timeout=300)  # fmt: skip
+            assert result.returncode == 0, result.stderr[-2000:]
+            cores = json.loads(result.stdout.splitlines()[-1])
+            assert all(len(c) == 1 for c in cores), cores
+            assert cores[0] != cores[1] or len(os.sched_getaffinity(0)) == 1, cores  # (a 1-CPU machine)
+            assert list(pathlib.Path(claims).glob("cellsearch-cores-*/*.lock"))  # claimed there
+    finally:  # also when an assertion above fails
+        shutil.rmtree(claims, ignore_errors=True)
 
 
 def test_workers_on_a_gpu_node_use_the_share_of_it_they_asked_ray_for(tmp_path):
