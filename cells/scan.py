@@ -4,8 +4,9 @@ Autodiff of `lax.scan` computes each weight gradient inside the reverse loop, as
 (B, H)^T @ (B, k*H) product per fused matmul per step. Here the reverse loop only propagates the
 state gradient (one (B, k*H) @ (k*H, H) product per step for each fused matmul whose operand depends
 on the state) and emits the gradient of every matmul's output; after the loop each weight gradient
-is ONE (T*B, H)^T @ (T*B, k*H) product, and the gradient of the input sequence through the matmul
-on x is one (T*B, k*H) @ (k*H, H) product. The backward rules below cover every op of the cell
+is ONE (T*B, H)^T @ (T*B, k*H) product (`cells.dense.weight_gradient`). The matmul on x does not
+depend on the state, so it runs before the loop for every step at once (`_project`), and its
+gradients are that one product's. The backward rules below cover every op of the cell
 language, so this works for any graph; tests compare it with autodiff of `unroll_autodiff`.
 An output gradient that is other matmuls' side by side (the LSTM's on x and on h are the same, as
 both feed `W x + W h` per gate; the GRU's on x is its two recurrent matmuls') is not stacked again
@@ -27,6 +28,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from cells import dense
 from cells.compile import _BINARY, _UNARY
 from cells.graph import CONST, LEAKY_SLOPE, LINEAR, SOURCES
 
@@ -93,9 +95,25 @@ def unroll(cell, params, carry, xs, x_proj=None):
     """See `CompiledCell.unroll`."""
     if xs is None and (x_proj is None or cell.reads_x_outside_matmul):
         raise ValueError("xs may be None only when x_proj is given and x feeds nothing else")
+    if x_proj is None and cell.x_matmul is not None:
+        x_proj = _project(xs, params[cell.x_matmul])
     if x_proj is not None:  # the x matmul's weights live with whoever computed x_proj
         params = {k: v for k, v in params.items() if k != cell.x_matmul}
+        if not cell.reads_x_outside_matmul:
+            xs = None
     return _unroll(cell, params, carry, xs, x_proj)
+
+
+def _project(xs, p):
+    """The matmul on x for every step at once, (T, ..., H) -> (T, ..., k*H), before the loop.
+
+    One (T*B, H) @ (H, k*H) product instead of a (B, H) one per step: in the loop the LSTM's two
+    (32, 512) @ (512, 2048) products per step ran side by side on one core each; before it, the
+    loop's one runs on both and the big product near the matmul ceiling. The LSTM's train step at
+    H = 512 got 1.13x faster (benchmarks/README.md, "The x-projection before the loop").
+    """
+    flat = xs.reshape(-1, xs.shape[-1])
+    return (dense.dense(flat, p["kernel"]) + p["bias"]).reshape(*xs.shape[:-1], -1)
 
 
 def _forward(cell, plan: _Plan, params, carry, xs, x_proj):
@@ -201,18 +219,12 @@ def _unroll_bwd(cell, residuals, cotangents):
             operand_seq[i] = _apply(graph.nodes[i].op, [operand_seq[j] for j in plan.inputs[i]])
     g_params = {}
     for m in cell.matmuls:
-        if m.key not in params:  # the x matmul, when its output came in as x_proj
+        if m.key not in params:  # the x matmul: its output came in as x_proj
             continue
         a = operand_seq[m.operand].reshape(-1, hidden)
         g = g_matmul[m.key].reshape(-1, g_matmul[m.key].shape[-1])
-        g_params[m.key] = {"kernel": a.T @ g, "bias": g.sum(0)}
-    g_x_proj = None
-    if x_key is not None:
-        if x_key not in params:
-            g_x_proj = g_matmul[x_key]
-        else:
-            g_x_matmul = g_matmul[x_key] @ params[x_key]["kernel"].T
-            g_xs = g_x_matmul if g_xs is None else g_xs + g_x_matmul
+        g_params[m.key] = {"kernel": dense.weight_gradient(a, g), "bias": g.sum(0)}
+    g_x_proj = g_matmul[x_key] if x_key is not None else None
     if g_xs is None and xs is not None:
         g_xs = jnp.zeros_like(xs)
     return g_params, (g_h0, g_c0), g_xs, g_x_proj

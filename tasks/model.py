@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from cells import CompiledCell
+from cells.dense import dense
 
 Carry = list[tuple[jax.Array, jax.Array]]  # (h, c) per layer
 
@@ -98,7 +99,7 @@ class RNNModel(nnx.Module):
         x_proj = None
         if fold:
             w = self.layers[0].params()[cell.x_matmul]
-            table = self.embed.embedding[...] @ w["kernel"] + w["bias"]
+            table = dense(self.embed.embedding[...], w["kernel"]) + w["bias"]
             x_proj = table[inputs.T]  # (T, B, k*H)
         if not fold or cell.reads_x_outside_matmul:
             xs = jnp.swapaxes(self.embed(inputs), 0, 1)  # time-major for lax.scan
@@ -119,7 +120,7 @@ class RNNModel(nnx.Module):
         flat = hs.reshape(-1, hs.shape[-1])
         ones = jnp.ones((flat.shape[0], 1), flat.dtype)
         kernel = jnp.concatenate([self.readout.kernel[...], self.readout.bias[...][None]], 0)
-        logits = jnp.concatenate([flat, ones], 1) @ kernel
+        logits = dense(jnp.concatenate([flat, ones], 1), kernel)
         return new_carry, logits.reshape(*hs.shape[:2], -1)
 
 

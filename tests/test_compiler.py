@@ -422,3 +422,47 @@ def test_precomputed_x_projection_gets_the_gradient_of_the_x_matmul():
     assert reads_x.reads_x_outside_matmul
     with pytest.raises(ValueError, match="xs may be None only"):
         reads_x.unroll(random_params(reads_x), (h, c), None, jnp.zeros((T, B, H)))
+
+
+def _loop_matmuls(jaxpr) -> list[int]:
+    """The number of dot_generals in the body of each scan of a jaxpr's top level, in order."""
+    return [sum(e.primitive.name == "dot_general" for e in eqn.params["jaxpr"].jaxpr.eqns)
+            for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, in_loop", [("lstm", 1), ("gru", 2), ("mut1", 2)])
+def test_unroll_runs_the_x_matmul_before_the_loop(name, in_loop):
+    # the forward loop does only the matmuls that read the state; the x matmul is ONE product
+    # over every step before it, and the backward loop multiplies by the same kernels' transposes
+    cell = compile_cell(baseline(name))
+    xs, h, c = random_inputs()
+    weights = list(random_inputs(seed=5))
+    jaxpr = jax.make_jaxpr(jax.grad(unroll_loss(cell.unroll, weights)))(random_params(cell), h, c, xs)
+    assert _loop_matmuls(jaxpr.jaxpr) == [in_loop, in_loop]  # forward, backward
+    assert len(cell.matmuls) == in_loop + 1
+
+
+def test_dense_gradients_equal_autodiff_of_the_matmul():
+    from cells.dense import dense
+
+    with jax.enable_x64(True):
+        a = jax.random.normal(jax.random.key(0), (40, 7), jnp.float64)
+        kernel = jax.random.normal(jax.random.key(1), (7, 5), jnp.float64)
+        g = jax.random.normal(jax.random.key(2), (40, 5), jnp.float64)
+        ours = jax.grad(lambda a, k: (dense(a, k) * g).sum(), argnums=(0, 1))(a, kernel)
+        ref = jax.grad(lambda a, k: (a @ k * g).sum(), argnums=(0, 1))(a, kernel)
+        close(dense(a, kernel), a @ kernel)
+        for got, want in zip(ours, ref):
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_weight_gradient_is_a_dot_on_the_operand_laid_out_transposed():
+    # XLA's CPU backend runs a dot that contracts both operands' leading dimension on a slower
+    # path (cells/dense.py); the weight gradient must not compile to one, as a.T @ g does
+    from cells.dense import weight_gradient
+
+    a, g = jnp.ones((64, 8)), jnp.ones((64, 16))
+    plain = jax.jit(lambda a, g: a.T @ g).lower(a, g).compile().as_text()
+    ours = jax.jit(weight_gradient).lower(a, g).compile().as_text()
+    assert "lhs_contracting_dims={0}" in plain
+    assert "lhs_contracting_dims={0}" not in ours and "transpose" in ours
