@@ -3,10 +3,11 @@
 The weight gradient of `a @ kernel` is `a^T @ g`, a dot that contracts both operands' leading
 (batch) dimension. XLA's CPU backend runs that dot on a slower path than a plain one: at
 (1600, 512)^T @ (1600, 2048), the LSTM's at H = 512 over 50 steps of 32, 118-123 GFLOP/s against
-160-171 for the same product with `a^T` laid out first, the transpose's copy included. So
+about 160 for the same product with `a^T` laid out first, the transpose's copy included; at the
+other shapes measured 1.0-1.2x (benchmarks/README.md). So
 `weight_gradient` lays `a^T` out behind an optimization barrier (without it XLA folds the
-transpose back into the dot); benchmarks/README.md, "Weight gradients with the operand laid out
-transposed", has the measurements.
+transpose back into the dot). The LSTM's train step at H = 512 with a 2,000-word softmax got
+1.07x faster (benchmarks/README.md, "Weight gradients and the x-projection (session 31)").
 """
 
 from __future__ import annotations

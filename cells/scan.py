@@ -110,7 +110,8 @@ def _project(xs, p):
     One (T*B, H) @ (H, k*H) product instead of a (B, H) one per step: in the loop the LSTM's two
     (32, 512) @ (512, 2048) products per step ran side by side on one core each; before it, the
     loop's one runs on both and the big product near the matmul ceiling. The LSTM's train step at
-    H = 512 got 1.13x faster (benchmarks/README.md, "The x-projection before the loop").
+    H = 512 got 1.09-1.13x faster (benchmarks/README.md, "Weight gradients and the x-projection
+    (session 31)").
     """
     flat = xs.reshape(-1, xs.shape[-1])
     return (dense.dense(flat, p["kernel"]) + p["bias"]).reshape(*xs.shape[:-1], -1)
