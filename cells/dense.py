@@ -52,3 +52,17 @@ def _dense_bwd(residuals, g):
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+def linear(x: jax.Array, p: dict) -> jax.Array:
+    """`x @ p["kernel"] + p["bias"]` over x's last axis, as ONE `dense` over all leading axes.
+
+    Args:
+      x: (..., K).
+      p: {"kernel": (K, M), "bias": (M,)}, one fused matmul's parameters (`cells.compile`).
+
+    Returns:
+      (..., M).
+    """
+    flat = x.reshape(-1, x.shape[-1])
+    return (dense(flat, p["kernel"]) + p["bias"]).reshape(*x.shape[:-1], -1)

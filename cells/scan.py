@@ -5,7 +5,7 @@ Autodiff of `lax.scan` computes each weight gradient inside the reverse loop, as
 state gradient (one (B, k*H) @ (k*H, H) product per step for each fused matmul whose operand depends
 on the state) and emits the gradient of every matmul's output; after the loop each weight gradient
 is ONE (T*B, H)^T @ (T*B, k*H) product (`cells.dense.weight_gradient`). The matmul on x does not
-depend on the state, so it runs before the loop for every step at once (`_project`), and its
+depend on the state, so it runs before the loop for every step at once (`cells.dense.linear`), and its
 gradients are that one product's. The backward rules below cover every op of the cell
 language, so this works for any graph; tests compare it with autodiff of `unroll_autodiff`.
 An output gradient that is other matmuls' side by side (the LSTM's on x and on h are the same, as
@@ -96,25 +96,17 @@ def unroll(cell, params, carry, xs, x_proj=None):
     if xs is None and (x_proj is None or cell.reads_x_outside_matmul):
         raise ValueError("xs may be None only when x_proj is given and x feeds nothing else")
     if x_proj is None and cell.x_matmul is not None:
-        x_proj = _project(xs, params[cell.x_matmul])
+        # the matmul on x for every step at once, one (T*B, H) @ (H, k*H) product, instead of a
+        # (B, H) one per step: in the loop the LSTM's two (32, 512) @ (512, 2048) products per step
+        # ran side by side on one core each; before it, the loop's one runs on both and the big
+        # product near the matmul ceiling. The LSTM's train step at H = 512 got 1.09-1.13x faster
+        # (benchmarks/README.md, "Weight gradients and the x-projection (session 31)").
+        x_proj = dense.linear(xs, params[cell.x_matmul])
     if x_proj is not None:  # the x matmul's weights live with whoever computed x_proj
         params = {k: v for k, v in params.items() if k != cell.x_matmul}
         if not cell.reads_x_outside_matmul:
             xs = None
     return _unroll(cell, params, carry, xs, x_proj)
-
-
-def _project(xs, p):
-    """The matmul on x for every step at once, (T, ..., H) -> (T, ..., k*H), before the loop.
-
-    One (T*B, H) @ (H, k*H) product instead of a (B, H) one per step: in the loop the LSTM's two
-    (32, 512) @ (512, 2048) products per step ran side by side on one core each; before it, the
-    loop's one runs on both and the big product near the matmul ceiling. The LSTM's train step at
-    H = 512 got 1.09-1.13x faster (benchmarks/README.md, "Weight gradients and the x-projection
-    (session 31)").
-    """
-    flat = xs.reshape(-1, xs.shape[-1])
-    return (dense.dense(flat, p["kernel"]) + p["bias"]).reshape(*xs.shape[:-1], -1)
 
 
 def _forward(cell, plan: _Plan, params, carry, xs, x_proj):

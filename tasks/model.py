@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from cells import CompiledCell
-from cells.dense import dense
+from cells.dense import dense, linear
 
 Carry = list[tuple[jax.Array, jax.Array]]  # (h, c) per layer
 
@@ -99,7 +99,7 @@ class RNNModel(nnx.Module):
         x_proj = None
         if fold:
             w = self.layers[0].params()[cell.x_matmul]
-            table = dense(self.embed.embedding[...], w["kernel"]) + w["bias"]
+            table = linear(self.embed.embedding[...], w)
             x_proj = table[inputs.T]  # (T, B, k*H)
         if not fold or cell.reads_x_outside_matmul:
             xs = jnp.swapaxes(self.embed(inputs), 0, 1)  # time-major for lax.scan
