@@ -1052,6 +1052,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     export.add_argument("--out", help="output file (default RUN/trials.parquet)")
     export.set_defaults(run=cmd_export)
+    for sub in commands.choices.values():  # so that `main` can answer in the command's own words
+        sub.set_defaults(command_parser=sub)
     return parser
 
 
@@ -1066,7 +1068,9 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # argparse would blame the top-level parser and print its usage, not the command's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv
     stored = args.run in (cmd_search, cmd_baselines, cmd_reproduce)
     previous = None

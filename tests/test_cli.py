@@ -205,6 +205,26 @@ def test_usage_errors_are_one_line(args, message):
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args, usage",
+    [
+        (["train", "lstm", "ptb", "--task", "jsb"], "usage: cellsearch train "),
+        (["cache", "--trim-to", "5GB"], "usage: cellsearch cache "),
+    ],
+)
+def test_an_unknown_option_is_blamed_on_its_command(args, usage, capsys):
+    # argparse's own parse_args names the top-level parser and prints its usage, which lists no
+    # option of the command the user got wrong
+    from search.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert usage in err
+    assert f"cellsearch {args[0]}: error: unrecognized arguments: {' '.join(args[-2:])}" in err
+
+
 def test_the_traceback_behind_a_one_line_error_is_there_when_asked_for(monkeypatch):
     monkeypatch.setenv("CELLSEARCH_TRACEBACK", "1")
     result = cellsearch("show", "no_such_cell")
