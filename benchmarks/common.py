@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import io
 import json
 import os
@@ -16,10 +17,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
+    """Where and with what a benchmark ran: the machine, the code (as a trial row names it) and the
+    packages, so that a results file says which commit and versions its numbers belong to."""
     import jax
 
-    from tasks.executables import cpu_model
+    from tasks.executables import cpu_model, package_versions
+    from tasks.trainer import code_version
 
+    versions = dict(package_versions())
+    try:  # the `bench` extra's contender; read from its metadata, not imported
+        versions["torch"] = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        versions["torch"] = None
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),  # family, model and vector width: "AMD EPYC" alone names two machines
@@ -28,6 +37,9 @@ def machine() -> dict:
         "python": platform.python_version(),
         "jax": jax.__version__,
         "device": jax.devices()[0].device_kind,
+        "code_version": code_version(),
+        "versions": versions,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 
@@ -43,8 +55,9 @@ def write(results: dict, out: str, table: str) -> None:
     path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
     pinned = f", pinned to {m['cores_usable']}" if m.get("cores_usable", m["cores"]) < m["cores"] else ""
+    code = f", code {m['code_version']}" if "code_version" in m else ""  # (files before session 32)
     header = (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores{pinned}), {m['device']}, "
-              f"jax {m['jax']}, Python {m['python']}.\n\n")  # fmt: skip
+              f"jax {m['jax']}, Python {m['python']}{code}.\n\n")  # fmt: skip
     path.with_suffix(".md").write_text(header + table + "\n")
     print(header + table)
 

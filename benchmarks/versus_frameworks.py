@@ -352,11 +352,10 @@ def main(argv=None) -> None:
     inputs_np = rng.integers(0, args.vocab, (args.batch, args.seq))
     targets_np = rng.integers(0, args.vocab, (args.batch, args.seq))
     lr = 0.1
+    # XLA_FLAGS and PyTorch's version are in "machine", with the code's version
     results = {"machine": machine(), "batch": args.batch, "seq": args.seq, "vocab": args.vocab,
                "steps": args.steps, "rounds": args.rounds,
-               "threads": {"torch": torch.get_num_threads() if torch else None,
-                           "XLA_FLAGS": __import__("os").environ.get("XLA_FLAGS", "")},
-               "torch": torch.__version__ if torch else None, "runs": {}}  # fmt: skip
+               "threads": {"torch": torch.get_num_threads() if torch else None}, "runs": {}}  # fmt: skip
     k = args.steps_per_call
     if args.steps % k:
         parser.error(f"--steps-per-call {k} does not divide --steps {args.steps}")

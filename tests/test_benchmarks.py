@@ -13,11 +13,23 @@ from versus_frameworks import TORCH_TARGET, flop_floor, recurrence_split, step_f
 from store_scale import synthesize  # noqa: E402  (it takes benchmarks/ off sys.path again ...)
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from preset_costs import baselines_trials, expected_seconds, stored_run  # noqa: E402  (... as this does)
+from common import machine, write  # noqa: E402
 
 from analysis import leaderboard  # noqa: E402
 from cells import PAPER_CELLS, baseline, parse  # noqa: E402
 from results import load, load_cells  # noqa: E402
 from search.config import load_config  # noqa: E402
+from tasks.trainer import code_version  # noqa: E402
+
+
+def test_a_results_file_names_the_code_and_the_versions_it_measured(tmp_path):
+    facts = machine()
+    assert facts["code_version"] == code_version()
+    assert {"jax", "jaxlib", "flax", "optax", "numpy", "torch"} <= set(facts["versions"])
+    assert facts["versions"]["jax"] == facts["jax"]
+    write({"machine": facts}, str(tmp_path / "bench"), "| a |")
+    first = (tmp_path / "bench.md").read_text().splitlines()[0]
+    assert first.endswith(f", code {facts['code_version']}.")
 
 
 @pytest.mark.parametrize("cell, widths", [("gru", 6), ("gru_reset_after", 6), ("lstm", 8)])
