@@ -1068,9 +1068,12 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args, unknown = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would blame the top-level parser and print its usage, not the command's
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        before_command = argv[: argv.index(args.command)]  # `cellsearch --x show`: not the command's
+        blamed = parser if any(arg in before_command for arg in unknown) else args.command_parser
+        blamed.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv
     stored = args.run in (cmd_search, cmd_baselines, cmd_reproduce)
     previous = None

@@ -206,23 +206,26 @@ def test_usage_errors_are_one_line(args, message):
 
 
 @pytest.mark.parametrize(
-    "args, usage",
+    "args, usage, message",
     [
-        (["train", "lstm", "ptb", "--task", "jsb"], "usage: cellsearch train "),
-        (["cache", "--trim-to", "5GB"], "usage: cellsearch cache "),
+        (["train", "lstm", "ptb", "--task", "jsb"], "usage: cellsearch train ",
+         "cellsearch train: error: unrecognized arguments: --task jsb"),
+        (["cache", "--trim-to", "5GB"], "usage: cellsearch cache ",
+         "cellsearch cache: error: unrecognized arguments: --trim-to 5GB"),
+        (["--verbose", "show", "lstm"], "usage: cellsearch [-h] COMMAND",
+         "cellsearch: error: unrecognized arguments: --verbose"),
     ],
-)
-def test_an_unknown_option_is_blamed_on_its_command(args, usage, capsys):
+)  # fmt: skip
+def test_an_unknown_option_is_blamed_on_its_command(args, usage, message, capsys):
     # argparse's own parse_args names the top-level parser and prints its usage, which lists no
-    # option of the command the user got wrong
+    # option of the command the user got wrong; an option before the command is the top level's
     from search.cli import main
 
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert usage in err
-    assert f"cellsearch {args[0]}: error: unrecognized arguments: {' '.join(args[-2:])}" in err
+    assert usage in err and message in err
 
 
 def test_the_traceback_behind_a_one_line_error_is_there_when_asked_for(monkeypatch):
