@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import tomllib
+import warnings
 
 from cells import BASELINES, CellError, Graph, baseline, parse
 from cells.baselines import describe
@@ -1060,6 +1062,19 @@ def build_parser() -> argparse.ArgumentParser:
 _TERMINATED = []  # set by the SIGTERM handler: Ray may re-raise its exception as a KeyboardInterrupt
 
 
+_PACKAGES = pathlib.Path(__file__).resolve().parent.parent  # where cells/, tasks/, ... live
+
+
+def _print_warning(show_other, message, category, filename, lineno, file=None, line=None):
+    """Prints a warning of cellsearch's own code as the command's one line,
+    `cellsearch: warning: ...` (a torn last line of a run being written, say), not as Python's two
+    lines with a line of our source; another package's warnings with `show_other`."""
+    if pathlib.Path(filename).resolve().parent.parent != _PACKAGES:
+        return show_other(message, category, filename, lineno, file, line)
+    text = str(message).removeprefix("cellsearch: ")
+    print(f"cellsearch: warning: {text}", file=sys.stderr if file is None else file)
+
+
 def _terminate(signum, frame):
     """SIGTERM (`kill PID`, a batch system's time limit, `timeout`): a run stops as on Ctrl-C."""
     _TERMINATED.append(signum)
@@ -1081,7 +1096,9 @@ def main(argv: list[str] | None = None) -> int:
         _TERMINATED.clear()  # (main may run again in one process, as the tests run it)
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_print_warning, warnings.showwarning)
+            return args.run(args)
     except BrokenPipeError:  # `cellsearch ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 1

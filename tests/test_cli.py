@@ -151,6 +151,20 @@ def test_status_says_who_writes_a_run_and_how_far_it_is(tmp_path):
     assert stopped[2].startswith("  60 of 100 trials")
 
 
+def test_a_run_caught_mid_write_is_read_with_a_one_line_warning(tmp_path):
+    # `status` is run while a driver appends rows: it may read the half of a line written so far
+    run = tmp_path / "baselines"
+    shutil.copytree(COMMITTED / "baselines", run)
+    rows = (run / "trials.jsonl").read_text().splitlines(keepends=True)
+    (run / "trials.jsonl").write_text("".join(rows[:60]) + rows[60][:100])
+    for command in ("status", "leaderboard"):
+        result = cellsearch(command, str(run))
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == (f"cellsearch: warning: {run / 'trials.jsonl'}: line 61 is incomplete "
+                                 "(an interrupted write); skipped\n")  # fmt: skip
+    assert "  60 of 100 trials" in cellsearch("status", str(run)).stdout
+
+
 def _committed_cells() -> int:
     return len({json.loads(line)["hash"] for run in ("baselines", "search")
                 for line in open(COMMITTED / run / "cells.jsonl")})  # fmt: skip
