@@ -657,7 +657,22 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis import write_report
 
-    report = write_report(args.runs, out=args.out)
+    made = None
+    if args.out:  # before the runs are read: a mistyped --out is a one-line error, not Errno's
+        out = pathlib.Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: not a directory (the report is report.md and figures)")
+        made = None if out.exists() else out
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"--out {out}: cannot make the directory ({error.strerror})") from None
+    try:
+        report = write_report(args.runs, out=args.out)
+    except BaseException:
+        if made is not None and not any(made.iterdir()):
+            made.rmdir()  # a report that failed (no such run, say) leaves no empty --out behind
+        raise
     print(f"{report}: written")
     return 0
 

@@ -115,11 +115,15 @@ def test_bad_config(workspace, capsys, name):
         (["mutate", "lstm", "--n", "0"], "--n must be a positive integer"),
         (["export", "{w}/run", "--out", "{w}/missing/t.csv"], "--out {w}/missing/t.csv: cannot write"),
         (["leaderboard", "{w}/run", "--out", "{w}"], "cannot write (Is a directory)"),
+        (["report", "{w}/run", "--out", "{w}/run/run.toml"], "--out {w}/run/run.toml: not a directory"),
+        (["report", "{w}/run", "--out", "{w}/run/run.toml/r"], "--out {w}/run/run.toml/r: cannot make the directory"),
+        (["report", "{w}/missing", "--out", "{w}/new"], "missing: no such run directory"),
     ],
 )  # fmt: skip
 def test_bad_arguments_and_stores(workspace, capsys, args, message):
     args = [str(a).replace("{w}", str(workspace)) for a in args]
     check(*run_cli(capsys, *args), message.replace("{w}", str(workspace)))
+    assert not (workspace / "new").exists()  # a failed report leaves no empty --out behind
 
 
 def test_the_out_check_runs_first_and_leaves_no_file_behind(workspace, capsys, tmp_path_factory):
