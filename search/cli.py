@@ -1077,14 +1077,15 @@ def build_parser() -> argparse.ArgumentParser:
 _TERMINATED = []  # set by the SIGTERM handler: Ray may re-raise its exception as a KeyboardInterrupt
 
 
-_PACKAGES = pathlib.Path(__file__).resolve().parent.parent  # where cells/, tasks/, ... live
+_PACKAGES = [pathlib.Path(__file__).resolve().parent.with_name(name)
+             for name in ("cells", "tasks", "search", "results", "analysis")]  # fmt: skip
 
 
 def _print_warning(show_other, message, category, filename, lineno, file=None, line=None):
     """Prints a warning of cellsearch's own code as the command's one line,
     `cellsearch: warning: ...` (a torn last line of a run being written, say), not as Python's two
     lines with a line of our source; another package's warnings with `show_other`."""
-    if pathlib.Path(filename).resolve().parent.parent != _PACKAGES:
+    if pathlib.Path(filename).resolve().parent not in _PACKAGES:
         return show_other(message, category, filename, lineno, file, line)
     text = str(message).removeprefix("cellsearch: ")
     print(f"cellsearch: warning: {text}", file=sys.stderr if file is None else file)
