@@ -1,5 +1,5 @@
 """The documentation says what the code does: every `cellsearch` command it shows parses, every
-option and API name it mentions exists, every import of its Python examples works, every file it
+option (of the command line and of the benchmark scripts) and API name it mentions exists, every import of its Python examples works, every file it
 links to is there, and CI runs exactly the README's test command."""
 
 import contextlib
@@ -79,6 +79,25 @@ def test_every_name_the_python_examples_import_exists():
     assert len(imports) > 5
     for statement in imports:
         exec(statement, {})  # an ImportError names what the docs promise and the code lacks
+
+
+def test_every_documented_benchmark_option_exists():
+    wrong, seen = [], 0
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"(?:python|bash) (benchmarks/\w+\.(?:py|sh))([^`\n]*)", text):
+            seen += 1
+            script, where = ROOT / match.group(1), f"{path.relative_to(ROOT)}: {match.group(0)}"
+            if not script.exists():
+                wrong.append(f"{where}: no such script")
+                continue
+            source = script.read_text(encoding="utf-8")
+            for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", match.group(2)):
+                # a Python script's options are add_argument("--..."); a shell script tests "$1"
+                if (f'"{option}"' if script.suffix == ".py" else option) not in source:
+                    wrong.append(f"{where}: {script.name} has no option {option}")
+    assert seen > 20
+    assert not wrong, "\n".join(wrong)
 
 
 def _exists(dotted: str) -> bool:
