@@ -1,4 +1,5 @@
-"""The documentation says what the code does: every `cellsearch` command it shows parses, every
+"""The documentation says what the code does: every `cellsearch` command it shows parses (and its
+search config and settings are accepted), every
 option (of the command line and of the benchmark scripts) and API name it mentions exists, every import of its Python examples works, every file it
 links to is there, and CI runs exactly the README's test command."""
 
@@ -12,7 +13,9 @@ import shlex
 
 import pytest
 
-from search.cli import build_parser
+from cells import BASELINES
+from search.cli import UsageError, build_parser, parse_overrides, trial_spec_from_args
+from search.config import load_config
 
 ROOT = pathlib.Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md",
@@ -44,7 +47,8 @@ def _subparsers():
     return parser, action.choices
 
 
-def test_every_documented_command_and_option_exists():
+def test_every_documented_command_and_option_exists(monkeypatch):
+    monkeypatch.chdir(ROOT)  # where `configs/quick.toml` is
     parser, commands = _subparsers()
     wrong, seen = [], 0
     for path in DOCS:
@@ -63,9 +67,13 @@ def test_every_documented_command_and_option_exists():
             if whole:  # a command as a user would paste it: it must parse as written
                 err = io.StringIO()
                 with contextlib.redirect_stderr(err), contextlib.suppress(SystemExit):
-                    parser.parse_args(args)
+                    namespace = parser.parse_args(args)
                 if err.getvalue():
                     wrong.append(f"{where}: {err.getvalue().strip().splitlines()[-1]}")
+                else:  # and its config and settings must be accepted
+                    problem = _settings_problem(namespace)
+                    if problem:
+                        wrong.append(f"{where}: {problem}")
     assert seen > 50  # the README alone shows more; a broken pattern would find none
     assert not wrong, "\n".join(wrong)
 
@@ -79,6 +87,20 @@ def test_every_name_the_python_examples_import_exists():
     assert len(imports) > 5
     for statement in imports:
         exec(statement, {})  # an ImportError names what the docs promise and the code lacks
+
+
+def _settings_problem(namespace) -> str | None:
+    """What `search`'s config with its `--set` keys, or `train`'s settings of a baseline cell,
+    would be refused for (the command's own checks, run without training)."""
+    try:
+        if namespace.command == "search":
+            load_config(namespace.config, parse_overrides(namespace.set))
+        elif namespace.command == "train" and namespace.cell in BASELINES:
+            trial_spec_from_args(namespace.cell, namespace.task, namespace.preset, namespace.seed,
+                                 parse_overrides(namespace.set))  # fmt: skip
+    except (UsageError, ValueError) as error:
+        return str(error)
+    return None
 
 
 def test_every_documented_benchmark_option_exists():
