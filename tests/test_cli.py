@@ -157,12 +157,12 @@ def test_a_run_caught_mid_write_is_read_with_a_one_line_warning(tmp_path):
     shutil.copytree(COMMITTED / "baselines", run)
     rows = (run / "trials.jsonl").read_text().splitlines(keepends=True)
     (run / "trials.jsonl").write_text("".join(rows[:60]) + rows[60][:100])
-    for command in ("status", "leaderboard"):
-        result = cellsearch(command, str(run))
+    results = {command: cellsearch(command, str(run)) for command in ("status", "leaderboard")}
+    for result in results.values():
         assert result.returncode == 0, result.stderr
         assert result.stderr == (f"cellsearch: warning: {run / 'trials.jsonl'}: line 61 is incomplete "
                                  "(an interrupted write); skipped\n")  # fmt: skip
-    assert "  60 of 100 trials" in cellsearch("status", str(run)).stdout
+    assert "  60 of 100 trials" in results["status"].stdout
 
 
 def _committed_cells() -> int:
