@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -867,6 +868,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cellsearch",
         description="Search recurrent cell architectures (Jozefowicz, Zaremba & Sutskever 2015).",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"cellsearch {importlib.metadata.version('cellsearch')}")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     show = commands.add_parser(

@@ -226,7 +226,7 @@ def test_usage_errors_are_one_line(args, message):
          "cellsearch train: error: unrecognized arguments: --task jsb"),
         (["cache", "--trim-to", "5GB"], "usage: cellsearch cache ",
          "cellsearch cache: error: unrecognized arguments: --trim-to 5GB"),
-        (["--verbose", "show", "lstm"], "usage: cellsearch [-h] COMMAND",
+        (["--verbose", "show", "lstm"], "usage: cellsearch [-h] [--version] COMMAND",
          "cellsearch: error: unrecognized arguments: --verbose"),
     ],
 )  # fmt: skip
@@ -240,6 +240,13 @@ def test_an_unknown_option_is_blamed_on_its_command(args, usage, message, capsys
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert usage in err and message in err
+
+
+def test_version_is_the_installed_packages():
+    import importlib.metadata
+
+    result = cellsearch("--version")
+    assert result.returncode == 0 and result.stdout == f"cellsearch {importlib.metadata.version('cellsearch')}\n"
 
 
 def test_the_traceback_behind_a_one_line_error_is_there_when_asked_for(monkeypatch):
