@@ -863,13 +863,19 @@ def _execution_arguments(parser: argparse.ArgumentParser, out: str = "runs/<conf
                         "where there are GPUs; 0.5: two workers share a GPU)")  # fmt: skip
 
 
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("cellsearch")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellsearch",
         description="Search recurrent cell architectures (Jozefowicz, Zaremba & Sutskever 2015).",
     )
-    parser.add_argument("--version", action="version",
-                        version=f"cellsearch {importlib.metadata.version('cellsearch')}")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"cellsearch {_installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     show = commands.add_parser(
