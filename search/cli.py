@@ -1050,7 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(configs/PRESET.toml), and write OUT/report.md. Running it again on the same --out "
         "resumes both runs and rewrites the report.",
     )  # fmt: skip
-    reproduce.add_argument("--preset", default="quick", help="quick (about 8 min on 2 cores), "
+    reproduce.add_argument("--preset", default="quick", help="quick (5-7 min on 2 cores), "
                            "small (about 90 core-hours), paper (about 80,000 core-hours: a "
                            "cluster); default quick")  # fmt: skip
     reproduce.add_argument("--configs", help="directory of the preset configs (default: the ones "
