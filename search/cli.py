@@ -658,21 +658,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis import write_report
 
-    made = None
-    if args.out:  # before the runs are read: a mistyped --out is a one-line error, not Errno's
-        out = pathlib.Path(args.out)
-        if out.exists() and not out.is_dir():
+    out = pathlib.Path(args.out) if args.out else None
+    made = out is not None and not out.exists()
+    if out is not None:  # before the runs are read: a mistyped --out is a one-line error
+        if not made and not out.is_dir():
             raise UsageError(f"--out {out}: not a directory (the report is report.md and figures)")
-        made = None if out.exists() else out
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UsageError(f"--out {out}: cannot make the directory ({error.strerror})") from None
     try:
-        report = write_report(args.runs, out=args.out)
+        report = write_report(args.runs, out=out)
     except BaseException:
-        if made is not None and not any(made.iterdir()):
-            made.rmdir()  # a report that failed (no such run, say) leaves no empty --out behind
+        if made and not any(out.iterdir()):
+            out.rmdir()  # a report that failed (no such run, say) leaves no empty --out behind
         raise
     print(f"{report}: written")
     return 0
