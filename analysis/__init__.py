@@ -28,6 +28,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # the lazy names too, for a notebook's tab completion, without importing them
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "CLAIMS",
     "PLOTS",

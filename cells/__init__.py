@@ -18,6 +18,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'cells' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # the lazy names too, for a notebook's tab completion, without importing them
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "BASELINES",
     "PAPER_CELLS",
