@@ -782,8 +782,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     frame = _load_runs(args.runs)
     try:
         table = compare(frame, args.cell_a, args.cell_b, equal_trials=args.equal_trials)
-    except Missing as missing:
-        raise UsageError(str(missing)) from None
+    except Missing as missing:  # e.g. a cell the run never trained: say which run was searched
+        raise UsageError(f"{args.runs}: {missing}") from None
     equal = ", each the expected best of k trials, k the fewer the two have" if args.equal_trials else ""
     print(f"{args.cell_a} vs {args.cell_b}: effect = log(best {args.cell_a} / best {args.cell_b}){equal} "
           "(accuracy: about the relative difference; PTB and music: the NLL gap in nats); "

@@ -106,7 +106,7 @@ def test_bad_config(workspace, capsys, name):
         (["train", "lstm", "chess"], "unknown task 'chess'"),
         (["train", "lstm", "arith", "--set", "lr=-1"], "lr must be > 0"),
         (["train", "nocell", "arith"], "'nocell' is neither a baseline cell"),
-        (["compare", "{w}/run", "lstm", "gru"], "no trials of lstm"),
+        (["compare", "{w}/run", "lstm", "gru"], "{w}/run: no trials of lstm"),
         (["leaderboard", "{w}/run", "--task", "chess"], "--task chess: no such task in these runs"),
         (["leaderboard", "{w}/run", "--strategy", "annealing"], "--strategy annealing: no such strategy"),
         (["leaderboard", "{w}/corrupt"], "trials.jsonl: line 2"),
