@@ -16,7 +16,8 @@ CHUNK_ROWS = 20_000  # trials parsed into Python objects at a time by `load`
 # present in every loaded frame (missing in a row: NaN/None), so that analysis code can rely on them
 COLUMNS = ("trial", "strategy", "cell_hash", "cell_name", "origin", "cell_text", "task", "seed",
            "lr", "clip", "init_scale", "layers", "dropout", "status", "score", "valid_nll",
-           "test_nll", "budget_hidden", "train_seconds", "compile_seconds", "eval_seconds")  # fmt: skip
+           "test_nll", "budget_hidden", "train_seconds", "compile_seconds", "eval_seconds",
+           "stored_at")  # fmt: skip
 
 
 def find_runs(paths) -> list[pathlib.Path]:
@@ -92,6 +93,8 @@ def load(
     for column in ("score", "lr", "clip", "init_scale", "dropout", "valid_nll", "test_nll"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    # stores written before rows had `stored_at` read as NaT
+    frame["stored_at"] = pd.to_datetime(frame["stored_at"], utc=True, format="ISO8601")
     for column in ("trial", "layers", "seed", "steps_done"):
         if column in frame and frame[column].notna().all():
             frame[column] = frame[column].astype("int64")

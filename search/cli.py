@@ -684,6 +684,8 @@ def _load_runs(paths):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from analysis import leaderboard
     from results import RunStore, find_runs, load
     from search.config import stored_config
@@ -709,7 +711,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         of = f" of {planned}" if len(frame) <= planned else ""
         line = f"  {len(frame)}{of} trials"
         if len(frame):
-            age = time.time() - store.trials_path.stat().st_mtime
+            stored_at = frame["stored_at"].max()  # NaT in a store older than the field
+            last = stored_at.timestamp() if pd.notna(stored_at) else store.trials_path.stat().st_mtime
+            age = time.time() - last
             counts = frame["status"].astype(str).value_counts()
             purposes = frame["purpose"].astype(str).value_counts() if "purpose" in frame else {}
             line += (f", the last stored {_duration(age)} ago: "

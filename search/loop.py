@@ -51,6 +51,11 @@ class SearchSummary:
     best: tuple[str, float] | None = None
 
 
+def _utc_now() -> str:
+    """The time now, as run.toml's `created` and a row's `stored_at` keep it (ISO 8601, UTC)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def trial_seed(config: SearchConfig, trial: int) -> int:
     return (config.seed * 1_000_003 + trial) % 2**31
 
@@ -81,7 +86,7 @@ def run_toml(config: SearchConfig) -> str:
     versions = {**package_versions(), "python": platform.python_version()}
     meta = {
         "format": STORE_FORMAT,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": _utc_now(),
         "code_version": code_version(),
         "versions": {k: v or "" for k, v in versions.items()},
         "data_checksums": checksums,
@@ -204,7 +209,8 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
 
                 def on_row(trial: int, row: dict) -> None:
                     nonlocal failures
-                    full = meta[trial] | row
+                    # when the driver stored it: a copied run's file times say when it was copied
+                    full = meta[trial] | row | {"stored_at": _utc_now()}
                     store.append_trial(full)
                     if fault_point("after_row"):
                         crash_now()

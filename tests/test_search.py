@@ -36,10 +36,14 @@ from searchkit import (QUICK, borrowed, cellsearch, descendants, free_port, kill
 ])  # fmt: skip
 def test_every_strategy_runs_and_stores_rows(tmp_path, ray_workers, strategy, max_trials, expected):
     config = tiny(strategy=strategy, max_trials=max_trials)
+    start = pd.Timestamp.now(tz="UTC").floor("s")
     summary = run_search(config, tmp_path / "run", borrowed(ray_workers))
     assert summary.trials == summary.ran == expected
     frame = load(tmp_path / "run")
     assert sorted(frame["trial"]) == list(range(expected))
+    # when the driver stored each row, in the order it appended them
+    assert start <= frame["stored_at"].min() and frame["stored_at"].max() <= pd.Timestamp.now(tz="UTC")
+    assert frame["stored_at"].is_monotonic_increasing
     for column in ("cell_hash", "task", "lr", "clip", "init_scale", "layers", "seed", "status",
                    "score", "valid_accuracy", "data_checksum", "code_version", "strategy"):
         assert column in frame, column
@@ -148,9 +152,17 @@ def test_resume_continues_exactly_and_replays_without_training(tmp_path, ray_wor
     assert whole.ran == 16
     first = run_search(tiny(max_trials=7), tmp_path / "split", borrowed(ray_workers))
     assert first.ran == 7
+    stored_first = load(tmp_path / "split").set_index("trial")["stored_at"]
     rest = run_search(tiny(max_trials=16), tmp_path / "split", borrowed(ray_workers))
     assert (rest.replayed, rest.ran) == (7, 9)
     assert sequence(tmp_path / "split") == sequence(tmp_path / "whole")
+    split = load(tmp_path / "split").set_index("trial")["stored_at"]
+    assert split[stored_first.index].equals(stored_first)  # replayed rows are the stored ones
+    # `status` says when the last row was stored, not when the file was last touched (a copy)
+    os.utime(RunStore(tmp_path / "split").trials_path, (time.time() - 86400,) * 2)
+    status = cellsearch("status", str(tmp_path / "split"))
+    age = re.search(r"the last stored (\d+) s ago", status.stdout)
+    assert age and int(age[1]) < 600, status.stdout
     again = run_search(tiny(max_trials=16), tmp_path / "split", borrowed(ray_workers))
     assert again.ran == 0 and again.replayed == 16
 
