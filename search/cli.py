@@ -659,7 +659,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from analysis import write_report
 
     out = pathlib.Path(args.out) if args.out else None
-    made = out is not None and not out.exists()
+    made = [d for d in [out, *out.parents] if not d.exists()] if out is not None else []  # leaf first
     if out is not None:  # before the runs are read: a mistyped --out is a one-line error
         if not made and not out.is_dir():
             raise UsageError(f"--out {out}: not a directory (the report is report.md and figures)")
@@ -670,8 +670,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         report = write_report(args.runs, out=out)
     except BaseException:
-        if made and not any(out.iterdir()):
-            out.rmdir()  # a report that failed (no such run, say) leaves no empty --out behind
+        for directory in made:  # a report that failed (no such run, say) leaves no empty --out behind
+            if any(directory.iterdir()):
+                break
+            directory.rmdir()
         raise
     print(f"{report}: written")
     return 0

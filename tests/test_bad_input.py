@@ -118,6 +118,7 @@ def test_bad_config(workspace, capsys, name):
         (["report", "{w}/run", "--out", "{w}/run/run.toml"], "--out {w}/run/run.toml: not a directory"),
         (["report", "{w}/run", "--out", "{w}/run/run.toml/r"], "--out {w}/run/run.toml/r: cannot make the directory"),
         (["report", "{w}/missing", "--out", "{w}/new"], "missing: no such run directory"),
+        (["report", "{w}/missing", "--out", "{w}/new/deeper"], "missing: no such run directory"),
     ],
 )  # fmt: skip
 def test_bad_arguments_and_stores(workspace, capsys, args, message):
