@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import functools
 import importlib.metadata
 import json
@@ -563,7 +564,6 @@ def _pace(total: int):
 def _progress_lines(total: int, desc: str, log_every: float):
     """`search_progress_bar` for a log file: (a context that writes the last line, the callback)."""
     import contextlib
-    import datetime
 
     pace = _pace(total)
     # monotonic time of the last line; the last report and its pace, unless written
@@ -722,6 +722,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                      + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "diverged", "error"))
                      + " (" + ", ".join(f"{n} {k}" for k, n in purposes.items()) + ")")  # fmt: skip
         print(line + f"; {frame['cell_hash'].nunique() if len(frame) else 0} cells")
+        rate = _recent_rate(frame["stored_at"]) if writer else None
+        if rate:  # what the driver's progress bar shows, for a shell that is not the driver's
+            left = f", about {_duration((planned - len(frame)) / rate * 3600)} left" if planned > len(frame) else ""
+            print(f"  lately {rate:.0f} trials/h{left}")
         board = leaderboard(frame) if len(frame) else None
         if board is not None and board["jozefowicz"].notna().any():
             scored = board[board["jozefowicz"].notna()]
@@ -731,6 +735,17 @@ def cmd_status(args: argparse.Namespace) -> int:
                 best.append(f"best found {_cell_label(found)} ({found['jozefowicz'].iloc[0]:.4f})")
             print("  best: " + "; ".join(best))
     return 0
+
+
+def _recent_rate(stored_at, rows: int = 50, window: float = 3600.0) -> float | None:
+    """Trials per hour over the last `rows` rows stored within `window` seconds of the newest;
+    None with fewer than three such rows (or none with `stored_at`)."""
+    times = stored_at.dropna().sort_values()
+    if len(times) == 0:
+        return None
+    times = times[times >= times.iloc[-1] - datetime.timedelta(seconds=window)].iloc[-rows:]
+    span = (times.iloc[-1] - times.iloc[0]).total_seconds()
+    return (len(times) - 1) / span * 3600 if len(times) >= 3 and span > 0 else None
 
 
 def _cell_label(board) -> str:

@@ -1,5 +1,7 @@
 """The `cellsearch` command line, run as a user runs it: a subprocess of the installed script."""
 
+import contextlib
+import datetime
 import json
 import os
 import pathlib
@@ -7,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -108,21 +111,29 @@ def test_baselines_evaluate_a_found_cell_beside_the_baselines(tmp_path):
     assert len(open(tmp_path / "run" / "trials.jsonl").readlines()) == 4
 
 
-def test_status_says_who_writes_a_run_and_how_far_it_is(tmp_path):
-    run = tmp_path / "search"
-    shutil.copytree(COMMITTED / "search", run)  # a finished 80-trial search, real rows
+@contextlib.contextmanager
+def _writer_lock_held(run):
+    """A process holding the run's writer.lock, as a driver does while it runs; yields its PID."""
     hold = ("import sys; from results import RunStore; RunStore(sys.argv[1]).lock(); print(flush=True); "
             "sys.stdin.read()")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        holder.stdout.readline()  # a driver would hold it so while it runs
-        running = cellsearch("status", str(run))
+        holder.stdout.readline()
+        yield holder.pid
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+def test_status_says_who_writes_a_run_and_how_far_it_is(tmp_path):
+    run = tmp_path / "search"
+    shutil.copytree(COMMITTED / "search", run)  # a finished 80-trial search, real rows
+    with _writer_lock_held(run) as pid:
+        running = cellsearch("status", str(run))
     assert running.returncode == 0, running.stderr
-    assert running.stdout.splitlines()[0] == f"{run} (running: cellsearch PID {holder.pid} on {os.uname().nodename})"
+    assert running.stdout.splitlines()[0] == f"{run} (running: cellsearch PID {pid} on {os.uname().nodename})"
+    assert "lately" not in running.stdout  # its rows predate `stored_at`: no rate to give
     frame = load(run)
     done = cellsearch("status", str(COMMITTED))  # both runs of a reproduction
     assert done.returncode == 0, done.stderr
@@ -149,6 +160,17 @@ def test_status_says_who_writes_a_run_and_how_far_it_is(tmp_path):
     stopped = cellsearch("status", str(cut)).stdout.splitlines()
     assert stopped[0] == f"{cut} (not running; the same command resumes it)"
     assert stopped[2].startswith("  60 of 100 trials")
+    # the same 60 rows stored 2 s apart until now, while a driver writes the run: the rate of the
+    # last 50 (1800/h) and the 40 trials left at that rate (80 s), as the driver's progress bar
+    now = time.time()
+    stamped = [json.loads(row) | {"stored_at": datetime.datetime.fromtimestamp(
+               now - 2 * (59 - i), datetime.timezone.utc).isoformat(timespec="seconds")}
+               for i, row in enumerate(rows[:60])]  # fmt: skip
+    (cut / "trials.jsonl").write_text("".join(json.dumps(row) + "\n" for row in stamped))
+    assert "lately" not in cellsearch("status", str(cut)).stdout  # not running: no time left to give
+    with _writer_lock_held(cut):
+        writing = cellsearch("status", str(cut)).stdout.splitlines()
+    assert writing[3] == "  lately 1800 trials/h, about 80 s left", writing
 
 
 def test_a_run_caught_mid_write_is_read_with_a_one_line_warning(tmp_path):
