@@ -52,8 +52,9 @@ def load(
     Returns:
       One row per trial: the run name (`run`), the trial id, cell hash and name, task,
       hyperparameters (`lr`, `clip`, `init_scale`, `layers`, `dropout`), seed, status, `score`,
-      `valid_*` / `test_*` metrics, timings and provenance. `cell`, `task`, `status` are
-      categoricals. Nested fields (`task_options`, `loss_curve`, `versions`) are kept as Python
+      `valid_*` / `test_*` metrics, timings, provenance and `stored_at` (when the driver stored
+      the row, a UTC datetime; NaT in runs written before it was recorded). `cell`, `task`,
+      `status` are categoricals. Nested fields (`task_options`, `loss_curve`, `versions`) are kept as Python
       objects; rows with equal `versions` or `task_options` share one dict.
 
     Raises:
