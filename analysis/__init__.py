@@ -11,7 +11,7 @@ from analysis.findings import (
     expected_best_weights,
     findings,
 )
-from analysis.leaderboard import leaderboard, select, to_markdown, trial_scores
+from analysis.leaderboard import leaderboard, search_progress, select, to_markdown, trial_scores
 from analysis.tables import paper_table1, paper_table2, with_counts
 from results import find_runs
 
@@ -48,6 +48,7 @@ __all__ = [
     "op_divergence",
     "paper_table1",
     "paper_table2",
+    "search_progress",
     "select",
     "to_markdown",
     "trial_scores",

@@ -146,6 +146,56 @@ def leaderboard(
     return board.sort_values([key, "name"], ascending=[False, True], na_position="last")
 
 
+def search_progress(frame: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Each time a search run's best found cell improved: after how many trials, when, which cell.
+
+    A found cell (not a baseline or seed) enters once it has a score on every search task; its
+    Jozefowicz score uses the reference cell's best over the WHOLE run, so a run's curve only rises.
+    Baselines runs, and runs without the reference's score on the search tasks, have no rows.
+
+    Args:
+      frame: trials from `results.load` (one run or several).
+      reference: the cell (by name) that normalises the Jozefowicz score.
+
+    Returns:
+      One row per improvement, in each run's trial order: `run`, `strategy`, `trials` (trials run
+      by then, screens included), `trial` (the id of the trial that improved it), `stored_at`
+      (when it was stored; NaT in runs written before rows recorded it), `cell_hash` and
+      `jozefowicz` (of the best found cell so far). Against `trials` or `stored_at`, this compares
+      strategies at equal budget or equal wall time.
+    """
+    columns = ["run", "strategy", "trials", "trial", "stored_at", "cell_hash", "jozefowicz"]
+    rows = []
+    for run, part in frame.groupby("run", observed=True):
+        strategies = set(part["strategy"].astype(str)) - {"baselines"}
+        tasks = search_tasks_of(part, reference)
+        part = part.sort_values("trial").assign(_score=trial_scores(part))
+        ref = part[part["cell_name"] == reference].groupby("task", observed=True)["_score"].max()
+        if not strategies or not tasks or not (ref.reindex(tasks) > 0).all():
+            continue
+        ref = {t: float(ref[t]) for t in tasks}  # a dict: read once per trial below
+        stored_at = part["stored_at"] if "stored_at" in part else pd.Series(pd.NaT, index=part.index)
+        best: dict[str, dict[str, float]] = {}
+        top = None
+        found = (part["origin"].astype(str) != "baseline").to_numpy()
+        # a walk in trial order, in Python: 1.5 s at the paper's scale, where a vectorised form
+        # took 0.26 s but read much worse (benchmarks/README.md, "A paper-scale run store")
+        for k, (cell, task, score, trial, when) in enumerate(zip(
+                part["cell_hash"], part["task"].astype(str), part["_score"], part["trial"], stored_at)):  # fmt: skip
+            if not found[k] or task not in tasks:
+                continue
+            scores = best.setdefault(cell, {})
+            scores[task] = max(scores.get(task, 0.0), score)
+            if len(scores) == len(tasks):
+                value = min(scores[t] / ref[t] for t in tasks)
+                if top is None or value > top:
+                    top = value
+                    rows.append((run, "/".join(sorted(strategies)), k + 1, trial, when, cell, value))
+    progress = pd.DataFrame(rows, columns=columns)
+    progress["stored_at"] = pd.to_datetime(progress["stored_at"], utc=True)
+    return progress
+
+
 def paper_order(board: pd.DataFrame) -> pd.DataFrame:
     """The rows of the paper's baselines (in the paper's order) that `board` has."""
     rows = [board.index[board["name"] == name][0] for name in PAPER_CELLS if (board["name"] == name).any()]

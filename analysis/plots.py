@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.findings import Bootstrap, Missing  # noqa: E402
 from analysis.leaderboard import (  # noqa: E402
-    HPARAMS, REFERENCE, parsed, search_tasks_of, select, tasks_present, trial_scores,
+    HPARAMS, REFERENCE, parsed, search_progress, select, tasks_present, trial_scores,
 )  # fmt: skip
 from cells import PAPER_CELLS  # noqa: E402
 from cells.graph import BINARY, UNARY  # noqa: E402
@@ -46,51 +46,18 @@ def _tasks(frame: pd.DataFrame) -> list[str]:
     return [t for t in SCORE_LABEL if t in present and t != "memorize"]
 
 
-def search_progress(part: pd.DataFrame) -> tuple[list[int], list[float]]:
-    """(trials run, best Jozefowicz score of a found cell so far) along one run's trial order.
-
-    Scores are normalised by the reference cell's best over the WHOLE run, so the curve only
-    rises; baseline cells (the seeds of the search) are not "found".
-    """
-    tasks = search_tasks_of(part)
-    part = part.sort_values("trial").assign(_score=trial_scores(part))
-    reference = part[part["cell_name"] == REFERENCE].groupby("task", observed=True)["_score"].max()
-    if not tasks or not (reference.reindex(tasks) > 0).all():
-        return [], []
-    reference = {t: float(reference[t]) for t in tasks}  # a dict: read once per trial below
-    best: dict[str, dict[str, float]] = {}
-    xs, ys, top = [], [], None
-    found = (part["origin"].astype(str) != "baseline").to_numpy()
-    for k, (cell, task, score) in enumerate(zip(part["cell_hash"], part["task"].astype(str), part["_score"])):
-        if not found[k] or task not in tasks:
-            continue
-        scores = best.setdefault(cell, {})
-        scores[task] = max(scores.get(task, 0.0), score)
-        if len(scores) == len(tasks):
-            value = min(scores[t] / reference[t] for t in tasks)
-            if top is None or value > top:
-                top = value
-                xs.append(k + 1)
-                ys.append(value)
-    if top is not None:
-        xs.append(len(part))
-        ys.append(top)
-    return xs, ys
-
-
 def plot_progress(frame: pd.DataFrame, path) -> pathlib.Path | None:
     """Best Jozefowicz score of a found cell vs trials run, one line per search run."""
-    figure, axis = plt.subplots(figsize=(7, 4))
-    drawn = False
-    for run, part in frame.groupby("run", observed=True):
-        strategies = set(part["strategy"].astype(str)) - {"baselines"}
-        xs, ys = search_progress(part) if strategies else ([], [])
-        if xs:
-            axis.step(xs, ys, where="post", marker="o", ms=3, label=f"{run} ({'/'.join(sorted(strategies))})")
-            drawn = True
-    if not drawn:
-        plt.close(figure)
+    progress = search_progress(frame)
+    if progress.empty:
         return None
+    trials_run = frame.groupby("run", observed=True).size()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for (run, strategy), part in progress.groupby(["run", "strategy"], sort=False):
+        # the curve runs on to the run's last trial at its best
+        xs = [*part["trials"], int(trials_run[run])]
+        ys = [*part["jozefowicz"], part["jozefowicz"].iloc[-1]]
+        axis.step(xs, ys, where="post", marker="o", ms=3, label=f"{run} ({strategy})")
     axis.axhline(1.0, color="grey", linestyle=":", label="GRU = 1")
     axis.set_xlabel("trials run (screens included)")
     axis.set_ylabel("best found cell so far\n(min over tasks of best / GRU's best)")

@@ -16,7 +16,8 @@ import pytest
 import analysis
 from analysis import compare, findings, leaderboard, paper_table1, paper_table2, to_markdown
 from analysis.findings import INTERVAL_RULE, verdict
-from analysis.plots import plot_progress, search_progress
+from analysis import search_progress
+from analysis.plots import plot_progress
 from cells import BASELINES, baseline, parse
 from results import RunStore, find_runs, load
 from search.config import to_dict, to_toml
@@ -492,10 +493,18 @@ def test_search_progress_follows_the_best_found_cell_scored_on_every_task(tmp_pa
     trial("c", "mutation", "ptb", 0.01, status="diverged")  # counts 0: no better
     trial("a", "mutation", "xml", 0.36)  # a's best xml now 0.36: min(1.2, 0.9, 1.5) = 0.9
     frame = pd.DataFrame(rows)
-    assert search_progress(frame) == ([7, 11, 11], pytest.approx([0.5, 0.9, 0.9]))
+    progress = search_progress(frame)
+    assert progress["trials"].tolist() == [7, 11] and progress["trial"].tolist() == [6, 10]
+    assert progress["jozefowicz"].tolist() == pytest.approx([0.5, 0.9])
+    assert progress["cell_hash"].tolist() == ["a", "a"] and progress["stored_at"].isna().all()
     assert plot_progress(frame, tmp_path / "progress.png") is not None
     assert png_size(tmp_path / "progress.png")[0] >= 400
-    assert search_progress(frame[~frame["cell_hash"].isin(["a", "c"])]) == ([], [])
+    assert search_progress(frame[~frame["cell_hash"].isin(["a", "c"])]).empty
+    assert plot_progress(frame[~frame["cell_hash"].isin(["a", "c"])], tmp_path / "none.png") is None
+    # with the time each row was stored, as a search writes it: the curve against wall time too
+    stamps = pd.date_range("2026-11-29 10:00", periods=len(frame), freq="10s", tz="UTC")
+    timed = search_progress(frame.assign(stored_at=stamps))
+    assert timed["stored_at"].tolist() == [stamps[6], stamps[10]]
 
 
 def test_tables_and_leaderboard_of_the_real_runs_agree_with_the_rows(reproduction):
