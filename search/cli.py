@@ -686,8 +686,6 @@ def _load_runs(paths):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from analysis import leaderboard
     from results import RunStore, find_runs, load
     from search.config import stored_config
@@ -712,9 +710,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         # (a resume with a larger --set max_trials runs past the one run.toml keeps)
         of = f" of {planned}" if len(frame) <= planned else ""
         line = f"  {len(frame)}{of} trials"
+        stored_at = frame["stored_at"].dropna().sort_values()  # none in a store older than the field
         if len(frame):
-            stored_at = frame["stored_at"].max()  # NaT in a store older than the field
-            last = stored_at.timestamp() if pd.notna(stored_at) else store.trials_path.stat().st_mtime
+            last = stored_at.iloc[-1].timestamp() if len(stored_at) else store.trials_path.stat().st_mtime
             age = time.time() - last
             counts = frame["status"].astype(str).value_counts()
             purposes = frame["purpose"].astype(str).value_counts() if "purpose" in frame else {}
@@ -722,7 +720,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                      + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "diverged", "error"))
                      + " (" + ", ".join(f"{n} {k}" for k, n in purposes.items()) + ")")  # fmt: skip
         print(line + f"; {frame['cell_hash'].nunique() if len(frame) else 0} cells")
-        rate = _recent_rate(frame["stored_at"]) if writer else None
+        rate = _recent_rate(stored_at) if writer else None
         if rate:  # what the driver's progress bar shows, for a shell that is not the driver's
             left = f", about {_duration((planned - len(frame)) / rate * 3600)} left" if planned > len(frame) else ""
             print(f"  lately {rate:.0f} trials/h{left}")
@@ -737,11 +735,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recent_rate(stored_at, rows: int = 50, window: float = 3600.0) -> float | None:
-    """Trials per hour over the last `rows` rows stored within `window` seconds of the newest;
-    None with fewer than three such rows (or none with `stored_at`)."""
-    times = stored_at.dropna().sort_values()
-    if len(times) == 0:
+def _recent_rate(times, rows: int = 50, window: float = 3600.0) -> float | None:
+    """Trials per hour over the last `rows` of the sorted store times `times` that lie within
+    `window` seconds of the newest; None with fewer than three such rows."""
+    if len(times) < 3:
         return None
     times = times[times >= times.iloc[-1] - datetime.timedelta(seconds=window)].iloc[-rows:]
     span = (times.iloc[-1] - times.iloc[0]).total_seconds()
