@@ -492,7 +492,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
 
 def _executor_factory(args: argparse.Namespace, config):
-    from search.executor import DETERMINISTIC_XLA_FLAGS, RayExecutor, ray_address
+    from search.executor import executor_for, ray_address
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
@@ -506,10 +506,7 @@ def _executor_factory(args: argparse.Namespace, config):
         print(f"cellsearch: warning: --workers {args.workers} is more than the {cpus} CPUs here: "
               "the workers share cores, so trials go no faster, and each is a JAX process of its "
               "own in memory", file=sys.stderr)  # fmt: skip
-    xla_flags = DETERMINISTIC_XLA_FLAGS if config.deterministic else ""
-    return lambda: RayExecutor(workers=args.workers, address=args.address,
-                               gpus_per_worker=args.gpus_per_worker, retries=config.retries,
-                               xla_flags=xla_flags)  # fmt: skip
+    return executor_for(config, args.workers, args.address, args.gpus_per_worker)
 
 
 def search_progress_bar(total: int, desc: str, quiet: bool = False, log_every: float = 60.0):

@@ -17,9 +17,6 @@ import typing
 
 from tasks import GRID, PRESETS, TASKS
 
-STRATEGIES = ("jozefowicz", "regularized_evolution", "random", "nasbench_nlp_random", "baselines")
-
-
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming file and key."""
 
@@ -88,6 +85,15 @@ def _is_number(value, whole: bool) -> bool:
     return isinstance(value, kinds) and not isinstance(value, bool)
 
 
+def _same_kind(value, default) -> bool:
+    """Whether a TOML value fits an option whose default is `default` (an int fits a float)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
 def _short(entry: str) -> str:
     """A cell entry in one line, for messages."""
     line = " / ".join(entry.strip().splitlines())
@@ -113,7 +119,9 @@ class SearchConfig:
     """A whole search. Every field but `max_trials` shapes the sequence of trials."""
 
     name: str = "search"
-    strategy: str = "jozefowicz"  # jozefowicz | regularized_evolution | random | nasbench_nlp_random
+    # jozefowicz | regularized_evolution | random | nasbench_nlp_random | baselines, or
+    # "MODULE:CLASS": a `search.Strategy` subclass of your own (`search.strategies.strategy_class`)
+    strategy: str = "jozefowicz"
     seed: int = 0
     preset: str = "quick"  # budgets per task: quick | small | paper
     tasks: tuple[str, ...] = ("arith", "xml", "ptb")  # the search tasks; score = min over them
@@ -131,6 +139,8 @@ class SearchConfig:
     random: RandomOptions = RandomOptions()
     nasbench_nlp: NasbenchOptions = NasbenchOptions()
     baselines: BaselinesOptions = BaselinesOptions()
+    # the options of a strategy of your own: keys and types as its class's `options` defaults
+    strategy_options: dict = dataclasses.field(default_factory=dict)
     # the cells round 0 evaluates, from which the jozefowicz and regularized_evolution strategies
     # search (the top list, the first population): baseline names or a cell's equations (origin
     # "given", e.g. cells an earlier search found); gru, the score's reference, is always added
@@ -158,8 +168,22 @@ class SearchConfig:
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 fail(key, f"lists {', '.join(repeated)} more than once")
-        if self.strategy not in STRATEGIES:
-            fail("strategy", f"unknown strategy '{self.strategy}' (known: {', '.join(STRATEGIES)})")
+        from search.strategies import strategy_class
+
+        try:  # (imports the module of a strategy of your own)
+            strategy = strategy_class(self.strategy)
+        except ValueError as error:
+            raise ConfigError(f"{source}: strategy: {error}") from error
+        for key, value in self.strategy_options.items():
+            if key not in strategy.options:
+                known = ", ".join(strategy.options) or ("none; a built-in strategy's options are "
+                                                        "its own table, such as [jozefowicz]")  # fmt: skip
+                fail(f"strategy_options.{key}", f"not an option of strategy '{self.strategy}' "
+                                                f"(its options: {known})")  # fmt: skip
+            default = strategy.options[key]
+            if not _same_kind(value, default):
+                fail(f"strategy_options.{key}", f"must be {type(default).__name__} like its default "
+                                                f"{default!r}, got {type(value).__name__} {value!r}")  # fmt: skip
         if self.preset not in PRESETS:
             fail("preset", f"unknown preset '{self.preset}' (known: {', '.join(PRESETS)})")
         if not self.tasks:
@@ -194,8 +218,10 @@ class SearchConfig:
                     fail(key, f"lists one cell twice ({graph.hash}: {_short(seen[graph.hash])} and "
                               f"{_short(entry)})")  # fmt: skip
                 seen[graph.hash] = entry
-        seeded = ("jozefowicz", "regularized_evolution")
-        if self.strategy not in seeded and self.seed_cells != SearchConfig.seed_cells:
+        if not strategy.seeded and self.seed_cells != SearchConfig.seed_cells:
+            from search.strategies import STRATEGIES
+
+            seeded = [name for name, cls in STRATEGIES.items() if cls.seeded]
             fail("seed_cells", f"the {self.strategy} strategy starts from no seed cells (only "
                                f"{' and '.join(seeded)} do)")  # fmt: skip
         for task in self.baselines.dropout_tasks:

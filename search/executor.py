@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import functools
 import itertools
 import math
 import os
@@ -331,6 +332,22 @@ def next_for_worker(shapes: Sequence[Hashable], held: Collection, busy: Collecti
     return 0
 
 
+def executor_for(config, workers: int | None = None, address: str | None = None,
+                 gpus_per_worker: float = 0) -> Callable[[], "RayExecutor"]:  # fmt: skip
+    """The executor factory `search.run_search` takes, as `config` asks: its `retries`, and
+    `DETERMINISTIC_XLA_FLAGS` where it sets `deterministic`.
+
+    Args:
+      config: the run's `SearchConfig`.
+      workers, address, gpus_per_worker: as `RayExecutor` takes them (`--workers`, `--address`,
+        `--gpus-per-worker` of the command line).
+    """
+    xla_flags = DETERMINISTIC_XLA_FLAGS if config.deterministic else ""
+    return functools.partial(RayExecutor, workers=workers, address=address,
+                             gpus_per_worker=gpus_per_worker, retries=config.retries,
+                             xla_flags=xla_flags)  # fmt: skip
+
+
 class RayExecutor:
     """Runs trials on Ray worker actors (see the module docstring).
 
@@ -338,7 +355,8 @@ class RayExecutor:
       workers: number of worker actors; default one per CPU of the local machine or cluster
         (with `gpus_per_worker`, no more than its GPUs hold).
       address: an existing Ray cluster ("host:port" or "auto"); default `RAY_ADDRESS`, else a new
-        local Ray bound to 127.0.0.1 that lives as long as this executor.
+        local Ray bound to 127.0.0.1 that lives as long as this executor. A Ray this process has
+        already joined (`ray.init()` in a notebook) is used instead, and left running.
       gpus_per_worker: GPUs each worker asks for (0.5: two workers share a GPU);
         `worker_environment` says what a worker does with them.
       xla_flags: added to each worker's `XLA_FLAGS` (e.g. `DETERMINISTIC_XLA_FLAGS`).
@@ -369,18 +387,21 @@ class RayExecutor:
 
     def __enter__(self) -> "RayExecutor":
         imported = "ray._raylet" in sys.modules
-        if self.address is None:  # Ray reads these when it is first imported
+        # a Ray this process has joined itself (a notebook's `ray.init()`) is used as it is and
+        # left running: Ray allows one per process
+        joined = imported and sys.modules["ray"].is_initialized()
+        if self.address is None and not joined:  # Ray reads these when it is first imported
             os.environ.update(local_ray_environment())
         import ray
 
-        if self.address is None and imported:
+        if self.address is None and imported and not joined:
             _reread_ray_environment()
 
         # Ray's init replaces the process's SIGTERM handler (with sys.exit, after a C++ stack
         # dump); a caller's own handler (the CLI stops a search on SIGTERM as on Ctrl-C) is kept
         main_thread = threading.current_thread() is threading.main_thread()
         sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
-        if self.address is None:
+        if self.address is None and not joined:
             cpus = len(os.sched_getaffinity(0))
             with warnings.catch_warnings():
                 # JAX warns at every fork once it has a backend; Ray's fork starts its own
@@ -396,7 +417,7 @@ class RayExecutor:
                 self.__exit__()
                 raise RuntimeError(f"the local Ray came up on {node_address}, not 127.0.0.1; "
                                    "stopped")  # fmt: skip
-        else:
+        elif not joined:
             check_reachable(self.address)
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
             self.connected = True

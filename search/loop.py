@@ -1,6 +1,7 @@
 """The search loop: rounds of proposals, run on an executor, stored, applied in trial-id order.
 
-    summary = run_search(config, "runs/quick", executor_factory=lambda: RayExecutor(workers=2))
+    summary = run_search(config, "runs/quick")       # a local Ray on 127.0.0.1, a worker per core
+    summary = run_search(config, "runs/quick", executor_for(config, address="auto", workers=64))
 
 Round r: the strategy proposes trials with the generator `default_rng([seed, r])`; they get the
 next trial ids and seeds `seed * 1_000_003 + id`; the executor runs those not already in the store
@@ -24,7 +25,8 @@ import numpy as np
 from results import RunStore, StoreError
 from results.store import crash_now, fault_point, fill_disk
 from search.config import ConfigError, SearchConfig, stored_config, to_dict, to_toml
-from search.strategies import STRATEGIES, Proposal, Strategy
+from search.strategies import (STRATEGIES, CellRecord, Proposal, Strategy, strategy_class,
+                               strategy_source)
 from tasks import TrialSpec
 from tasks.trainer import code_version, package_versions
 
@@ -91,6 +93,8 @@ def run_toml(config: SearchConfig) -> str:
         "versions": {k: v or "" for k, v in versions.items()},
         "data_checksums": checksums,
     }
+    if config.strategy not in STRATEGIES:  # its code is not in code_version: which file it was
+        meta["strategy_source"] = strategy_source(strategy_class(config.strategy))
     return to_toml({"config": to_dict(config), "run": meta})
 
 
@@ -126,7 +130,7 @@ def check_resumable(store: RunStore, config: SearchConfig) -> None:
 def run_search(
     config: SearchConfig,
     run_dir,
-    executor_factory: Callable,
+    executor_factory: Callable | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> SearchSummary:
     """Runs (or resumes) a search into `run_dir`.
@@ -136,12 +140,18 @@ def run_search(
       run_dir: the run directory; created if new, resumed if it holds a run.
       executor_factory: returns a context manager with `run(jobs, on_row)`; entered before a
         new run is written, and in a resumed run only when a trial must be trained (replaying a
-        finished run starts no Ray).
-      progress: called after each row.
+        finished run starts no Ray). Default `executor_for(config)`: a local Ray on 127.0.0.1
+        with a worker per core, or the cluster `RAY_ADDRESS` names, or the Ray this process has
+        already joined.
+      progress: called after each row with a `Progress`.
 
     Returns:
       A `SearchSummary`.
     """
+    if executor_factory is None:
+        from search.executor import executor_for
+
+        executor_factory = executor_for(config)
     store = RunStore(run_dir)
     if not store.exists():
         store.check_new()  # before the lock file is made: never among another directory's files
@@ -168,7 +178,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
         store.open_for_append()
         stored = {row["trial"]: row for row in store.trials()}
         known_cells = {row["hash"] for row in store.cells()}
-        strategy: Strategy = STRATEGIES[config.strategy](config)
+        strategy: Strategy = strategy_class(config.strategy)(config)
         summary = SearchSummary()
         failures = sum(row.get("status") != "ok" for row in stored.values())
         next_trial, round_index = 0, 0
@@ -180,7 +190,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
             rows: dict[int, dict] = {}
             jobs, meta = [], {}
             for proposal in proposals:
-                record = strategy.book.cells[proposal.graph.hash]
+                record = _proposed_cell(strategy, proposal)
                 if record.graph.hash not in known_cells:
                     store.append_cell(record.row() | {"round": round_index})
                     known_cells.add(record.graph.hash)
@@ -234,6 +244,24 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
         crash_now()
     summary.trials, summary.rounds, summary.best = next_trial, round_index, _best(strategy)
     return summary
+
+
+def _proposed_cell(strategy: Strategy, proposal) -> CellRecord:
+    """The book's record of a proposal's cell; a strategy of your own that proposes anything else
+    is stopped with one line saying what it did wrong."""
+    where = f"strategy {strategy.config.strategy}"
+    if not isinstance(proposal, Proposal):
+        raise ValueError(f"{where} proposed {type(proposal).__name__} {proposal!r:.80}, not a "
+                        "search.Proposal")  # fmt: skip
+    record = strategy.book.cells.get(getattr(proposal.graph, "hash", None))
+    if record is None:
+        raise ValueError(f"{where} proposed a cell it did not add to its book "
+                         "(`self.book.add(graph, origin)` registers one)")  # fmt: skip
+    tasks = {*strategy.config.tasks, strategy.config.jozefowicz.screen_task}
+    if proposal.task not in tasks:
+        raise ValueError(f"{where} proposed a trial on task '{proposal.task}', which is not one of "
+                         f"the config's ({', '.join(sorted(tasks))})")  # fmt: skip
+    return record
 
 
 def _entered(executor_factory: Callable) -> tuple:

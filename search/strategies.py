@@ -7,7 +7,9 @@ A strategy is a small object with two methods, called by `search.loop` once per 
 
 Because results are applied in trial-id order and every random choice comes from the round's
 generator, a strategy is a deterministic function of (config, seed, results): a resumed search
-proposes exactly the trials an uninterrupted one would. `STRATEGIES` maps a name to its class.
+proposes exactly the trials an uninterrupted one would. `STRATEGIES` maps a built-in strategy's
+name to its class; a config names a strategy of your own, a `Strategy` subclass in a module you
+write, as "MODULE:CLASS" (`strategy_class`).
 
 The shared currency is the Jozefowicz score of a cell: for each search task, its best validation
 score over the settings tried, divided by the GRU's best; then the minimum over the tasks.
@@ -16,6 +18,11 @@ score over the settings tried, divided by the GRU's best; then the minimum over 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib
+import inspect
+import os
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -117,22 +124,48 @@ class Book:
 
 
 class Strategy:
+    """What to train next, given what has been trained; subclass it for a strategy of your own.
+
+    `search.loop` calls `propose(round_index, rng)` once a round and trains what it returns, then
+    `update(rows)` with the round's rows in trial-id order (a row as `results.load` gives one, as a
+    dict: `cell_hash`, `task`, `score`, `status`, `purpose`, ...). Draw every random choice from
+    `rng` (the round's generator, `default_rng([seed, round])`) and keep all state in the object:
+    then a resumed run proposes what an uninterrupted one would. The loop stops at `max_trials`,
+    or at a round that proposes nothing.
+
+    Attributes:
+      name: a built-in's name in configs; a strategy of your own goes by "MODULE:CLASS".
+      options: defaults of the options it takes from the config's `[strategy_options]` table; an
+        instance's `options` holds them with the config's values. Keys the defaults lack, and values
+        of another type, are config errors.
+      seeded: whether it starts from the config's `seed_cells`; a config of a strategy that does not
+        is refused if it sets them.
+      config: the `SearchConfig` (on an instance).
+      book: the `Book` of the cells seen so far and their best scores (on an instance).
+    """
+
     name = "base"
+    options: dict = {}
+    seeded = False
 
     def __init__(self, config: SearchConfig):
         self.config = config
         self.book = Book(config)
         self.activations = ACTIVATIONS_WITH_LEAKY_RELU if config.leaky_relu else ACTIVATIONS
+        self.options = {**type(self).options, **config.strategy_options}
 
     def propose(self, round_index: int, rng: np.random.Generator) -> list[Proposal]:
+        """The trials of round `round_index`, each of a cell in `book` (`book.add` registers one)."""
         raise NotImplementedError
 
     def update(self, rows: list[dict]) -> None:
+        """Takes the round's rows, in trial-id order; this one records their scores in `book`."""
         for row in rows:
             self.book.record_result(row)
 
-    def _baselines(self, cells: tuple[str, ...], count: int) -> list[Proposal]:
-        """`count` settings per task of each cell: baseline names, or equations (origin "given")."""
+    def evaluate_cells(self, cells: tuple[str, ...], count: int) -> list[Proposal]:
+        """`count` settings per search task of each cell not seen before: baseline names, or a
+        cell's equations (origin "given"); the proposals round 0 usually makes."""
         out = []
         for entry in cells:
             name, graph = baselines_cell(entry)
@@ -141,8 +174,9 @@ class Strategy:
                 out += self.book.evaluate(record, count, purpose="baseline")
         return out
 
-    def _child(self, parent: CellRecord, rng: np.random.Generator) -> CellRecord | None:
-        """A mutant of `parent` not seen before (None after 20 repeats in a row)."""
+    def new_mutant(self, parent: CellRecord, rng: np.random.Generator) -> CellRecord | None:
+        """A mutant of `parent` not seen before, registered in `book` (None after 20 repeats in a
+        row)."""
         for _ in range(20):
             child = mutate(parent.graph, rng, activations=self.activations)
             record = self.book.add(child.graph, "mutation", parent=parent.graph.hash,
@@ -166,6 +200,7 @@ class Jozefowicz(Strategy):
     """
 
     name = "jozefowicz"
+    seeded = True
 
     def __init__(self, config: SearchConfig):
         super().__init__(config)
@@ -177,7 +212,7 @@ class Jozefowicz(Strategy):
     def propose(self, round_index, rng):
         options = self.config.jozefowicz
         if round_index == 0:
-            return self._baselines((*self.config.seed_cells, REFERENCE), options.baseline_settings)
+            return self.evaluate_cells((*self.config.seed_cells, REFERENCE), options.baseline_settings)
         proposals = []
         for record in self.passed:
             proposals += self.book.evaluate(record, self.config.settings_per_task)
@@ -188,7 +223,7 @@ class Jozefowicz(Strategy):
             if rng.random() < options.p_reevaluate:
                 proposals += self.book.evaluate(pick, self.config.settings_per_task)
                 continue
-            child = self._child(pick, rng)
+            child = self.new_mutant(pick, rng)
             if child is not None:
                 proposals += self.book.settings(child, options.screen_task, 1, "screen")
         return proposals
@@ -214,6 +249,7 @@ class RegularizedEvolution(Strategy):
     """
 
     name = "regularized_evolution"
+    seeded = True
 
     def __init__(self, config: SearchConfig):
         super().__init__(config)
@@ -228,7 +264,7 @@ class RegularizedEvolution(Strategy):
         options = self.config.regularized_evolution
         count = self.config.settings_per_task
         if round_index == 0:
-            proposals = self._baselines((REFERENCE, *self.config.seed_cells), count)
+            proposals = self.evaluate_cells((REFERENCE, *self.config.seed_cells), count)
             self.population = list(self.book.cells.values())
             while len(self.population) < options.population:
                 record = self.book.add(random_cell(rng, self.config.random.cell_size, activations=self.activations), "random")
@@ -240,7 +276,7 @@ class RegularizedEvolution(Strategy):
         for _ in range(self.config.cells_per_round):
             chosen = rng.choice(len(self.population), size=options.tournament, replace=False)
             parent = max((self.population[i] for i in sorted(chosen)), key=self.fitness)
-            child = self._child(parent, rng)
+            child = self.new_mutant(parent, rng)
             if child is not None:
                 self.children.append(child)
                 proposals += self.book.evaluate(child, count)
@@ -263,7 +299,7 @@ class RandomSearch(Strategy):
 
     def propose(self, round_index, rng):
         count = self.config.settings_per_task
-        proposals = self._baselines((REFERENCE,), count) if round_index == 0 else []
+        proposals = self.evaluate_cells((REFERENCE,), count) if round_index == 0 else []
         for _ in range(self.config.cells_per_round):
             record = self.book.add(random_cell(rng, self.config.random.cell_size, activations=self.activations), "random")
             if record is not None:
@@ -280,7 +316,7 @@ class NasbenchRandom(Strategy):
 
     def propose(self, round_index, rng):
         options, count = self.config.nasbench_nlp, self.config.settings_per_task
-        proposals = self._baselines((REFERENCE,), count) if round_index == 0 else []
+        proposals = self.evaluate_cells((REFERENCE,), count) if round_index == 0 else []
         for _ in range(self.config.cells_per_round):
             memory = bool(rng.random() < options.p_memory)
             graph = from_nasbench_nlp(sample_recipe(rng, options.vertices, memory))
@@ -305,7 +341,7 @@ class Baselines(Strategy):
         options = self.config.baselines
         names = tuple(dict.fromkeys((*options.cells, REFERENCE)))
         proposals = []
-        for proposal in self._baselines(names, self.config.settings_per_task):
+        for proposal in self.evaluate_cells(names, self.config.settings_per_task):
             proposals.append(proposal)
             if proposal.task in options.dropout_tasks:
                 proposals.append(proposal._replace(hparams=proposal.hparams._replace(dropout=options.dropout)))
@@ -315,6 +351,50 @@ class Baselines(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (Jozefowicz, RegularizedEvolution, RandomSearch, NasbenchRandom, Baselines)
 }
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The class a config's `strategy` names: a built-in's name, or "MODULE:CLASS" for a
+    `Strategy` subclass of your own.
+
+    MODULE is imported as Python imports it, with the current directory searched last (so a
+    `mystrategy.py` beside where the search is started is found, but never shadows an installed
+    module).
+
+    Raises:
+      ValueError: one line naming the problem (unknown name, a module that does not import, a
+        class that is missing or not a `Strategy`).
+    """
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    module_name, _, class_name = name.partition(":")
+    if not module_name or not class_name:
+        raise ValueError(f"unknown strategy '{name}' (known: {', '.join(STRATEGIES)}; or "
+                         "MODULE:CLASS for a Strategy subclass of your own)")  # fmt: skip
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001 - the user's module: any failure is one line
+        raise ValueError(f"{name}: importing {module_name} failed: "
+                         f"{type(error).__name__}: {error}") from error  # fmt: skip
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise ValueError(f"{name}: {module_name} has no class {class_name}")
+    if not issubclass(cls, Strategy):
+        raise ValueError(f"{name}: {class_name} is not a subclass of search.Strategy")
+    return cls
+
+
+def strategy_source(cls: type[Strategy]) -> dict:
+    """What run.toml records of a strategy of your own: its class, source file and the file's
+    SHA-256 (empty where Python has no file, a class defined in a notebook)."""
+    try:
+        path = inspect.getsourcefile(cls) or ""
+        digest = hashlib.sha256(open(path, "rb").read()).hexdigest() if path else ""
+    except (TypeError, OSError):
+        path, digest = "", ""
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "file": path, "sha256": digest}
 
 
 def baselines_trials(config: SearchConfig) -> list[Proposal]:

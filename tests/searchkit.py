@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,16 @@ TINY = {
     # compile here, far longer than its tiny trial, and fewer layer counts mean fewer programs
     "grid.layers": [1, 2],
 }  # fmt: skip
+
+
+def readme_example(first_line: str) -> str:
+    """The README's Python example whose first line is `first_line` (a module the README asks the
+    reader to save, `# hillclimb.py`), so that tests run the code as the README gives it."""
+    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        if block.startswith(first_line + "\n"):
+            return block
+    raise AssertionError(f"README.md has no Python example starting with {first_line!r}")
 
 
 def tiny_args(**overrides) -> list[str]:

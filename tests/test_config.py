@@ -94,6 +94,73 @@ def test_bad_configs_name_the_key(text, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+MY_STRATEGIES = """
+import search
+
+
+class Tuned(search.Strategy):
+    options = {"children": 2, "temperature": 1.0, "greedy": False, "parent": "best"}
+
+    def propose(self, round_index, rng):
+        return []
+
+
+class NotAStrategy:
+    pass
+
+
+raise_here = False
+"""
+
+
+@pytest.mark.parametrize("text, message", [
+    ("strategy = 'my_strategies:Tuned'\n[strategy_options]\nchilds = 3",
+     "config: strategy_options.childs: not an option of strategy 'my_strategies:Tuned' (its "
+     "options: children, temperature, greedy, parent)"),
+    ("strategy = 'my_strategies:Tuned'\n[strategy_options]\nchildren = 2.5",
+     "config: strategy_options.children: must be int like its default 2, got float 2.5"),
+    ("strategy = 'my_strategies:Tuned'\n[strategy_options]\ngreedy = 1",
+     "config: strategy_options.greedy: must be bool like its default False, got int 1"),
+    ("strategy = 'my_strategies:Tuned'\n[strategy_options]\nparent = 3",
+     "config: strategy_options.parent: must be str like its default 'best', got int 3"),
+    ("strategy = 'my_strategies:Tuned'\nseed_cells = ['mut1']",
+     "config: seed_cells: the my_strategies:Tuned strategy starts from no seed cells"),
+    ("[strategy_options]\nchildren = 3",
+     "config: strategy_options.children: not an option of strategy 'jozefowicz' (its options: none; "
+     "a built-in strategy's options are its own table, such as [jozefowicz])"),
+    ("strategy = 'my_strategies:Missing'", "config: strategy: my_strategies:Missing: my_strategies "
+                                           "has no class Missing"),
+    ("strategy = 'my_strategies:raise_here'", "my_strategies has no class raise_here"),
+    ("strategy = 'my_strategies:NotAStrategy'",
+     "config: strategy: my_strategies:NotAStrategy: NotAStrategy is not a subclass of search.Strategy"),
+    ("strategy = 'no_such_module_here:X'", "config: strategy: no_such_module_here:X: importing "
+     "no_such_module_here failed: ModuleNotFoundError: No module named 'no_such_module_here'"),
+    ("strategy = 'broken_strategies:X'", "config: strategy: broken_strategies:X: importing "
+     "broken_strategies failed: SyntaxError: invalid syntax (broken_strategies.py, line 1)"),
+    ("strategy = ':X'", "config: strategy: unknown strategy ':X' (known: jozefowicz, "
+     "regularized_evolution, random, nasbench_nlp_random, baselines; or MODULE:CLASS"),
+])  # fmt: skip
+def test_a_strategy_of_your_own_and_its_options_are_checked(tmp_path, monkeypatch, text, message):
+    monkeypatch.syspath_prepend(tmp_path)
+    (tmp_path / "my_strategies.py").write_text(MY_STRATEGIES)
+    (tmp_path / "broken_strategies.py").write_text("def f(:\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_strategy_of_your_own_gets_its_options_over_its_defaults(tmp_path, monkeypatch):
+    from search.strategies import strategy_class
+
+    monkeypatch.syspath_prepend(tmp_path)
+    (tmp_path / "my_strategies.py").write_text(MY_STRATEGIES)
+    config = parse_config("strategy = 'my_strategies:Tuned'\n[strategy_options]\ntemperature = 2")
+    assert parse_config(to_toml(to_dict(config))) == config  # as run.toml keeps it
+    strategy = strategy_class(config.strategy)(config)
+    assert strategy.options == {"children": 2, "temperature": 2, "greedy": False, "parent": "best"}
+    assert type(strategy).options["temperature"] == 1.0  # the class's defaults stay as they were
+
+
 def test_baselines_take_cells_as_equations_too():
     found = "z = sigmoid(W(x) + W(h))\nh_new = z * h + (1 - z) * tanh(W(x) + W(h))\n"
     config = parse_config(f"strategy = 'baselines'\n[baselines]\ncells = ['lstm', {json.dumps(found)}]")

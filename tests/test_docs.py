@@ -10,12 +10,14 @@ import io
 import pathlib
 import re
 import shlex
+import sys
 
 import pytest
 
 from cells import BASELINES
 from search.cli import UsageError, build_parser, parse_overrides, trial_spec_from_args
 from search.config import load_config
+from searchkit import readme_example
 
 ROOT = pathlib.Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md",
@@ -47,8 +49,12 @@ def _subparsers():
     return parser, action.choices
 
 
-def test_every_documented_command_and_option_exists(monkeypatch):
+def test_every_documented_command_and_option_exists(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)  # where `configs/quick.toml` is
+    # the README's strategy of one's own, where its command expects it: importable
+    (tmp_path / "hillclimb.py").write_text(readme_example("# hillclimb.py"))
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delitem(sys.modules, "hillclimb", raising=False)
     parser, commands = _subparsers()
     wrong, seen = [], 0
     for path in DOCS:

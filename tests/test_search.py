@@ -1,5 +1,6 @@
 """The search on a real local Ray: strategies, the store, exact resume, killed workers and drivers."""
 
+import hashlib
 import io
 import json
 import math
@@ -22,7 +23,7 @@ from search.config import ConfigError
 from search.loop import run_search
 from tasks import make_task
 from searchkit import (QUICK, borrowed, cellsearch, descendants, free_port, kill_session, ray_actors,
-                       ray_head, sequence, tiny, tiny_args, wait_for_rows)
+                       ray_head, readme_example, sequence, tiny, tiny_args, wait_for_rows)
 
 
 
@@ -107,6 +108,131 @@ def test_a_search_starts_from_the_seed_cells_it_is_given(tmp_path, ray_workers):
                   seed_cells=["mut1", found["text"]])  # fmt: skip
     run_search(config, tmp_path / "evolution", borrowed(ray_workers))
     assert set(load(tmp_path / "evolution")["cell_hash"]) == seeds
+
+
+@pytest.fixture
+def hillclimb(tmp_path, monkeypatch):
+    """The README's strategy of one's own, saved as hillclimb.py in the current directory (which
+    `strategy_class` searches last, on a `sys.path` restored afterwards)."""
+    (tmp_path / "hillclimb.py").write_text(readme_example("# hillclimb.py"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "hillclimb", raising=False)
+    yield tmp_path / "hillclimb.py"
+    sys.modules.pop("hillclimb", None)
+
+
+def test_a_strategy_of_your_own_runs_resumes_and_is_recorded(tmp_path, ray_workers, hillclimb):
+    from analysis import leaderboard
+
+    config = tiny(strategy="hillclimb:HillClimb", strategy_options={"children": 1}, max_trials=12)
+    summary = run_search(config, tmp_path / "run", borrowed(ray_workers))
+    assert summary.trials == summary.ran == 12 and summary.rounds == 3
+    frame = load(tmp_path / "run")
+    assert set(frame["strategy"]) == {"hillclimb:HillClimb"}
+    cells = {c["hash"]: c for c in map(json.loads, open(tmp_path / "run" / "cells.jsonl"))}
+    assert set(frame[frame["round"] == 0]["cell_name"]) == {"gru", "lstm"}  # the seed cells
+    for round_index in (1, 2):  # one child (children = 1) of the best cell so far, on every task
+        rows = frame[frame["round"] == round_index]
+        (child,) = set(rows["cell_hash"])
+        assert sorted(rows["task"]) == ["arith", "ptb", "xml"]
+        assert cells[child]["origin"] == "mutation"
+        board = leaderboard(frame[frame["round"] < round_index])
+        assert board.loc[cells[child]["parent"], "jozefowicz"] == board["jozefowicz"].max()
+    # which code chose the trials: the module's file and its digest
+    source = RunStore(tmp_path / "run").metadata()["run"]["strategy_source"]
+    assert source["class"] == "hillclimb:HillClimb" and source["file"] == str(hillclimb)
+    assert source["sha256"] == hashlib.sha256(hillclimb.read_bytes()).hexdigest()
+    again = run_search(config, tmp_path / "run", borrowed(ray_workers))
+    assert (again.ran, again.replayed, again.best) == (0, 12, summary.best)
+    with pytest.raises(ConfigError, match="'strategy_options' was {'children': 1}, now {'children': 2}"):
+        run_search(tiny(strategy="hillclimb:HillClimb", strategy_options={"children": 2}, max_trials=12),
+                   tmp_path / "run", borrowed(ray_workers))  # fmt: skip
+
+
+BAD_STRATEGIES = """
+import search
+from cells import baseline
+
+
+class NotAProposal(search.Strategy):
+    def propose(self, round_index, rng):
+        return ["gru"]
+
+
+class NotInTheBook(search.Strategy):
+    def propose(self, round_index, rng):
+        return [search.Proposal(baseline("gru"), "arith", None, "evaluate")]
+
+
+class NotATask(search.Strategy):
+    def propose(self, round_index, rng):
+        return [p._replace(task="nottingham") for p in self.evaluate_cells(("gru",), 1)]
+"""
+
+
+@pytest.mark.parametrize("name, message", [
+    ("NotAProposal", "strategy bad_strategies:NotAProposal proposed str 'gru', not a search.Proposal"),
+    ("NotInTheBook", "proposed a cell it did not add to its book (`self.book.add(graph, origin)`"),
+    ("NotATask", "proposed a trial on task 'nottingham', which is not one of the config's (arith, "
+                 "memorize, ptb, xml)"),
+])  # fmt: skip
+def test_a_strategy_proposing_what_the_loop_cannot_run_is_stopped_in_one_line(
+        tmp_path, ray_workers, monkeypatch, name, message):  # fmt: skip
+    monkeypatch.syspath_prepend(tmp_path)
+    (tmp_path / "bad_strategies.py").write_text(BAD_STRATEGIES)
+    with pytest.raises(ValueError) as error:
+        run_search(tiny(strategy=f"bad_strategies:{name}"), tmp_path / "run", borrowed(ray_workers))
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not list(RunStore(tmp_path / "run").trials())  # nothing trained, nothing stored
+    sys.modules.pop("bad_strategies", None)
+
+
+def test_the_command_line_finds_a_strategy_beside_where_it_is_started(tmp_path):
+    (tmp_path / "hillclimb.py").write_text(readme_example("# hillclimb.py"))
+    result = cellsearch("search", "quick", "--set", "strategy=hillclimb:HillClimb", "--out", "run",
+                        "--quiet", *tiny_args(max_trials=6), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(load(tmp_path / "run")["strategy"]) == {"hillclimb:HillClimb"}
+    status = cellsearch("status", tmp_path / "run")  # elsewhere: reading a run needs no module
+    assert status.returncode == 0 and "hillclimb:HillClimb on arith, xml, ptb" in status.stdout
+    result = cellsearch("search", "quick", "--set", "strategy=hillclimb:HillClimb", "--out", tmp_path / "x")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("strategy: hillclimb:HillClimb: importing hillclimb failed: "
+                                          "ModuleNotFoundError: No module named 'hillclimb'")  # fmt: skip
+
+
+def test_search_from_python_starts_its_own_ray_or_uses_the_one_the_process_joined(tmp_path):
+    """As in a notebook: `search.run_search` with no executor starts a local Ray and stops it; after
+    `ray.init()` it trains on that Ray and leaves it running."""
+    from search.executor import local_ray_environment
+
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+from searchkit import tiny
+import search
+
+config = tiny(strategy="random", max_trials=3)
+summary = search.run_search(config, {str(tmp_path / "own")!r})
+import ray
+print("own", summary.ran, ray.is_initialized())
+ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+         logging_level="ERROR", log_to_driver=False)
+summary = search.run_search(config, {str(tmp_path / "joined")!r})
+print("joined", summary.ran, ray.is_initialized())
+ray.shutdown()
+"""
+    driver = subprocess.Popen([sys.executable, "-c", script], env=os.environ | local_ray_environment(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    try:
+        out, err = driver.communicate(timeout=300)
+    finally:
+        kill_session(driver.pid)
+    assert driver.returncode == 0, err[-2000:]
+    assert out.splitlines()[-2:] == ["own 3 False", "joined 3 True"]
+    assert sequence(tmp_path / "own") == sequence(tmp_path / "joined")
 
 
 def test_leaderboard_of_a_real_run(tmp_path, ray_workers, capsys):
