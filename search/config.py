@@ -153,7 +153,9 @@ class SearchConfig:
     # GPU gives the same numbers. Changes no trial's spec, only how it runs.
     deterministic: bool = False
 
-    def validate(self, source: str = "config") -> None:
+    def validate(self, source: str = "config", near: pathlib.Path | None = None) -> None:
+        """Raises ConfigError naming the key of the first problem; `near`, the config file's
+        directory, is searched for the module of a strategy of your own (`strategy_class`)."""
         def fail(key, message):
             raise ConfigError(f"{source}: {key}: {message}")
 
@@ -171,7 +173,7 @@ class SearchConfig:
         from search.strategies import strategy_class
 
         try:  # (imports the module of a strategy of your own)
-            strategy = strategy_class(self.strategy)
+            strategy = strategy_class(self.strategy, near)
         except ValueError as error:
             raise ConfigError(f"{source}: strategy: {error}") from error
         for key, value in self.strategy_options.items():
@@ -368,12 +370,16 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Searc
       path: a TOML file, or the name of a bundled config (`quick`; see `config_path`).
       overrides: `key=value` overrides, dotted for tables (`{"jozefowicz.list_size": 50}`).
 
+    Returns:
+      The validated `SearchConfig`. A strategy of your own ("MODULE:CLASS") is imported to check
+      it, with the current directory and then the file's directory searched last.
+
     Raises:
       ConfigError: unreadable file, TOML syntax error, unknown key, wrong type or bad value.
     """
-    source = str(path)
+    source, file = str(path), config_path(path)
     try:
-        text = config_path(path).read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
         hint = ""
@@ -381,11 +387,13 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Searc
             names = ", ".join(sorted(p.stem for p in bundled_configs().glob("*.toml")))
             hint = f"; the configs that ship with cellsearch go by name alone: {names}"
         raise ConfigError(f"{source}: cannot read ({reason}){hint}") from None
-    return parse_config(text, source, overrides)
+    # a strategy of your own may be a module beside its config file (not beside a shipped one)
+    near = None if file.parent == bundled_configs() else file.parent
+    return parse_config(text, source, overrides, near=near)
 
 
 def parse_config(text: str, source: str = "config", overrides: dict | None = None,
-                 validate: bool = True) -> SearchConfig:  # fmt: skip
+                 validate: bool = True, near: pathlib.Path | None = None) -> SearchConfig:  # fmt: skip
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -394,7 +402,7 @@ def parse_config(text: str, source: str = "config", overrides: dict | None = Non
         _set_dotted(values, key, value)
     config = _build(SearchConfig, values, "", source)
     if validate:  # (it imports the trainer, and with it jax, to check every task's budget)
-        config.validate(source)
+        config.validate(source, near)
     return config
 
 

@@ -353,13 +353,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-def strategy_class(name: str) -> type[Strategy]:
+def strategy_class(name: str, near: str | os.PathLike | None = None) -> type[Strategy]:
     """The class a config's `strategy` names: a built-in's name, or "MODULE:CLASS" for a
     `Strategy` subclass of your own.
 
-    MODULE is imported as Python imports it, with the current directory searched last (so a
-    `mystrategy.py` beside where the search is started is found, but never shadows an installed
-    module).
+    MODULE is imported as Python imports it, with the current directory and then `near` (the
+    config file's directory) searched last: a `hillclimb.py` where the search is started, or
+    beside its config, is found, and never shadows an installed module.
 
     Raises:
       ValueError: one line naming the problem (unknown name, a module that does not import, a
@@ -371,8 +371,9 @@ def strategy_class(name: str) -> type[Strategy]:
     if not module_name or not class_name:
         raise ValueError(f"unknown strategy '{name}' (known: {', '.join(STRATEGIES)}; or "
                          "MODULE:CLASS for a Strategy subclass of your own)")  # fmt: skip
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+    for directory in (os.getcwd(), *([os.path.abspath(near)] if near else [])):
+        if directory not in sys.path:
+            sys.path.append(directory)
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # noqa: BLE001 - the user's module: any failure is one line

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -159,6 +160,18 @@ def test_a_strategy_of_your_own_gets_its_options_over_its_defaults(tmp_path, mon
     strategy = strategy_class(config.strategy)(config)
     assert strategy.options == {"children": 2, "temperature": 2, "greedy": False, "parent": "best"}
     assert type(strategy).options["temperature"] == 1.0  # the class's defaults stay as they were
+
+
+def test_a_strategy_of_your_own_is_found_beside_its_config_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_config adds the config's directory
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "strategies_beside.py").write_text(MY_STRATEGIES)
+    (tmp_path / "experiments" / "tuned.toml").write_text(
+        "strategy = 'strategies_beside:Tuned'\n[strategy_options]\nchildren = 5\n")
+    config = load_config("experiments/tuned.toml")
+    assert (config.strategy, config.strategy_options) == ("strategies_beside:Tuned", {"children": 5})
+    sys.modules.pop("strategies_beside", None)
 
 
 def test_baselines_take_cells_as_equations_too():
