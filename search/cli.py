@@ -26,6 +26,7 @@ import warnings
 from cells import BASELINES, CellError, Graph, baseline, parse
 from cells.baselines import describe
 from cells.graph import SINKS
+from search.strategies import STRATEGIES
 
 
 class UsageError(Exception):
@@ -977,7 +978,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run or resume an architecture search on Ray",
         description="Run an architecture search described by a TOML config (configs/*.toml) on a "
         "local Ray (default) or a Ray cluster (--address). Running it again on the same --out "
-        "resumes it exactly.",
+        f"resumes it exactly. The config's `strategy` is a built-in one ({', '.join(STRATEGIES)}) "
+        "or MODULE:CLASS, a search.Strategy subclass of your own (--set "
+        "strategy=hillclimb:HillClimb).",
     )
     search.add_argument("config", help="a TOML search config, e.g. configs/quick.toml, or the name "
                         "of one that ships with cellsearch: quick, small, paper")
