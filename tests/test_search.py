@@ -204,7 +204,8 @@ def test_the_command_line_finds_a_strategy_beside_where_it_is_started(tmp_path):
 
 def test_search_from_python_starts_its_own_ray_or_uses_the_one_the_process_joined(tmp_path):
     """As in a notebook: `search.run_search` with no executor starts a local Ray and stops it; after
-    `ray.init()` it trains on that Ray and leaves it running."""
+    `ray.init()` it trains on that Ray and leaves it running; a strategy defined there is
+    `__main__:CLASS`."""
     from search.executor import local_ray_environment
 
     script = f"""
@@ -221,18 +222,31 @@ ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address=
          logging_level="ERROR", log_to_driver=False)
 summary = search.run_search(config, {str(tmp_path / "joined")!r})
 print("joined", summary.ran, ray.is_initialized())
+
+
+class JustTheGru(search.Strategy):  # a strategy defined where the search is run
+    def propose(self, round_index, rng):
+        return self.evaluate_cells(("gru",), 1) if round_index == 0 else []
+
+
+config = search.load_config({str(QUICK)!r}, {{"strategy": "__main__:JustTheGru", "max_trials": 10}})
+summary = search.run_search(tiny(strategy=config.strategy), {str(tmp_path / "main")!r})
+print("main", summary.trials, summary.rounds)
 ray.shutdown()
 """
-    driver = subprocess.Popen([sys.executable, "-c", script], env=os.environ | local_ray_environment(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)  # fmt: skip
+    (tmp_path / "notebook.py").write_text(script)
+    driver = subprocess.Popen([sys.executable, tmp_path / "notebook.py"],
+                              env=os.environ | local_ray_environment(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
         out, err = driver.communicate(timeout=300)
     finally:
         kill_session(driver.pid)
     assert driver.returncode == 0, err[-2000:]
-    assert out.splitlines()[-2:] == ["own 3 False", "joined 3 True"]
+    assert out.splitlines()[-3:] == ["own 3 False", "joined 3 True", "main 3 1"]  # (a round of none ends it)
     assert sequence(tmp_path / "own") == sequence(tmp_path / "joined")
+    source = RunStore(tmp_path / "main").metadata()["run"]["strategy_source"]
+    assert source["class"] == "__main__:JustTheGru" and source["file"] == str(tmp_path / "notebook.py")
 
 
 def test_leaderboard_of_a_real_run(tmp_path, ray_workers, capsys):
