@@ -60,8 +60,17 @@ def cell_names(frame: pd.DataFrame) -> pd.Series:
 
 
 def search_tasks_of(frame: pd.DataFrame, reference: str = REFERENCE) -> list[str]:
-    """The paper's search tasks present in `frame` on which the reference cell has trials."""
-    present = tasks_present(frame[frame["cell_name"] == reference])
+    """The tasks of the Jozefowicz score in `frame`: those its search runs searched on (their
+    configs' `tasks`, on each of which every strategy trains the reference cell outside the
+    screen), the paper's first; without a search run (baselines runs, which also train music for
+    Table 2), the paper's search tasks the reference cell has trials on."""
+    ref = frame[frame["cell_name"] == reference]
+    if "strategy" in ref and "purpose" in ref:
+        searched = ref[(ref["strategy"].astype(str) != "baselines") & (ref["purpose"].astype(str) != "screen")]
+        present = tasks_present(searched)
+        if present:
+            return [t for t in SEARCH_TASKS if t in present] + sorted(present - set(SEARCH_TASKS))
+    present = tasks_present(ref)
     return [t for t in SEARCH_TASKS if t in present]
 
 
@@ -99,8 +108,8 @@ def leaderboard(
     Args:
       frame: trials from `results.load`.
       tasks, strategies, statuses: filters applied to the trials first (see `select`).
-      search_tasks: the tasks of the Jozefowicz score; default the paper's search tasks that the
-        reference cell was trained on.
+      search_tasks: the tasks of the Jozefowicz score; default those the search runs searched on
+        (`search_tasks_of`).
       reference: the cell (by name) that normalises the Jozefowicz score.
 
     Returns:

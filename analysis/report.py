@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.findings import CLAIMS, INTERVAL_RULE, Bootstrap, findings
-from analysis.leaderboard import leaderboard, to_markdown
+from analysis.leaderboard import leaderboard, search_tasks_of, to_markdown
 from analysis.plots import NEEDS, PLOTS, hparam_importance, op_divergence, plot_baselines
 from analysis.tables import paper_table1, paper_table2, with_counts
 from results import RunStore, StoreError, find_runs, load
-from tasks import SEARCH_TASKS
+from tasks import MUSIC_TASKS
+
+TASK_TITLES = {"arith": "Arith", "xml": "XML", "ptb": "PTB"}  # as the paper writes them
 
 
 def _run_rows(runs: list[pathlib.Path], frame: pd.DataFrame) -> pd.DataFrame:
@@ -142,10 +144,13 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     shown = board.head(top).copy()
     shown.index = shown.index.str.slice(0, 19)
     shown["name"] = shown["name"].where(shown["origin"] == "baseline", "(found)")
-    tasks = [c for c in board.columns if c in SEARCH_TASKS or c == "memorize"]
+    searched = [t for t in search_tasks_of(frame) if t in board.columns]
+    tasks = [c for c in board.columns if c in searched or c == "memorize"]
     columns = ["name", "jozefowicz", *tasks, "trials", "settings", "diverged", "params"]
+    over = ", ".join(TASK_TITLES.get(t, t) for t in searched)
     text += ["## Leaderboard", "", f"Top {len(shown)} of {len(board)} cells by Jozefowicz score "
-             "(min over Arith, XML, PTB of best / GRU's best); music is in Table 2. `memorize` is "
+             f"(min over {over} of best / GRU's best)"
+             + ("" if set(searched) & set(MUSIC_TASKS) else "; music is in Table 2") + ". `memorize` is "
              "the screening task; `settings` counts (task, hyperparameters) pairs; `diverged` is the "
              "share of the cell's trials that diverged; `params`: parameters of one layer at its "
              "trials' hidden size.", "",

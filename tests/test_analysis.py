@@ -17,6 +17,7 @@ import analysis
 from analysis import compare, findings, leaderboard, paper_table1, paper_table2, to_markdown
 from analysis.findings import INTERVAL_RULE, verdict
 from analysis import search_progress
+from analysis.leaderboard import search_tasks_of
 from analysis.plots import plot_progress
 from cells import BASELINES, baseline, parse
 from results import RunStore, find_runs, load
@@ -505,6 +506,34 @@ def test_search_progress_follows_the_best_found_cell_scored_on_every_task(tmp_pa
     stamps = pd.date_range("2026-11-29 10:00", periods=len(frame), freq="10s", tz="UTC")
     timed = search_progress(frame.assign(stored_at=stamps))
     assert timed["stored_at"].tolist() == [stamps[6], stamps[10]]
+
+
+def test_the_jozefowicz_score_is_over_the_tasks_a_search_searched(tmp_path):
+    """A search on arith and nottingham is scored on both, beside a baselines run that trained the
+    paper's search tasks and nottingham (for Table 2); baselines alone keep the paper's tasks."""
+    rows = []
+
+    def add(run, strategy, cell, purpose, task, score):
+        row = trial(len(rows), cell, task, score, strategy=strategy)
+        rows.append(row | {"run": run, "purpose": purpose})
+
+    for task, score in (("arith", 0.5), ("xml", 0.4), ("ptb", 0.02), ("nottingham", 1e-3)):
+        add("baselines", "baselines", "gru", "baseline", task, score)
+    add("search", "random", "gru", "screen", "memorize", 0.3)  # a screen is not a search task
+    for task, score in (("arith", 0.4), ("nottingham", 1e-4)):
+        add("search", "random", "gru", "baseline", task, score)
+    for task, score in (("arith", 0.5), ("nottingham", 1e-9), ("xml", 0.4), ("ptb", 0.02)):
+        add("search", "random", MUTANT, "evaluate", task, score)  # (xml, ptb: not searched)
+    frame = pd.DataFrame(rows)
+    mutant = parse(MUTANT).hash
+    assert search_tasks_of(frame) == ["arith", "nottingham"]
+    board = leaderboard(frame)
+    # the mutant's arith is the GRU's best (0.5, the baselines run's), its nottingham 1e-6 of it
+    assert board.loc[mutant, "jozefowicz"] == pytest.approx(1e-6)
+    assert board.set_index("name").loc["gru", "jozefowicz"] == 1.0
+    assert search_progress(frame)["jozefowicz"].tolist() == pytest.approx([1e-5])  # its run's GRU
+    baselines = frame[frame["run"] == "baselines"]
+    assert search_tasks_of(baselines) == ["arith", "xml", "ptb"]  # the paper's, not Table 2's music
 
 
 def test_tables_and_leaderboard_of_the_real_runs_agree_with_the_rows(reproduction):
