@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import platform
 import time
+import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -127,6 +128,19 @@ def check_resumable(store: RunStore, config: SearchConfig) -> None:
             )
 
 
+def _warn_if_strategy_changed(store: RunStore, config: SearchConfig) -> None:
+    """A resumed run of a strategy of your own whose module changed since the run was made: the
+    replayed trials are still checked against what it proposes, but the new ones follow new code."""
+    before = store.metadata().get("run", {}).get("strategy_source", {})
+    if config.strategy in STRATEGIES or not before.get("sha256"):
+        return
+    now = strategy_source(strategy_class(config.strategy))
+    if now["sha256"] and now["sha256"] != before["sha256"]:
+        warnings.warn(f"{store.path}: {now['file']} changed since the run was made (sha256 "
+                      f"{before['sha256'][:12]} -> {now['sha256'][:12]}); its trials from here on "
+                      "follow the new code", stacklevel=2)  # fmt: skip
+
+
 def run_search(
     config: SearchConfig,
     run_dir,
@@ -167,6 +181,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
     new = not store.exists()
     if not new:
         check_resumable(store, config)
+        _warn_if_strategy_changed(store, config)
     start, executor, context = time.monotonic(), None, None
     try:
         if new:

@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import inspect
 import os
+import pathlib
 import sys
 from typing import NamedTuple
 
@@ -92,9 +93,12 @@ class Book:
         return [Proposal(record.graph, task, hp, purpose) for hp in chosen]
 
     def evaluate(self, record: CellRecord, count: int, purpose: str = "evaluate") -> list[Proposal]:
+        """`count` new settings of `record` on every search task (the config's `tasks`)."""
         return [p for task in self.config.tasks for p in self.settings(record, task, count, purpose)]
 
     def record_result(self, row: dict) -> CellRecord:
+        """Counts a trial row of a cell in the book, and its score in the cell's best (a diverged or
+        failed trial has none)."""
         record = self.cells[row["cell_hash"]]
         record.trials += 1
         score = row.get("score")
@@ -392,7 +396,7 @@ def strategy_source(cls: type[Strategy]) -> dict:
     SHA-256 (empty where Python has no file, a class defined in a notebook)."""
     try:
         path = inspect.getsourcefile(cls) or ""
-        digest = hashlib.sha256(open(path, "rb").read()).hexdigest() if path else ""
+        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if path else ""
     except (TypeError, OSError):
         path, digest = "", ""
     return {"class": f"{cls.__module__}:{cls.__qualname__}", "file": path, "sha256": digest}

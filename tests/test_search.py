@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 
 import pandas as pd
 import pytest
@@ -143,8 +144,13 @@ def test_a_strategy_of_your_own_runs_resumes_and_is_recorded(tmp_path, ray_worke
     source = RunStore(tmp_path / "run").metadata()["run"]["strategy_source"]
     assert source["class"] == "hillclimb:HillClimb" and source["file"] == str(hillclimb)
     assert source["sha256"] == hashlib.sha256(hillclimb.read_bytes()).hexdigest()
-    again = run_search(config, tmp_path / "run", borrowed(ray_workers))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the module is as it was: not a word
+        again = run_search(config, tmp_path / "run", borrowed(ray_workers))
     assert (again.ran, again.replayed, again.best) == (0, 12, summary.best)
+    hillclimb.write_text(hillclimb.read_text() + "# edited since\n")
+    with pytest.warns(UserWarning, match=r"hillclimb.py changed since the run was made \(sha256 "):
+        run_search(config, tmp_path / "run", borrowed(ray_workers))
     with pytest.raises(ConfigError, match="'strategy_options' was {'children': 1}, now {'children': 2}"):
         run_search(tiny(strategy="hillclimb:HillClimb", strategy_options={"children": 2}, max_trials=12),
                    tmp_path / "run", borrowed(ray_workers))  # fmt: skip
