@@ -91,6 +91,8 @@ def _same_kind(value, default) -> bool:
         return isinstance(value, bool) and isinstance(default, bool)
     if isinstance(default, float):
         return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, list)
     return isinstance(value, type(default))
 
 

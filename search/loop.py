@@ -28,7 +28,7 @@ from results.store import crash_now, fault_point, fill_disk
 from search.config import ConfigError, SearchConfig, stored_config, to_dict, to_toml
 from search.strategies import (STRATEGIES, CellRecord, Proposal, Strategy, strategy_class,
                                strategy_source)
-from tasks import TrialSpec
+from tasks import HParams, TrialSpec
 from tasks.trainer import code_version, package_versions
 
 STORE_FORMAT = 1
@@ -276,6 +276,9 @@ def _proposed_cell(strategy: Strategy, proposal) -> CellRecord:
     if proposal.task not in tasks:
         raise ValueError(f"{where} proposed a trial on task '{proposal.task}', which is not one of "
                          f"the config's ({', '.join(sorted(tasks))})")  # fmt: skip
+    if not isinstance(proposal.hparams, HParams):
+        raise ValueError(f"{where} proposed settings {proposal.hparams!r:.80}, not a tasks.HParams "
+                         "(`self.book.settings` draws them from the grid)")  # fmt: skip
     return record
 
 

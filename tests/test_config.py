@@ -100,7 +100,7 @@ import search
 
 
 class Tuned(search.Strategy):
-    options = {"children": 2, "temperature": 1.0, "greedy": False, "parent": "best"}
+    options = {"children": 2, "temperature": 1.0, "greedy": False, "parent": "best", "ops": ("tanh",)}
 
     def propose(self, round_index, rng):
         return []
@@ -117,7 +117,9 @@ raise_here = False
 @pytest.mark.parametrize("text, message", [
     ("strategy = 'my_strategies:Tuned'\n[strategy_options]\nchilds = 3",
      "config: strategy_options.childs: not an option of strategy 'my_strategies:Tuned' (its "
-     "options: children, temperature, greedy, parent)"),
+     "options: children, temperature, greedy, parent, ops)"),
+    ("strategy = 'my_strategies:Tuned'\n[strategy_options]\nops = 'relu'",
+     "config: strategy_options.ops: must be tuple like its default ('tanh',), got str 'relu'"),
     ("strategy = 'my_strategies:Tuned'\n[strategy_options]\nchildren = 2.5",
      "config: strategy_options.children: must be int like its default 2, got float 2.5"),
     ("strategy = 'my_strategies:Tuned'\n[strategy_options]\ngreedy = 1",
@@ -155,10 +157,12 @@ def test_a_strategy_of_your_own_gets_its_options_over_its_defaults(tmp_path, mon
 
     monkeypatch.syspath_prepend(tmp_path)
     (tmp_path / "my_strategies.py").write_text(MY_STRATEGIES)
-    config = parse_config("strategy = 'my_strategies:Tuned'\n[strategy_options]\ntemperature = 2")
+    config = parse_config("strategy = 'my_strategies:Tuned'\n[strategy_options]\ntemperature = 2\n"
+                          "ops = ['relu', 'tanh']")
     assert parse_config(to_toml(to_dict(config))) == config  # as run.toml keeps it
     strategy = strategy_class(config.strategy)(config)
-    assert strategy.options == {"children": 2, "temperature": 2, "greedy": False, "parent": "best"}
+    assert strategy.options == {"children": 2, "temperature": 2, "greedy": False, "parent": "best",
+                                "ops": ["relu", "tanh"]}
     assert type(strategy).options["temperature"] == 1.0  # the class's defaults stay as they were
 
 

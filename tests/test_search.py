@@ -174,6 +174,11 @@ class NotInTheBook(search.Strategy):
 class NotATask(search.Strategy):
     def propose(self, round_index, rng):
         return [p._replace(task="nottingham") for p in self.evaluate_cells(("gru",), 1)]
+
+
+class NotSettings(search.Strategy):
+    def propose(self, round_index, rng):
+        return [p._replace(hparams={"lr": 1.0}) for p in self.evaluate_cells(("gru",), 1)]
 """
 
 
@@ -182,6 +187,7 @@ class NotATask(search.Strategy):
     ("NotInTheBook", "proposed a cell it did not add to its book (`self.book.add(graph, origin)`"),
     ("NotATask", "proposed a trial on task 'nottingham', which is not one of the config's (arith, "
                  "memorize, ptb, xml)"),
+    ("NotSettings", "proposed settings {'lr': 1.0}, not a tasks.HParams (`self.book.settings` draws"),
 ])  # fmt: skip
 def test_a_strategy_proposing_what_the_loop_cannot_run_is_stopped_in_one_line(
         tmp_path, ray_workers, monkeypatch, name, message):  # fmt: skip
