@@ -11,7 +11,8 @@ from analysis.findings import (
     expected_best_weights,
     findings,
 )
-from analysis.leaderboard import leaderboard, search_progress, select, to_markdown, trial_scores
+from analysis.leaderboard import (compare_strategies, leaderboard, search_progress, select,
+                                 to_markdown, trial_scores)
 from analysis.tables import paper_table1, paper_table2, with_counts
 from results import find_runs
 
@@ -40,6 +41,7 @@ __all__ = [
     "Finding",
     "Missing",
     "compare",
+    "compare_strategies",
     "expected_best_weights",
     "find_runs",
     "findings",

@@ -205,6 +205,43 @@ def search_progress(frame: pd.DataFrame, reference: str = REFERENCE) -> pd.DataF
     return progress
 
 
+def compare_strategies(frame: pd.DataFrame, trials: int | None = None,
+                       reference: str = REFERENCE) -> pd.DataFrame:  # fmt: skip
+    """The search strategies in `frame`, each by its runs' best found cells at equal trials.
+
+    Run each strategy with several seeds (`--set seed=N --out runs/NAME-N`) and load them all: a
+    run's best found cell after `trials` trials is the last improvement `search_progress` gives by
+    then (its Jozefowicz score against its own run's GRU), or 0 where no found cell was scored on
+    every search task by then.
+
+    Args:
+      frame: trials from `results.load` of several search runs (baselines runs are left out).
+      trials: the budget compared, in trials run (screens included); default the fewest trials
+        any search run in `frame` has.
+      reference: the cell (by name) that normalises the Jozefowicz score.
+
+    Returns:
+      One row per strategy, best median first: `runs`, `trials`, the median, min and max over its
+      runs of the best found cell's score (`best_median`, `best_min`, `best_max`) and `reached`,
+      the runs whose best found cell scored at least the reference's 1.
+    """
+    columns = ["runs", "trials", "best_median", "best_min", "best_max", "reached"]
+    runs = frame[frame["strategy"].astype(str) != "baselines"].groupby("run", observed=True)
+    sizes = runs.size()
+    if sizes.empty:
+        return pd.DataFrame(columns=columns).rename_axis("strategy")
+    budget = int(sizes.min()) if trials is None else trials
+    strategy = runs["strategy"].first().astype(str)
+    progress = search_progress(frame, reference)
+    progress = progress[progress["trials"] <= budget]
+    best = progress.groupby("run")["jozefowicz"].max().reindex(sizes.index).fillna(0.0)
+    table = pd.DataFrame({"strategy": strategy, "best": best}).groupby("strategy")["best"].agg(
+        runs="size", best_median="median", best_min="min", best_max="max",
+        reached=lambda scores: int((scores >= 1.0).sum()))  # fmt: skip
+    table.insert(1, "trials", budget)
+    return table.sort_values(["best_median", "best_max"], ascending=False)[columns]
+
+
 def paper_order(board: pd.DataFrame) -> pd.DataFrame:
     """The rows of the paper's baselines (in the paper's order) that `board` has."""
     rows = [board.index[board["name"] == name][0] for name in PAPER_CELLS if (board["name"] == name).any()]

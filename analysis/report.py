@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.findings import CLAIMS, INTERVAL_RULE, Bootstrap, findings
-from analysis.leaderboard import leaderboard, search_tasks_of, to_markdown
+from analysis.leaderboard import compare_strategies, leaderboard, search_tasks_of, to_markdown
 from analysis.plots import NEEDS, PLOTS, hparam_importance, op_divergence, plot_baselines
 from analysis.tables import paper_table1, paper_table2, with_counts
-from results import RunStore, StoreError, find_runs, load
+from results import RunStore, StoreError, find_runs, load, run_names
 from tasks import MUSIC_TASKS
 
 TASK_TITLES = {"arith": "Arith", "xml": "XML", "ptb": "PTB"}  # as the paper writes them
@@ -28,13 +28,13 @@ TASK_TITLES = {"arith": "Arith", "xml": "XML", "ptb": "PTB"}  # as the paper wri
 
 def _run_rows(runs: list[pathlib.Path], frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for run in runs:
+    for run, name in zip(runs, run_names(runs)):
         meta = RunStore(run).metadata()
         config, info = meta.get("config", {}), meta.get("run", {})
-        part = frame[frame["run"] == run.name]
+        part = frame[frame["run"] == name]
         seconds = part[["train_seconds", "compile_seconds", "eval_seconds"]].sum().sum() if len(part) else 0
         rows.append({
-            "run": run.name, "strategy": config.get("strategy", "?"), "preset": config.get("preset", "?"),
+            "run": name, "strategy": config.get("strategy", "?"), "preset": config.get("preset", "?"),
             "seed": config.get("seed", "?"), "tasks": ", ".join(sorted(set(part["task"].astype(str)))),
             "trials": len(part), "cells": part["cell_hash"].nunique(),
             "trial hours": round(seconds / 3600, 2), "code": info.get("code_version", "?"),
@@ -115,6 +115,15 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     text += ["", "## Runs", "", to_markdown(_run_rows(runs, frame), 2),
              "`trial hours`: training + compile + evaluation time summed over trials (workers run in "
              "parallel, so it exceeds the wall time)."]  # fmt: skip
+    strategies = compare_strategies(frame)
+    if strategies["runs"].sum() > 1:  # several search runs: seeds of a strategy, or strategies
+        text += ["", "## Search strategies at equal trials", "",
+                 f"Each search run's best found cell after its first {strategies['trials'].iloc[0]} "
+                 "trials (the fewest any search run has; screens count), by its Jozefowicz score "
+                 "against its own run's GRU (0: no found cell scored on every search task yet); "
+                 "median, min and max over each strategy's runs; `reached`: runs whose best found "
+                 "cell scored at least the GRU's 1 (`analysis.compare_strategies`).", "",
+                 to_markdown(strategies, 3).rstrip("\n")]  # fmt: skip
     k = sorted(set(equal.trials_per_score.values()))
     text += ["", "## The paper's findings, checked", "",
              f"{_verdict_counts(checked)} at this budget. Each effect is signed so that positive "

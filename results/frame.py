@@ -38,6 +38,24 @@ def find_runs(paths) -> list[pathlib.Path]:
     return runs
 
 
+def run_names(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The `run` column's name of each run directory: its own name (`search`), or as many of its
+    path's last parts as tell it from another run of that name (`reproduce-quick/search` beside
+    `seed-1/search`, which would otherwise read as one run)."""
+    resolved = [pathlib.Path(p).resolve() for p in paths]
+    depth = [1] * len(resolved)
+    while True:
+        names = ["/".join(p.parts[-d:]) if d < len(p.parts) else str(p) for p, d in zip(resolved, depth)]
+        owners: dict[str, set] = {}
+        for name, path in zip(names, resolved):
+            owners.setdefault(name, set()).add(path)
+        clashing = [i for i, name in enumerate(names) if len(owners[name]) > 1]
+        if not clashing:
+            return names
+        for i in clashing:
+            depth[i] += 1
+
+
 def load(
     paths: str | os.PathLike | Iterable[str | os.PathLike], loss_curves: bool = True
 ) -> pd.DataFrame:
@@ -50,7 +68,8 @@ def load(
         paper's 230,000 trials), so `cellsearch leaderboard`, `report` and `compare` load without.
 
     Returns:
-      One row per trial: the run name (`run`), the trial id, cell hash and name, task,
+      One row per trial: the run name (`run`, the directory's name, longer where two runs share
+        it: `run_names`), the trial id, cell hash and name, task,
       hyperparameters (`lr`, `clip`, `init_scale`, `layers`, `dropout`), seed, status, `score`,
       `valid_*` / `test_*` metrics, timings, provenance and `stored_at` (when the driver stored
       the row, a UTC datetime; NaT in runs written before it was recorded). `cell`, `task`,
@@ -62,8 +81,10 @@ def load(
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    # a run given twice is read once
+    paths = list({pathlib.Path(p).resolve(): p for p in paths}.values())
     frames = []
-    for path in paths:
+    for path, name in zip(paths, run_names(paths)):
         store = RunStore(path)
         if not store.path.is_dir():
             raise StoreError(f"{store.path}: no such run directory")
@@ -79,7 +100,7 @@ def load(
             parts = [pd.DataFrame(chunk) for chunk in chunks]
         if parts:
             frame = pd.concat(parts, ignore_index=True)
-            frame.insert(0, "run", store.path.name)
+            frame.insert(0, "run", name)
             frames.append(frame)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run"])
     # a column with no value in one chunk or run (every `error` None, say) came out as object

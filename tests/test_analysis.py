@@ -16,7 +16,7 @@ import pytest
 import analysis
 from analysis import compare, findings, leaderboard, paper_table1, paper_table2, to_markdown
 from analysis.findings import INTERVAL_RULE, verdict
-from analysis import search_progress
+from analysis import compare_strategies, search_progress
 from analysis.leaderboard import search_tasks_of
 from analysis.plots import plot_progress
 from cells import BASELINES, baseline, parse
@@ -534,6 +534,45 @@ def test_the_jozefowicz_score_is_over_the_tasks_a_search_searched(tmp_path):
     assert search_progress(frame)["jozefowicz"].tolist() == pytest.approx([1e-5])  # its run's GRU
     baselines = frame[frame["run"] == "baselines"]
     assert search_tasks_of(baselines) == ["arith", "xml", "ptb"]  # the paper's, not Table 2's music
+
+
+OTHER = "h_new = relu(W(x) + W(h))\n"
+
+
+def test_strategies_compare_by_their_runs_best_found_cells_at_equal_trials(tmp_path):
+    runs = {  # run -> (strategy, [(cell, task, score)]), the GRU's arith 0.5 and xml 0.4 first
+        "random-0": ("random", [(MUTANT, "arith", 0.5), (MUTANT, "xml", 0.2),  # 0.5 at 4 trials
+                                (OTHER, "arith", 0.6), (OTHER, "xml", 0.44)]),  # 1.1 at 6
+        "random-1": ("random", [(MUTANT, "arith", 0.25), (MUTANT, "xml", 0.4)]),  # 0.5 at 4
+        "hill-0": ("hillclimb:HillClimb", [(MUTANT, "arith", 0.1),  # never scored on xml
+                                           (OTHER, "arith", 0.5), (OTHER, "xml", 0.4)]),  # 1.0 at 5
+    }  # fmt: skip
+    paths, rows = [], {}
+    for run, (strategy, found) in runs.items():
+        rows[run] = [trial(0, "gru", "arith", 0.5, strategy=strategy), trial(1, "gru", "xml", 0.4, strategy=strategy)]
+        rows[run] += [trial(2 + i, cell, task, score, strategy=strategy) for i, (cell, task, score) in enumerate(found)]
+        paths.append(write_store(tmp_path / run, rows[run], strategy=strategy))
+    frame = load(paths)
+    equal = compare_strategies(frame)  # at 4 trials, the fewest a run has: hill-0 has found none
+    assert equal.index.tolist() == ["random", "hillclimb:HillClimb"]
+    assert equal.loc["random"].tolist() == [2, 4, 0.5, 0.5, 0.5, 0]
+    assert equal.loc["hillclimb:HillClimb"].tolist() == [1, 4, 0.0, 0.0, 0.0, 0]
+    later = compare_strategies(frame, trials=6)
+    assert later.index.tolist() == ["hillclimb:HillClimb", "random"]
+    assert later.loc["random"].tolist() == pytest.approx([2, 6, 0.8, 0.5, 1.1, 1])
+    assert later.loc["hillclimb:HillClimb"].tolist() == [1, 6, 1.0, 1.0, 1.0, 1]
+    assert compare_strategies(frame[frame["run"] == "hill-0"])["runs"].tolist() == [1]
+    report = analysis.write_report(paths, tmp_path / "report").read_text()
+    assert "## Search strategies at equal trials" in report
+    assert "| random | 2 | 4 | 0.500 | 0.500 | 0.500 | 0 |" in report
+    one = analysis.write_report(paths[:1], tmp_path / "one").read_text()
+    assert "## Search strategies" not in one  # one search run: nothing to compare
+    # a run named as another, in another directory (two reproductions' `search`): still two runs
+    twin = write_store(tmp_path / "elsewhere" / "random-0", rows["random-1"], "random")
+    report = analysis.write_report([paths[0], twin], tmp_path / "twins").read_text()
+    assert f"| {tmp_path.name}/random-0 | random | quick | 0 | arith, xml | 6 |" in report
+    assert "| elsewhere/random-0 | random | quick | 0 | arith, xml | 4 |" in report
+    assert "| random | 2 | 4 | 0.500 | 0.500 | 0.500 | 0 |" in report
 
 
 def test_tables_and_leaderboard_of_the_real_runs_agree_with_the_rows(reproduction):

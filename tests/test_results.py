@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import results.frame
-from results import RunStore, StoreError, iter_jsonl, load, read_jsonl, to_parquet
+from results import RunStore, StoreError, find_runs, iter_jsonl, load, read_jsonl, to_parquet
 
 
 def make_run(tmp_path, name="run", rows=3):
@@ -88,6 +88,20 @@ def test_load_types_columns_and_reads_several_runs(tmp_path):
     assert frame["score"].dtype == "float64" and frame["score"].isna().sum() == 1
     assert frame["trial"].dtype == "int64" and frame["lr"].dtype == "float64"
     assert frame.loc[0, "task_options"] == {"max_digits": 3}
+
+
+def test_runs_of_one_name_in_two_places_stay_two_runs(tmp_path):
+    """Two reproductions each hold `search/`: read together, each keeps its own `run`."""
+    make_run(tmp_path / "reproduce-quick", "search")
+    make_run(tmp_path / "seed-1", "search", rows=2)
+    make_run(tmp_path / "seed-1", "baselines", rows=1)
+    runs = find_runs([tmp_path / "reproduce-quick", tmp_path / "seed-1"])
+    frame = load(runs)
+    # (`baselines` is the only run of that name here)
+    assert frame["run"].value_counts().to_dict() == {"reproduce-quick/search": 3, "seed-1/search": 2,
+                                                     "baselines": 1}  # fmt: skip
+    assert set(load(tmp_path / "seed-1" / "search")["run"]) == {"search"}  # alone: its own name
+    assert len(load([runs[0], tmp_path / "reproduce-quick" / "." / "search"])) == 3  # one run, once
 
 
 def test_load_builds_the_same_frame_chunk_by_chunk_as_from_all_rows_at_once(tmp_path, monkeypatch):
