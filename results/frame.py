@@ -22,7 +22,7 @@ COLUMNS = ("trial", "strategy", "cell_hash", "cell_name", "origin", "cell_text",
 
 def find_runs(paths) -> list[pathlib.Path]:
     """Run directories among `paths`: each path itself if it holds a run.toml, else its sub-
-    directories that do (one level down). StoreError if none is found."""
+    directories that do (one level down), each once. StoreError if none is found."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     runs = []
@@ -35,7 +35,7 @@ def find_runs(paths) -> list[pathlib.Path]:
             raise StoreError(f"{path}: no such run directory")
     if not runs:
         raise StoreError(f"no run store (a directory with {CONFIG}) in {', '.join(map(str, paths))}")
-    return runs
+    return list({run.resolve(): run for run in runs}.values())  # a run named twice, once
 
 
 def run_names(paths: Iterable[str | os.PathLike]) -> list[str]:

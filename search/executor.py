@@ -375,6 +375,7 @@ class RayExecutor:
         self.poll_seconds = 10.0  # how often a wait for results also checks for lost nodes
         self.nodes: list[str] = []
         self.address = ray_address(address)
+        self.given_address = address
         self.gpus_per_worker = gpus_per_worker
         self.xla_flags = xla_flags
         self.cache_max_bytes = cache_max_bytes()  # read here: a bad value fails before Ray starts
@@ -423,6 +424,11 @@ class RayExecutor:
             self.connected = True
         if callable(sigterm):
             signal.signal(signal.SIGTERM, sigterm)
+        if joined and self.given_address not in (None, "auto"):
+            joined_at = ray.get_runtime_context().gcs_address
+            if joined_at != self.given_address.removeprefix("ray://"):
+                warnings.warn(f"this process has already joined the Ray at {joined_at}: the workers "
+                              f"run there, not at {self.given_address}", stacklevel=2)  # fmt: skip
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 1)), resources.get("GPU", 0)
         if self.gpus_per_worker > gpus:

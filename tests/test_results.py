@@ -102,6 +102,7 @@ def test_runs_of_one_name_in_two_places_stay_two_runs(tmp_path):
                                                      "baselines": 1}  # fmt: skip
     assert set(load(tmp_path / "seed-1" / "search")["run"]) == {"search"}  # alone: its own name
     assert len(load([runs[0], tmp_path / "reproduce-quick" / "." / "search"])) == 3  # one run, once
+    assert find_runs([tmp_path / "seed-1", tmp_path / "seed-1" / "search"]) == runs[1:]
 
 
 def test_load_builds_the_same_frame_chunk_by_chunk_as_from_all_rows_at_once(tmp_path, monkeypatch):

@@ -261,6 +261,19 @@ ray.shutdown()
     assert source["class"] == "__main__:JustTheGru" and source["file"] == str(tmp_path / "notebook.py")
 
 
+def test_an_executor_in_a_process_that_joined_a_ray_says_where_it_runs(ray_workers):
+    """The session's Ray is this process's: an executor asked for another address uses it, and
+    says so (here its workers then find no free CPU: the session's hold both)."""
+    from search.executor import RayExecutor
+
+    with pytest.warns(UserWarning, match=r"this process has already joined the Ray at 127\.0\.0\.1:\d+: "
+                                         r"the workers run there, not at 127\.0\.0\.1:1$"):  # fmt: skip
+        with pytest.raises(RuntimeError, match="could not start 1 workers in 1 s"):
+            with RayExecutor(workers=1, address="127.0.0.1:1", start_timeout=1):
+                pass
+    assert ray_workers.worker_pids()  # the session's Ray and workers go on
+
+
 def test_leaderboard_of_a_real_run(tmp_path, ray_workers, capsys):
     from search.cli import main
 
