@@ -156,6 +156,23 @@ def test_a_strategy_of_your_own_runs_resumes_and_is_recorded(tmp_path, ray_worke
                    tmp_path / "run", borrowed(ray_workers))  # fmt: skip
 
 
+def test_the_readme_strategy_mutates_a_seed_while_no_cell_is_scored(hillclimb):
+    """Every GRU setting of round 0 diverged: no Jozefowicz score yet, so it mutates the GRU."""
+    import numpy as np
+
+    from cells import baseline
+    from search.strategies import strategy_class
+
+    config = tiny(strategy="hillclimb:HillClimb")
+    strategy = strategy_class(config.strategy)(config)
+    seeds = strategy.propose(0, np.random.default_rng([config.seed, 0]))
+    strategy.update([{"cell_hash": p.graph.hash, "task": p.task, "score": None, "status": "diverged"}
+                     for p in seeds])  # fmt: skip
+    assert not strategy.book.ranked()
+    children = strategy.propose(1, np.random.default_rng([config.seed, 1]))
+    assert children and {strategy.book.cells[p.graph.hash].parent for p in children} == {baseline("gru").hash}
+
+
 BAD_STRATEGIES = """
 import search
 from cells import baseline
