@@ -96,7 +96,8 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
         else:
             (out / name).unlink(missing_ok=True)  # never leave a stale figure from an earlier report
             not_drawn.append(f"- `{name}` is not drawn: it needs {NEEDS[name]}.")
-    board = leaderboard(frame)
+    searched = search_tasks_of(frame)  # the tasks of the Jozefowicz score, found once
+    board = leaderboard(frame, search_tasks=searched)
     checked = findings(frame, boot=boot)
     equal = Bootstrap(frame, equal_trials=True)
     checked_equal = findings(frame, boot=equal)
@@ -115,8 +116,9 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     text += ["", "## Runs", "", to_markdown(_run_rows(runs, frame), 2),
              "`trial hours`: training + compile + evaluation time summed over trials (workers run in "
              "parallel, so it exceeds the wall time)."]  # fmt: skip
-    strategies = compare_strategies(frame)
-    if strategies["runs"].sum() > 1:  # several search runs: seeds of a strategy, or strategies
+    # several search runs (seeds of a strategy, or strategies): only then walk their trials again
+    if frame.loc[frame["strategy"].astype(str) != "baselines", "run"].nunique() > 1:
+        strategies = compare_strategies(frame)
         text += ["", "## Search strategies at equal trials", "",
                  f"Each search run's best found cell after its first {strategies['trials'].iloc[0]} "
                  "trials (the fewest any search run has; screens count), by its Jozefowicz score "
@@ -153,7 +155,7 @@ def write_report(paths, out=None, command: str | None = None, wall_seconds: floa
     shown = board.head(top).copy()
     shown.index = shown.index.str.slice(0, 19)
     shown["name"] = shown["name"].where(shown["origin"] == "baseline", "(found)")
-    searched = [t for t in search_tasks_of(frame) if t in board.columns]
+    searched = [t for t in searched if t in board.columns]
     tasks = [c for c in board.columns if c in searched or c == "memorize"]
     columns = ["name", "jozefowicz", *tasks, "trials", "settings", "diverged", "params"]
     over = ", ".join(TASK_TITLES.get(t, t) for t in searched)

@@ -87,10 +87,10 @@ def _is_number(value, whole: bool) -> bool:
 
 def _same_kind(value, default) -> bool:
     """Whether a TOML value fits an option whose default is `default` (an int fits a float)."""
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return _is_number(value, whole=isinstance(default, int))
     if isinstance(default, (list, tuple)):
         return isinstance(value, list)
     return isinstance(value, type(default))
@@ -172,7 +172,7 @@ class SearchConfig:
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 fail(key, f"lists {', '.join(repeated)} more than once")
-        from search.strategies import strategy_class
+        from search.strategies import STRATEGIES, strategy_class
 
         try:  # (imports the module of a strategy of your own)
             strategy = strategy_class(self.strategy, near)
@@ -223,8 +223,6 @@ class SearchConfig:
                               f"{_short(entry)})")  # fmt: skip
                 seen[graph.hash] = entry
         if not strategy.seeded and self.seed_cells != SearchConfig.seed_cells:
-            from search.strategies import STRATEGIES
-
             seeded = [name for name, cls in STRATEGIES.items() if cls.seeded]
             fail("seed_cells", f"the {self.strategy} strategy starts from no seed cells (only "
                                f"{' and '.join(seeded)} do)")  # fmt: skip

@@ -194,6 +194,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
         stored = {row["trial"]: row for row in store.trials()}
         known_cells = {row["hash"] for row in store.cells()}
         strategy: Strategy = strategy_class(config.strategy)(config)
+        tasks = {*config.tasks, config.jozefowicz.screen_task}  # those a proposal may train on
         summary = SearchSummary()
         failures = sum(row.get("status") != "ok" for row in stored.values())
         next_trial, round_index = 0, 0
@@ -205,7 +206,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
             rows: dict[int, dict] = {}
             jobs, meta = [], {}
             for proposal in proposals:
-                record = _proposed_cell(strategy, proposal)
+                record = _proposed_cell(strategy, proposal, tasks)
                 if record.graph.hash not in known_cells:
                     store.append_cell(record.row() | {"round": round_index})
                     known_cells.add(record.graph.hash)
@@ -261,7 +262,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
     return summary
 
 
-def _proposed_cell(strategy: Strategy, proposal) -> CellRecord:
+def _proposed_cell(strategy: Strategy, proposal, tasks: set[str]) -> CellRecord:
     """The book's record of a proposal's cell; a strategy of your own that proposes anything else
     is stopped with one line saying what it did wrong."""
     where = f"strategy {strategy.config.strategy}"
@@ -272,7 +273,6 @@ def _proposed_cell(strategy: Strategy, proposal) -> CellRecord:
     if record is None:
         raise ValueError(f"{where} proposed a cell it did not add to its book "
                          "(`self.book.add(graph, origin)` registers one)")  # fmt: skip
-    tasks = {*strategy.config.tasks, strategy.config.jozefowicz.screen_task}
     if proposal.task not in tasks:
         raise ValueError(f"{where} proposed a trial on task '{proposal.task}', which is not one of "
                          f"the config's ({', '.join(sorted(tasks))})")  # fmt: skip
