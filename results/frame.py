@@ -73,8 +73,9 @@ def load(
       hyperparameters (`lr`, `clip`, `init_scale`, `layers`, `dropout`), seed, status, `score`,
       `valid_*` / `test_*` metrics, timings, provenance and `stored_at` (when the driver stored
       the row, a UTC datetime; NaT in runs written before it was recorded). `cell`, `task`,
-      `status` are categoricals. Nested fields (`task_options`, `loss_curve`, `versions`) are kept as Python
-      objects; rows with equal `versions` or `task_options` share one dict.
+      `status` are categoricals. Nested fields (`task_options`, `loss_curve`, `versions`, and
+      `task_source` for a task of your own) are kept as Python objects; rows with equal
+      `versions`, `task_options` or `task_source` share one dict.
 
     Raises:
       StoreError: a path is not a run directory, or a trials file has a corrupt line.
@@ -91,7 +92,7 @@ def load(
         if not store.exists():  # read as no trials, a reproduction's directory looked empty
             raise StoreError(f"{store.path}: not a run directory (no {CONFIG}); "
                              "`find_runs` finds the runs inside a directory of runs")  # fmt: skip
-        rows = iter_jsonl(store.path / TRIALS, shared=("versions", "task_options"),
+        rows = iter_jsonl(store.path / TRIALS, shared=("versions", "task_options", "task_source"),
                           drop=() if loss_curves else ("loss_curve",))  # fmt: skip
         with gc_paused():  # parsing and building allocate objects per row
             # a frame per chunk of rows, so that only one chunk's rows exist as Python objects at

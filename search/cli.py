@@ -243,10 +243,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
 
 def trial_spec_from_args(cell: str, task: str, preset_name: str, seed: int, overrides: dict):
     """A TrialSpec from a preset plus `--set` overrides, validated; UsageError names a bad key."""
-    from tasks import TASKS, Budget, HParams, TrialSpec
+    from tasks import Budget, HParams, TrialSpec, task_class
 
-    if task not in TASKS:
-        raise UsageError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    try:
+        task_class(task)  # (imports a task of your own, "MODULE:CLASS", from here)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     hparams, budget, options = {}, {}, {}
     budget_fields = {f.name for f in dataclasses.fields(Budget)}
     for key, value in overrides.items():
@@ -371,7 +373,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     if DETERMINISTIC_XLA_FLAGS in (row.get("xla_flags") or ""):
         add_xla_flags(DETERMINISTIC_XLA_FLAGS)
     from tasks import TrialSpec
+    from tasks.usercode import search_also, source_root
 
+    if (row.get("task_source") or {}).get("file"):  # a task of your own: where the run found it
+        search_also(source_root(row["task_source"]))
     try:
         spec = TrialSpec.from_row(row)
     except KeyError as missing:
@@ -422,6 +427,9 @@ def _what_changed(row: dict, again: dict) -> list[str]:
                        "extension, so the CPU may be the same kind)")  # fmt: skip
         else:
             why.append(f"{key} {'not recorded' if before is None else before} -> {now}")
+    before, now = ((r.get("task_source") or {}).get("sha256") for r in (row, again))
+    if before != now:
+        why.append(f"task_source sha256 {before or 'not recorded'} -> {now}")
     if row.get("vmapped_settings", 1) > 1:
         why.append(f"it was trained as one of {row['vmapped_settings']} vmapped settings")
     return why
@@ -935,7 +943,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bar, then print its result row as one JSON object.",
     )
     train.add_argument("cell", help=CELL_HELP)
-    train.add_argument("task", help="memorize, arith, xml, ptb, jsb, nottingham, musedata, piano")
+    train.add_argument("task", help="memorize, arith, xml, ptb, jsb, nottingham, musedata, piano, "
+                       "or MODULE:CLASS for a task of your own (reverse:Reverse)")
     train.add_argument("--preset", default="quick",
                        help="budget preset: quick, small, paper, zaremba_small (default quick)")
     train.add_argument("--seed", type=int, default=0, help="seed of init, dropout and data")
@@ -980,7 +989,8 @@ def build_parser() -> argparse.ArgumentParser:
         "local Ray (default) or a Ray cluster (--address). Running it again on the same --out "
         f"resumes it exactly. The config's `strategy` is a built-in one ({', '.join(STRATEGIES)}) "
         "or MODULE:CLASS, a search.Strategy subclass of your own (--set "
-        "strategy=hillclimb:HillClimb).",
+        "strategy=hillclimb:HillClimb); its `tasks` built-in ones or MODULE:CLASS, tasks.Task "
+        "subclasses of your own (--set 'tasks=[\"reverse:Reverse\"]').",
     )
     search.add_argument("config", help="a TOML search config, e.g. configs/quick.toml, or the name "
                         "of one that ships with cellsearch: quick, small, paper")

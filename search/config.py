@@ -15,7 +15,7 @@ import pathlib
 import tomllib
 import typing
 
-from tasks import GRID, PRESETS, TASKS
+from tasks import GRID, PRESETS, TASKS, preset, task_class
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming file and key."""
@@ -126,7 +126,9 @@ class SearchConfig:
     strategy: str = "jozefowicz"
     seed: int = 0
     preset: str = "quick"  # budgets per task: quick | small | paper
-    tasks: tuple[str, ...] = ("arith", "xml", "ptb")  # the search tasks; score = min over them
+    # the search tasks, score = min over them: built-in names, or "MODULE:CLASS" for a task of your
+    # own (`tasks.task_class`)
+    tasks: tuple[str, ...] = ("arith", "xml", "ptb")
     settings_per_task: int = 20  # paper: 20 random settings per task for a new cell
     cells_per_round: int = 4  # actions per round of the loop: trials run in parallel within one
     max_trials: int = 1000  # the search stops after this many trials (may grow on resume)
@@ -157,7 +159,8 @@ class SearchConfig:
 
     def validate(self, source: str = "config", near: pathlib.Path | None = None) -> None:
         """Raises ConfigError naming the key of the first problem; `near`, the config file's
-        directory, is searched for the module of a strategy of your own (`strategy_class`)."""
+        directory, is searched for the modules of a strategy and tasks of your own
+        (`strategy_class`, `tasks.task_class`)."""
         def fail(key, message):
             raise ConfigError(f"{source}: {key}: {message}")
 
@@ -193,10 +196,11 @@ class SearchConfig:
         if not self.tasks:
             fail("tasks", "needs at least one task")
         for task in (*self.tasks, self.jozefowicz.screen_task):
-            if task not in TASKS:
-                fail("tasks", f"unknown task '{task}' (known: {', '.join(TASKS)})")
-            if task not in PRESETS[self.preset]:
-                fail("tasks", f"preset '{self.preset}' has no budget for task '{task}'")
+            try:  # (imports the module of a task of your own)
+                task_class(task, near)
+                preset(self.preset, task)
+            except ValueError as error:
+                fail("tasks", str(error))
         for key in ("settings_per_task", "cells_per_round", "max_trials", "vmap_settings"):
             if getattr(self, key) < 1:
                 fail(key, f"must be >= 1, got {getattr(self, key)}")
@@ -249,8 +253,9 @@ class SearchConfig:
                 fail(f"grid.{name}", f"lists a value more than once: {values!r}")
         for section in ("budget", "task_options"):
             for task, values in getattr(self, section).items():
-                if task not in TASKS:
-                    fail(f"{section}.{task}", f"unknown task (known: {', '.join(TASKS)})")
+                if task not in TASKS and task not in (*self.tasks, self.jozefowicz.screen_task):
+                    fail(f"{section}.{task}", f"unknown task (known: {', '.join(TASKS)}; and "
+                                              "the config's tasks of your own)")  # fmt: skip
                 if not isinstance(values, dict):
                     fail(f"{section}.{task}", "must be a table of key = value")
         from tasks import TrialSpec
@@ -327,7 +332,13 @@ def _build(cls, values: dict, prefix: str, source: str):
 
 
 def _set_dotted(values: dict, key: str, value) -> None:
+    """Sets `values[a][b][c] = value` for the key "a.b.c". A part with a ":" names a task of your
+    own and takes in the dotted module before it: "budget.mypackage.tasks:Copy.steps" is
+    ["budget", "mypackage.tasks:Copy", "steps"]."""
     parts = key.split(".")
+    colon = next((i for i, part in enumerate(parts) if ":" in part), None)
+    if colon is not None and colon > 1:
+        parts[1 : colon + 1] = [".".join(parts[1 : colon + 1])]
     node = values
     for part in parts[:-1]:
         node = node.setdefault(part, {})

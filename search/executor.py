@@ -111,10 +111,14 @@ class TrialWorker:
       core: the core to run on; None: all the process may use; "claim": one that as few other
         workers on this machine hold as can be (`claim_core`).
       gpus: the share of a GPU Ray gave this worker (`worker_environment`); None: JAX's choice.
+      import_paths: directories the driver searched for code of your own (a task's module beside
+        its config file; `tasks.usercode.SEARCHED`), searched here too, after the rest.
     """
 
     def __init__(self, core: int | str | None, cache_dir: str, xla_flags: str = "",
-                 cache_max_bytes: int | None = None, gpus: float | None = None):  # fmt: skip
+                 cache_max_bytes: int | None = None, gpus: float | None = None,
+                 import_paths: Sequence[str] = ()):  # fmt: skip
+        sys.path.extend(path for path in import_paths if path not in sys.path)
         if core == "claim":
             core = claim_core()
         if core is not None:
@@ -150,6 +154,20 @@ class TrialWorker:
         from tasks.trainer import code_digest, code_version
 
         return code_digest(), code_version(), socket.gethostname()
+
+    def task_sources(self, names: list[str]) -> dict[str, str]:
+        """For each task of your own, the SHA-256 of its source as this worker imports it, or
+        "error: " and why it cannot."""
+        from tasks import task_class
+        from tasks.usercode import class_source
+
+        found = {}
+        for name in names:
+            try:
+                found[name] = class_source(task_class(name))["sha256"]
+            except ValueError as error:
+                found[name] = f"error: {error}"
+        return found
 
     def platform(self) -> str:
         """What JAX trains on in this worker ("cpu", "gpu"), or why it cannot start."""
@@ -342,10 +360,15 @@ def executor_for(config, workers: int | None = None, address: str | None = None,
       workers, address, gpus_per_worker: as `RayExecutor` takes them (`--workers`, `--address`,
         `--gpus-per-worker` of the command line).
     """
+    from tasks import task_class
+    from tasks.usercode import class_source
+
     xla_flags = DETERMINISTIC_XLA_FLAGS if config.deterministic else ""
+    own = [task for task in (*config.tasks, config.jozefowicz.screen_task) if ":" in task]
+    sources = {task: class_source(task_class(task))["sha256"] for task in own}
     return functools.partial(RayExecutor, workers=workers, address=address,
                              gpus_per_worker=gpus_per_worker, retries=config.retries,
-                             xla_flags=xla_flags)  # fmt: skip
+                             xla_flags=xla_flags, task_sources=sources)  # fmt: skip
 
 
 class RayExecutor:
@@ -364,12 +387,17 @@ class RayExecutor:
       start_timeout: seconds a replacement worker has to start before its slot is given up.
       worker: the actor class; `benchmarks/ray_execution.py` passes one whose trials do nothing,
         to measure what the driver, Ray and the store cost per trial.
+      task_sources: for each task of your own the search trains, the SHA-256 of its source as
+        the driver imports it; a worker that cannot import it, or imports other code, is
+        refused.
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None,
                  gpus_per_worker: float = 0, retries: int = 2, start_timeout: float = 60,
-                 worker: type = TrialWorker, xla_flags: str = ""):  # fmt: skip
+                 worker: type = TrialWorker, xla_flags: str = "",
+                 task_sources: Mapping[str, str] | None = None):  # fmt: skip
         self.workers = workers
+        self.task_sources = dict(task_sources or {})
         self.worker = worker
         self.start_timeout = start_timeout
         self.poll_seconds = 10.0  # how often a wait for results also checks for lost nodes
@@ -479,6 +507,22 @@ class RayExecutor:
                     "install the same code on every node, and run cellsearch from a directory "
                     "without another copy of it (Ray puts the driver's working directory on its "
                     "workers' path)")  # fmt: skip
+        if self.task_sources:
+            names = list(self.task_sources)
+            imported = ray.get([actor.task_sources.remote(names) for actor in actors],
+                               timeout=self.start_timeout)  # fmt: skip
+            for found, (_, _, host) in zip(imported, codes):
+                for name, digest in self.task_sources.items():
+                    if found[name].startswith("error: "):
+                        raise RuntimeError(
+                            f"a worker on {host} cannot import task {name} "
+                            f"({found[name].removeprefix('error: ')}); its module must be "
+                            "importable on every node: at the same path, or installed there")  # fmt: skip
+                    if found[name] != digest:
+                        raise RuntimeError(
+                            f"a worker on {host} imports task {name} from other code (source "
+                            f"sha256 {found[name][:12]}) than this driver ({digest[:12]}); put "
+                            "the same file on every node")  # fmt: skip
         if self.gpus_per_worker:
             platforms = ray.get([actor.platform.remote() for actor in actors],
                                 timeout=self.start_timeout)  # fmt: skip
@@ -495,8 +539,10 @@ class RayExecutor:
         # workers of one that just ended, may hold the first cores; GPU workers keep the
         # machine's cores, which XLA's GPU compiler uses
         core = None if self.gpus_per_worker else "claim"
+        from tasks.usercode import SEARCHED
+
         return self._remote.remote(core, str(compilation_cache_dir()), self.xla_flags,
-                                   self.cache_max_bytes, self.gpus_per_worker)  # fmt: skip
+                                   self.cache_max_bytes, self.gpus_per_worker, list(SEARCHED))  # fmt: skip
 
     def _replacement(self, index: int):
         """A fresh actor for a dead one, or None when the cluster has no room for it (a node died):

@@ -26,10 +26,11 @@ import numpy as np
 from results import RunStore, StoreError
 from results.store import crash_now, fault_point, fill_disk
 from search.config import ConfigError, SearchConfig, stored_config, to_dict, to_toml
-from search.strategies import (STRATEGIES, CellRecord, Proposal, Strategy, strategy_class,
-                               strategy_source)
+from search.strategies import STRATEGIES, CellRecord, Proposal, Strategy, strategy_class
 from tasks import HParams, TrialSpec
+from tasks.registry import is_builtin
 from tasks.trainer import code_version, package_versions
+from tasks.usercode import class_source
 
 STORE_FORMAT = 1
 
@@ -73,16 +74,28 @@ def make_spec(config: SearchConfig, proposal: Proposal, trial: int, name: str | 
         raise ConfigError(f"budget/task options for {proposal.task}: {error}") from None
 
 
-def _tasks_of(config: SearchConfig) -> list:
-    """The run's tasks, the screening task included, as made with the run's task options."""
-    return [TrialSpec.from_preset("lstm", task, config.preset,
-                                  task_options=config.task_options.get(task)).make_task()
-            for task in sorted({*config.tasks, config.jozefowicz.screen_task})]  # fmt: skip
+def _tasks_of(config: SearchConfig) -> dict:
+    """The run's tasks by name, the screening task included, as made with the run's options."""
+    return {task: TrialSpec.from_preset("lstm", task, config.preset,
+                                        task_options=config.task_options.get(task)).make_task()
+            for task in sorted({*config.tasks, config.jozefowicz.screen_task})}  # fmt: skip
+
+
+def _sources_of(config: SearchConfig) -> dict:
+    """The code of your own a run of `config` runs, which `code_version` does not cover: the
+    strategy's and each task's class, file and the file's SHA-256 (`tasks.usercode.class_source`)."""
+    sources = {}
+    if config.strategy not in STRATEGIES:
+        sources["strategy_source"] = class_source(strategy_class(config.strategy))
+    for name, task in _tasks_of(config).items():
+        if not is_builtin(task):
+            sources.setdefault("task_sources", {})[name] = class_source(type(task))
+    return sources
 
 
 def run_toml(config: SearchConfig) -> str:
     """The run.toml of a new run: resolved config, code and package versions, data checksums."""
-    checksums = {task.name: task.data_checksum() for task in _tasks_of(config)}
+    checksums = {name: task.data_checksum() for name, task in _tasks_of(config).items()}
     # not `provenance`: its device field starts a JAX backend, and on a GPU node the driver would
     # take 75% of the GPU's memory from the workers that train there (each trial row names its
     # worker's device)
@@ -93,9 +106,8 @@ def run_toml(config: SearchConfig) -> str:
         "code_version": code_version(),
         "versions": {k: v or "" for k, v in versions.items()},
         "data_checksums": checksums,
+        **_sources_of(config),
     }
-    if config.strategy not in STRATEGIES:  # its code is not in code_version: which file it was
-        meta["strategy_source"] = strategy_source(strategy_class(config.strategy))
     return to_toml({"config": to_dict(config), "run": meta})
 
 
@@ -118,27 +130,30 @@ def check_resumable(store: RunStore, config: SearchConfig) -> None:
                 "it would change the trial sequence (use a new --out, or the old value)"
             )
     stored_data = run.get("data_checksums", {})
-    for task in _tasks_of(config):
-        before, now = stored_data.get(task.name), task.data_checksum()
+    for name, task in _tasks_of(config).items():
+        before, now = stored_data.get(name), task.data_checksum()
         if before is not None and before != now:
             raise ConfigError(
-                f"cannot resume {store.path}: the data of task '{task.name}' changed ({before} -> "
+                f"cannot resume {store.path}: the data of task '{name}' changed ({before} -> "
                 f"{now}), so its new trials would see other data than its stored ones (use a new "
                 "--out, or the cellsearch version that wrote the run)"
             )
 
 
-def _warn_if_strategy_changed(store: RunStore, config: SearchConfig) -> None:
-    """A resumed run of a strategy of your own whose module changed since the run was made: the
-    replayed trials are still checked against what it proposes, but the new ones follow new code."""
-    before = store.metadata().get("run", {}).get("strategy_source", {})
-    if config.strategy in STRATEGIES or not before.get("sha256"):
-        return
-    now = strategy_source(strategy_class(config.strategy))
-    if now["sha256"] and now["sha256"] != before["sha256"]:
-        warnings.warn(f"{store.path}: {now['file']} changed since the run was made (sha256 "
-                      f"{before['sha256'][:12]} -> {now['sha256'][:12]}); its trials from here on "
-                      "follow the new code", stacklevel=2)  # fmt: skip
+def _warn_if_code_changed(store: RunStore, config: SearchConfig) -> None:
+    """A resumed run whose strategy or tasks of your own changed since the run was made: the
+    replayed trials are still checked against what the strategy proposes, but the new ones
+    follow new code."""
+    run = store.metadata().get("run", {})
+    now = _sources_of(config)
+    pairs = [(run.get("strategy_source", {}), now.get("strategy_source", {}))]
+    pairs += [(run.get("task_sources", {}).get(name, {}), source)
+              for name, source in now.get("task_sources", {}).items()]  # fmt: skip
+    for before, after in pairs:
+        if before.get("sha256") and after.get("sha256") and after["sha256"] != before["sha256"]:
+            warnings.warn(f"{store.path}: {after['file']} changed since the run was made (sha256 "
+                          f"{before['sha256'][:12]} -> {after['sha256'][:12]}); its trials from "
+                          "here on follow the new code", stacklevel=2)  # fmt: skip
 
 
 def run_search(
@@ -181,7 +196,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
     new = not store.exists()
     if not new:
         check_resumable(store, config)
-        _warn_if_strategy_changed(store, config)
+        _warn_if_code_changed(store, config)
     start, executor, context = time.monotonic(), None, None
     try:
         if new:

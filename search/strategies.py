@@ -18,12 +18,7 @@ score over the settings tried, divided by the GRU's best; then the minimum over 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib
-import inspect
 import os
-import pathlib
-import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +28,7 @@ from search.config import SearchConfig, baselines_cell
 from search.mutation import ACTIVATIONS, ACTIVATIONS_WITH_LEAKY_RELU, Deduper, mutate, random_cell
 from search.nasbench import sample_recipe
 from tasks import HParams, sample_settings
+from tasks.usercode import named_class
 
 REFERENCE = "gru"  # the paper normalises every score by the GRU's
 
@@ -359,47 +355,14 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 def strategy_class(name: str, near: str | os.PathLike | None = None) -> type[Strategy]:
     """The class a config's `strategy` names: a built-in's name, or "MODULE:CLASS" for a
-    `Strategy` subclass of your own.
-
-    MODULE is imported as Python imports it, with the current directory and then `near` (the
-    config file's directory) searched last: a `hillclimb.py` where the search is started, or
-    beside its config, is found, and never shadows an installed module.
+    `Strategy` subclass of your own (imported by `tasks.usercode.import_class`: the current
+    directory, then `near`, the config file's directory, are searched last).
 
     Raises:
       ValueError: one line naming the problem (unknown name, a module that does not import, a
         class that is missing or not a `Strategy`).
     """
-    if name in STRATEGIES:
-        return STRATEGIES[name]
-    module_name, _, class_name = name.partition(":")
-    if not module_name or not class_name:
-        raise ValueError(f"unknown strategy '{name}' (known: {', '.join(STRATEGIES)}; or "
-                         "MODULE:CLASS for a Strategy subclass of your own)")  # fmt: skip
-    for directory in (os.getcwd(), *([os.path.abspath(near)] if near else [])):
-        if directory not in sys.path:
-            sys.path.append(directory)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001 - the user's module: any failure is one line
-        raise ValueError(f"{name}: importing {module_name} failed: "
-                         f"{type(error).__name__}: {error}") from error  # fmt: skip
-    cls = getattr(module, class_name, None)
-    if not isinstance(cls, type):
-        raise ValueError(f"{name}: {module_name} has no class {class_name}")
-    if not issubclass(cls, Strategy):
-        raise ValueError(f"{name}: {class_name} is not a subclass of search.Strategy")
-    return cls
-
-
-def strategy_source(cls: type[Strategy]) -> dict:
-    """What run.toml records of a strategy of your own: its class, source file and the file's
-    SHA-256 (empty where Python has no file, a class defined in a notebook)."""
-    try:
-        path = inspect.getsourcefile(cls) or ""
-        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if path else ""
-    except (TypeError, OSError):
-        path, digest = "", ""
-    return {"class": f"{cls.__module__}:{cls.__qualname__}", "file": path, "sha256": digest}
+    return named_class(name, STRATEGIES, Strategy, "search.Strategy", "strategy", near)
 
 
 def baselines_trials(config: SearchConfig) -> list[Proposal]:

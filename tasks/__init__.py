@@ -4,7 +4,9 @@ import importlib
 
 from tasks.datasets import DataError
 from tasks.hparams import GRID, PRESETS, Budget, HParams, preset, sample_settings
-from tasks.registry import MUSIC_TASKS, SEARCH_TASKS, TASKS, Task, make_task
+from tasks.registry import (MUSIC_TASKS, SEARCH_TASKS, TASKS, Generated, Task, make_task,
+                            task_class)
+from tasks.synthetic import Batch
 
 # the trainer (jax, flax, optax) is imported on first use: the tasks' names, data and settings,
 # which the analysis reads, need none of it
@@ -28,8 +30,10 @@ __all__ = [
     "PRESETS",
     "SEARCH_TASKS",
     "TASKS",
+    "Batch",
     "Budget",
     "DataError",
+    "Generated",
     "HParams",
     "Task",
     "TrialResult",
@@ -37,6 +41,7 @@ __all__ = [
     "make_task",
     "preset",
     "sample_settings",
+    "task_class",
     "train_settings",
     "train_trial",
     "use_compilation_cache",

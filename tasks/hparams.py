@@ -216,9 +216,18 @@ PRESETS: dict[str, dict[str, Preset]] = {
 
 
 def preset(name: str, task: str) -> Preset:
-    """The preset `name` for `task`; raises ValueError naming what is unknown."""
+    """The preset `name` for `task` (for a task of your own, "MODULE:CLASS", its class's
+    `budgets[name]`); raises ValueError naming what is unknown."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    if ":" in task:
+        from tasks.registry import task_class  # (the registry imports this module)
+
+        budgets = task_class(task).budgets
+        if name not in budgets:
+            raise ValueError(f"task {task} has no budget for preset '{name}' (its class's budgets: "
+                             f"{', '.join(budgets) or 'none'})")  # fmt: skip
+        return Preset(budgets[name], {})
     if task not in PRESETS[name]:
         raise ValueError(f"preset '{name}' has no budget for task '{task}' "
                          f"(it covers: {', '.join(PRESETS[name])})")  # fmt: skip

@@ -1,6 +1,7 @@
 """The task registry: what each task feeds the network, how it is scored.
 
-`TASKS` maps a name to a task class; `make_task(name, **options)` builds one. A task produces
+`TASKS` maps a name to a task class; `make_task(name, **options)` builds one, and `task_class(name)`
+also finds a task of your own, a `Task` subclass named "MODULE:CLASS" (see `task_class`). A task produces
 batches (`train_batches`, `eval_batches`), turns summed evaluation statistics into named metrics,
 and defines ONE higher-is-better `score` that the search compares (documented on each class):
 
@@ -23,7 +24,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 
 from tasks import datasets
-from tasks.hparams import check_types
+from tasks.hparams import Budget, check_types
 from tasks.synthetic import (
     ArithOptions,
     Batch,
@@ -33,6 +34,7 @@ from tasks.synthetic import (
     memorize_batch,
     xml_batch,
 )
+from tasks.usercode import named_class
 
 # a fixed seed per evaluation split: every trial of a synthetic task is scored on the same data
 EVAL_SEEDS = {"valid": 10_001, "test": 10_002}
@@ -47,9 +49,12 @@ class Task:
     """Base class; subclasses are frozen dataclasses whose fields are the task's options."""
 
     name: ClassVar[str]
-    summary: ClassVar[str]
+    summary: ClassVar[str] = ""
     tokens: ClassVar[bool] = True  # inputs are token ids (else 88-key frames, sigmoid outputs)
     score_name: ClassVar[str] = "accuracy"
+    # a task of your own: its budget at each preset it runs at (the built-in tasks' are in
+    # `tasks.PRESETS`), e.g. {"quick": Budget(steps=300, hidden=32, batch=32)}
+    budgets: ClassVar[dict[str, Budget]] = {}
 
     @property
     def n_inputs(self) -> int:
@@ -331,11 +336,43 @@ SEARCH_TASKS = ("arith", "xml", "ptb")  # the paper's search tasks
 MUSIC_TASKS = ("jsb", "nottingham", "musedata", "piano")
 
 
+def task_class(name: str, near=None) -> type[Task]:
+    """The class of task `name`: a built-in's name, or "MODULE:CLASS" for a task of your own.
+
+    A task of your own is a frozen dataclass deriving from `Task` (or `Generated`), whose fields
+    are its options, with a `name` and its `budgets` per preset. Its module is imported by
+    `tasks.usercode.import_class` (the current directory, then `near`, a config file's directory,
+    are searched last); Ray workers, which train it, import it the same way. It must be a module
+    file, not `__main__`: the workers import it by name.
+
+    Raises:
+      ValueError: one line naming the problem.
+    """
+    module_name, _, class_name = name.partition(":")
+    if module_name == "__main__":
+        raise ValueError(f"{name}: a task of your own must be in a module file, which the Ray "
+                         "workers that train it import by name, not in __main__")  # fmt: skip
+    cls = named_class(name, TASKS, Task, "tasks.Task", "task", near)
+    if name in TASKS:
+        return cls
+    params = getattr(cls, "__dataclass_params__", None)
+    if not dataclasses.is_dataclass(cls) or not params.frozen:
+        raise ValueError(f"{name}: {class_name} must be a @dataclasses.dataclass(frozen=True) (its "
+                         "fields are the task's options)")  # fmt: skip
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        raise ValueError(f"{name}: {class_name} needs a name (name = \"...\"), which its rows' data "
+                         "checksum and messages use")  # fmt: skip
+    budgets = cls.budgets
+    if not isinstance(budgets, dict) or not all(isinstance(b, Budget) for b in budgets.values()):
+        raise ValueError(f"{name}: {class_name}.budgets must map preset names to tasks.Budget, got "
+                         f"{budgets!r}")  # fmt: skip
+    return cls
+
+
 def make_task(name: str, **options) -> Task:
-    """Builds task `name` with its options (see each class); raises ValueError naming the problem."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task '{name}' (known: {', '.join(TASKS)})")
-    cls = TASKS[name]
+    """Builds task `name` (`task_class`) with its options (see each class); raises ValueError
+    naming the problem."""
+    cls = task_class(name)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in options:
         if key not in known:
@@ -349,3 +386,8 @@ def make_task(name: str, **options) -> Task:
     except ValueError as error:
         raise ValueError(f"task {name}: {error}") from None
     return task
+
+
+def is_builtin(task: Task) -> bool:
+    """Whether `task` is one of cellsearch's (else a task of your own, whose code a run records)."""
+    return TASKS.get(task.name) is type(task)

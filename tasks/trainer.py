@@ -40,8 +40,9 @@ from tasks.executables import (ExecutableStore, cpu_model, package_versions, per
                                source_digest, trim_cache)
 from tasks.hparams import Budget, HParams, check_types, preset
 from tasks.model import RNNModel, argmax_hits, step_losses, zero_carry
-from tasks.registry import STATS, Task, make_task
+from tasks.registry import STATS, Task, is_builtin, make_task
 from tasks.synthetic import Batch
+from tasks.usercode import class_source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +403,8 @@ class Program:
                        "layers": self.layers, "hidden": self.hidden, "batch": self.batch,
                        "seq_len": self.seq_len, "steps_per_call": self.steps_per_call,
                        "compiler_options": options}  # fmt: skip
+        if not is_builtin(self.task):  # its source is not in the store's key: the file's digest
+            description["task_source"] = class_source(type(self.task))["sha256"]
         # evaluation never drops out, so a dropout trial loads the program its twin without
         # dropout stored (or stores the one that twin will load) instead of compiling it again
         if name.startswith("train"):
@@ -738,7 +741,9 @@ def code_digest() -> str:
 
 
 def provenance(task: Task) -> dict:
-    """What a row needs to be reproduced, besides its spec."""
+    """What a row needs to be reproduced, besides its spec (and for a task of your own, whose
+    code `code_version` does not cover, `task_source`: its class, file and the file's SHA-256)."""
+    own = {} if is_builtin(task) else {"task_source": class_source(type(task))}
     return {
         "data_checksum": task.data_checksum(),
         "code_version": code_version(),
@@ -750,6 +755,7 @@ def provenance(task: Task) -> dict:
         "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
         "cpu_threads": cpu_threads(),
         "cpu_model": cpu_model(),
+        **own,
     }
 
 

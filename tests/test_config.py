@@ -178,6 +178,106 @@ def test_a_strategy_of_your_own_is_found_beside_its_config_file(tmp_path, monkey
     sys.modules.pop("strategies_beside", None)
 
 
+MY_TASKS = """
+import dataclasses
+
+import tasks
+
+QUICK = {"quick": tasks.Budget(steps=10, hidden=8, batch=8, seq_len=10)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Copy(tasks.Generated):
+    name = "copy"
+    symbols: int = 5
+    alphabet = "ab"
+    budgets = QUICK
+
+
+@dataclasses.dataclass
+class NotFrozen(tasks.Generated):
+    name = "not_frozen"
+    budgets = QUICK
+
+
+class NotADataclass(tasks.Generated):
+    name = "plain"
+    budgets = QUICK
+
+
+@dataclasses.dataclass(frozen=True)
+class Nameless(tasks.Generated):
+    budgets = QUICK
+
+
+@dataclasses.dataclass(frozen=True)
+class BadBudgets(tasks.Generated):
+    name = "bad_budgets"
+    budgets = {"quick": {"steps": 10}}
+
+
+class NotATask:
+    pass
+"""
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tasks = ['my_tasks:Copy']\npreset = 'paper'",
+     "config: tasks: task my_tasks:Copy has no budget for preset 'paper' (its class's budgets: quick)"),
+    ("tasks = ['my_tasks:Missing']", "config: tasks: my_tasks:Missing: my_tasks has no class Missing"),
+    ("tasks = ['my_tasks:NotATask']",
+     "config: tasks: my_tasks:NotATask: NotATask is not a subclass of tasks.Task"),
+    ("tasks = ['my_tasks:NotFrozen']", "config: tasks: my_tasks:NotFrozen: NotFrozen must be a "
+     "@dataclasses.dataclass(frozen=True) (its fields are the task's options)"),
+    ("tasks = ['my_tasks:NotADataclass']", "NotADataclass must be a @dataclasses.dataclass(frozen=True)"),
+    ("tasks = ['my_tasks:Nameless']", "config: tasks: my_tasks:Nameless: Nameless needs a name"),
+    ("tasks = ['my_tasks:BadBudgets']", "config: tasks: my_tasks:BadBudgets: BadBudgets.budgets must "
+     "map preset names to tasks.Budget, got {'quick': {'steps': 10}}"),
+    ("tasks = ['no_such_tasks_here:X']", "config: tasks: no_such_tasks_here:X: importing "
+     "no_such_tasks_here failed: ModuleNotFoundError: No module named 'no_such_tasks_here'"),
+    ("tasks = ['__main__:Copy']", "config: tasks: __main__:Copy: a task of your own must be in a "
+     "module file, which the Ray workers that train it import by name, not in __main__"),
+    ("tasks = ['copy']", "config: tasks: unknown task 'copy' (known: memorize, arith, xml, ptb, jsb, "
+     "nottingham, musedata, piano; or MODULE:CLASS for a Task subclass of your own)"),
+    ("tasks = ['my_tasks:Copy']\n[task_options.'my_tasks:Copy']\nsymbols = 2.5",
+     "config: budget/task_options of my_tasks:Copy: task my_tasks:Copy: symbols must be int, got float 2.5"),
+    ("tasks = ['my_tasks:Copy']\n[task_options.'my_tasks:Copy']\nletters = 3",
+     "unknown option 'letters' for task my_tasks:Copy (options: symbols)"),
+    ("tasks = ['my_tasks:Copy']\n[budget.'my_tasks:Copy']\nsteps = 0",
+     "config: budget/task_options of my_tasks:Copy: steps must be >= 1, got 0"),
+    ("[budget.'my_tasks:Copy']\nsteps = 5", "config: budget.my_tasks:Copy: unknown task (known: "
+     "memorize, arith, xml, ptb, jsb, nottingham, musedata, piano; and the config's tasks of your own)"),
+])  # fmt: skip
+def test_a_task_of_your_own_is_checked(tmp_path, monkeypatch, text, message):
+    monkeypatch.syspath_prepend(tmp_path)
+    (tmp_path / "my_tasks.py").write_text(MY_TASKS)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_task_of_your_own_takes_its_budget_options_and_dotted_overrides(tmp_path, monkeypatch):
+    """Its class's budget at the preset, the config's over it; a `--set` key whose task is in a
+    package keeps the module's dots ("budget.pkg.tasks:Copy.steps")."""
+    from tasks import TrialSpec
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "my_tasks.py").write_text(MY_TASKS)
+    (tmp_path / "search.toml").write_text("tasks = ['pkg.my_tasks:Copy', 'arith']\n"
+                                          "[task_options.'pkg.my_tasks:Copy']\nsymbols = 3\n")
+    config = load_config(tmp_path / "search.toml", {"budget.pkg.my_tasks:Copy.steps": 7})
+    assert config.budget == {"pkg.my_tasks:Copy": {"steps": 7}}
+    assert parse_config(to_toml(to_dict(config))) == config  # as run.toml keeps it
+    spec = TrialSpec.from_preset("gru", "pkg.my_tasks:Copy", "quick", None, 0,
+                                 config.budget["pkg.my_tasks:Copy"], config.task_options["pkg.my_tasks:Copy"])
+    assert (spec.budget.steps, spec.budget.hidden, spec.task_options) == (7, 8, (("symbols", 3),))
+    assert spec.make_task().symbols == 3
+    for name in ("pkg", "pkg.my_tasks"):
+        sys.modules.pop(name, None)
+
+
 def test_baselines_take_cells_as_equations_too():
     found = "z = sigmoid(W(x) + W(h))\nh_new = z * h + (1 - z) * tanh(W(x) + W(h))\n"
     config = parse_config(f"strategy = 'baselines'\n[baselines]\ncells = ['lstm', {json.dumps(found)}]")

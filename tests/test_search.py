@@ -23,7 +23,7 @@ from results import RunStore, load
 from search.config import ConfigError
 from search.loop import run_search
 from tasks import make_task
-from searchkit import (QUICK, borrowed, cellsearch, descendants, free_port, kill_session, ray_actors,
+from searchkit import (QUICK, TINY_BUDGET, borrowed, cellsearch, descendants, free_port, kill_session, ray_actors,
                        ray_head, readme_example, sequence, tiny, tiny_args, wait_for_rows)
 
 
@@ -229,6 +229,71 @@ def test_the_command_line_finds_a_strategy_beside_where_it_is_started(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().endswith("strategy: hillclimb:HillClimb: importing hillclimb failed: "
                                           "ModuleNotFoundError: No module named 'hillclimb'")  # fmt: skip
+
+
+def test_a_task_of_your_own_is_searched_resumed_and_rerun(tmp_path):
+    """The README's reverse.py beside a config in another directory than the one the search is
+    started from: the driver and the Ray workers import it from there, each row records its
+    source; a resume after an edit warns, and `rerun` from elsewhere finds the module again."""
+    experiment = tmp_path / "experiment"
+    experiment.mkdir()
+    module = experiment / "reverse.py"
+    module.write_text(readme_example("# reverse.py"))
+    tiny_reverse = "".join(f"{key} = {value}\n" for key, value in TINY_BUDGET)
+    (experiment / "reverse.toml").write_text(
+        QUICK.read_text() + f"\n[budget.'reverse:Reverse']\n{tiny_reverse}"
+        "\n[task_options.'reverse:Reverse']\nsymbols = 3\n")  # fmt: skip
+    command = ["search", "experiment/reverse.toml", "--out", "run", "--quiet",
+               "--set", 'tasks=["reverse:Reverse", "arith"]', "--set", "budget.reverse:Reverse.steps=20",
+               *tiny_args(max_trials=8)]  # fmt: skip
+    result = cellsearch(*command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    frame = load(tmp_path / "run")
+    reverse = frame[frame["task"] == "reverse:Reverse"]
+    digest = hashlib.sha256(module.read_bytes()).hexdigest()
+    source = {"class": "reverse:Reverse", "file": str(module), "sha256": digest}
+    assert len(reverse) >= 2 and set(reverse["status"]) <= {"ok", "diverged"}
+    assert set(reverse["budget_steps"]) == {20} and set(reverse["sequence_length"]) == {6}
+    assert all(row == source for row in reverse["task_source"])
+    assert frame[frame["task"] == "arith"]["task_source"].isna().all()  # a built-in task's: none
+    (checksum,) = set(reverse["data_checksum"])
+    assert checksum.startswith("synthetic:reverse:v1:")  # its name, version and options
+    run = RunStore(tmp_path / "run").metadata()["run"]
+    assert run["task_sources"] == {"reverse:Reverse": source}
+    assert run["data_checksums"]["reverse:Reverse"] == checksum
+    again = cellsearch(*command, cwd=tmp_path)  # finished: replayed, nothing to say
+    assert again.returncode == 0 and "(0 run now, 8 from the store)" in again.stdout
+    assert again.stderr == ""
+    module.write_text(module.read_text() + "# edited since\n")
+    edited = cellsearch(*command, cwd=tmp_path)
+    assert edited.returncode == 0
+    assert f"reverse.py changed since the run was made (sha256 {digest[:12]} -> " in edited.stderr
+    trial = int(reverse[reverse["status"] == "ok"]["trial"].iloc[0])
+    rerun = cellsearch("rerun", tmp_path / "run", trial, "--quiet", cwd=experiment.parent.parent)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"trial {trial} reproduced" in rerun.stderr
+
+
+def test_workers_that_cannot_import_a_task_or_import_other_code_are_refused(ray_workers, monkeypatch):
+    """Checked before a search trains, on the real workers: a module they cannot import, and one
+    whose file differs from the driver's (here tasks/registry.py, named as a module, against a
+    made-up digest)."""
+    monkeypatch.setattr(ray_workers, "task_sources", {"no_such_module_on_workers:Copy": "0" * 64})
+    with pytest.raises(RuntimeError, match=r"a worker on .* cannot import task no_such_module_on_"
+                       r"workers:Copy \(no_such_module_on_workers:Copy: importing no_such_module_on_"
+                       r"workers failed: ModuleNotFoundError: .*\); its module must be importable on "
+                       "every node"):  # fmt: skip
+        ray_workers._check_workers(ray_workers.actors)
+    monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": "0" * 64})
+    with pytest.raises(RuntimeError, match=r"a worker on .* imports task tasks.registry:Arith from "
+                                           r"other code \(source sha256 [0-9a-f]{12}\) than this "
+                                           r"driver \(000000000000\)"):  # fmt: skip
+        ray_workers._check_workers(ray_workers.actors)
+    from tasks.usercode import class_source
+    from tasks.registry import Arith
+
+    monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": class_source(Arith)["sha256"]})
+    ray_workers._check_workers(ray_workers.actors)  # the same file: accepted
 
 
 def test_search_from_python_starts_its_own_ray_or_uses_the_one_the_process_joined(tmp_path):

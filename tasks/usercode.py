@@ -1,0 +1,97 @@
+"""Classes of your own, named "MODULE:CLASS" where a config names a task or a search strategy.
+
+    cls = import_class("reverse:Reverse", Task, "tasks.Task")   # reverse.py, where you run
+    class_source(cls)   # {"class": "reverse:Reverse", "file": ".../reverse.py", "sha256": ...}
+
+MODULE is imported as Python imports it, with the current directory and then the config file's
+directory searched last: a module where the search is started, or beside its config, is found, and
+never shadows an installed one. `SEARCHED` keeps the directories this process added, so that a
+search's Ray workers, which import a task's module themselves, search them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import os
+import pathlib
+import sys
+
+SEARCHED: list[str] = []  # directories this process appended to sys.path for code of your own
+
+
+def search_also(*directories: str | os.PathLike) -> None:
+    """Appends `directories` (made absolute) to sys.path, after everything already there."""
+    for directory in directories:
+        directory = os.path.abspath(directory)
+        if directory not in sys.path:
+            sys.path.append(directory)
+        if directory not in SEARCHED:
+            SEARCHED.append(directory)
+
+
+def named_class(name: str, registry: dict[str, type], base: type, base_name: str, what: str,
+                near: str | os.PathLike | None = None) -> type:  # fmt: skip
+    """`registry[name]`, or the class "MODULE:CLASS" names (`import_class`).
+
+    Raises:
+      ValueError: one line naming the problem; `what` ("task") names the kind of thing.
+    """
+    if name in registry:
+        return registry[name]
+    module_name, _, class_name = name.partition(":")
+    if not module_name or not class_name:
+        raise ValueError(f"unknown {what} '{name}' (known: {', '.join(registry)}; or MODULE:CLASS "
+                         f"for a {base.__name__} subclass of your own)")  # fmt: skip
+    return import_class(name, base, base_name, near)
+
+
+def import_class(name: str, base: type, base_name: str, near: str | os.PathLike | None = None) -> type:
+    """The class "MODULE:CLASS" names, which must be a subclass of `base`.
+
+    Args:
+      name: "MODULE:CLASS" (MODULE may be dotted: "mypackage.tasks:Copy").
+      base: the class it must derive from.
+      base_name: how messages name `base` ("search.Strategy").
+      near: a directory searched after the current one (a config file's).
+
+    Raises:
+      ValueError: one line naming the problem (a module that does not import, with the error it
+        raised; a class that is missing or not a `base`).
+    """
+    module_name, _, class_name = name.partition(":")
+    search_also(os.getcwd(), *([near] if near else []))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001 - the user's module: any failure is one line
+        raise ValueError(f"{name}: importing {module_name} failed: "
+                         f"{type(error).__name__}: {error}") from error  # fmt: skip
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise ValueError(f"{name}: {module_name} has no class {class_name}")
+    if not issubclass(cls, base):
+        raise ValueError(f"{name}: {class_name} is not a subclass of {base_name}")
+    return cls
+
+
+def class_source(cls: type) -> dict:
+    """What a run records of a class of your own, since cellsearch's `code_version` does not cover
+    it: its name, source file and the file's SHA-256 (file and digest empty where Python has no
+    file, a class defined in a notebook)."""
+    try:
+        path = inspect.getsourcefile(cls) or ""
+        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if path else ""
+    except (TypeError, OSError):
+        path, digest = "", ""
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "file": path, "sha256": digest}
+
+
+def source_root(source: dict) -> str:
+    """The directory a `class_source` record's module is imported from (for "pkg.mod:Cls" in
+    .../pkg/mod.py, the directory that holds pkg): what `cellsearch rerun` searches to train a
+    stored row of a task of your own again."""
+    module = source["class"].partition(":")[0]
+    path = pathlib.Path(source["file"])
+    levels = module.count(".") + (2 if path.name == "__init__.py" else 1)
+    return str(path.parents[levels - 1])
