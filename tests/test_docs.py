@@ -52,7 +52,7 @@ def _subparsers():
 def test_every_documented_command_and_option_exists(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)  # where `configs/quick.toml` is
     # the README's strategy and task of one's own, where its commands expect them: importable
-    for name in ("hillclimb", "reverse"):
+    for name in ("hillclimb", "reverse", "charlm"):
         (tmp_path / f"{name}.py").write_text(readme_example(f"# {name}.py"))
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.syspath_prepend(tmp_path)
