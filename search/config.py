@@ -16,6 +16,7 @@ import tomllib
 import typing
 
 from tasks import GRID, PRESETS, TASKS, preset, task_class
+from tasks.registry import check_batches
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming file and key."""
@@ -262,10 +263,16 @@ class SearchConfig:
 
         for task in (*self.tasks, self.jozefowicz.screen_task):
             try:  # the budget and task options of every task make a valid trial
-                TrialSpec.from_preset("lstm", task, self.preset, None, 0, self.budget.get(task),
-                                      self.task_options.get(task)).validate()  # fmt: skip
+                spec = TrialSpec.from_preset("lstm", task, self.preset, None, 0,
+                                             self.budget.get(task), self.task_options.get(task))  # fmt: skip
+                spec.validate()
             except (TypeError, ValueError) as error:
                 fail(f"budget/task_options of {task}", str(error).splitlines()[0])
+            if task not in TASKS:  # your own: its batches have the form the trainer reads
+                try:
+                    check_batches(spec.make_task(), spec.budget.batch, spec.budget.seq_len)
+                except ValueError as error:
+                    fail("tasks", f"{task}: {error}")
 
     def settings_grid(self) -> dict[str, tuple]:
         """The grid the trials' settings are drawn from: the paper's, with `grid`'s values."""

@@ -369,6 +369,52 @@ def task_class(name: str, near=None) -> type[Task]:
     return cls
 
 
+def check_batches(task: Task, batch: int, seq_len: int) -> None:
+    """Draws a training and a validation batch of `task` and checks their form, as a search does
+    once for a task of your own before any trial: a wrong shape would fail every trial, and a
+    token id out of range would train silently on another (a JAX gather clamps it).
+
+    Args:
+      task: the task, made with its options.
+      batch, seq_len: the budget's batch and BPTT length.
+
+    Raises:
+      ValueError: one line naming the method and the first problem.
+    """
+    steps = task.sequence_length(seq_len)
+    draws = (("train_batches", lambda: task.train_batches(batch, steps, 0)),
+             ("eval_batches", lambda: task.eval_batches("valid", batch, steps, 1)))  # fmt: skip
+    for method, batches in draws:
+        try:
+            got = next(iter(batches()), None)
+        except Exception as error:  # noqa: BLE001 - the user's code: any failure is one line
+            raise ValueError(f"{method} raised {type(error).__name__}: {error}".splitlines()[0]) from None
+        if got is None:
+            raise ValueError(f"{method} gave no batch")
+        if not isinstance(got, Batch):
+            raise ValueError(f"{method} must give tasks.Batch, got {type(got).__name__}")
+        rows = np.shape(got.mask)[0] if np.ndim(got.mask) == 2 else -1
+        if method == "train_batches" and rows != batch or not 1 <= rows <= batch:
+            raise ValueError(f"{method} gave a mask of shape {np.shape(got.mask)}: (rows, steps) "
+                             f"with {batch if method == 'train_batches' else f'1 to {batch}'} "
+                             f"rows (the budget's batch) and {steps} steps")  # fmt: skip
+        for field, width in (("inputs", task.n_inputs), ("targets", task.n_outputs)):
+            array = np.asarray(getattr(got, field))
+            shape = (rows, steps) if task.tokens else (rows, steps, width)
+            kind = "integer token ids" if task.tokens else "float frames"
+            if array.shape != shape or (array.dtype.kind in "iu") != task.tokens:
+                raise ValueError(f"{method} gave {field} of shape {array.shape} and dtype "
+                                 f"{array.dtype}, not {kind} of shape {shape}")  # fmt: skip
+            if task.tokens and array.size and not 0 <= array.min() <= array.max() < width:
+                size = "n_inputs" if field == "inputs" else "n_outputs"
+                raise ValueError(f"{method} gave {field} from {array.min()} to {array.max()}, "
+                                 f"outside 0..{width - 1} ({size} is {width})")  # fmt: skip
+        for field in ("mask", "aux_mask"):
+            if np.shape(getattr(got, field)) != (rows, steps):
+                raise ValueError(f"{method} gave {field} of shape {np.shape(getattr(got, field))}, "
+                                 f"not {(rows, steps)} like the inputs' rows and steps")  # fmt: skip
+
+
 def make_task(name: str, **options) -> Task:
     """Builds task `name` (`task_class`) with its options (see each class); raises ValueError
     naming the problem."""

@@ -182,3 +182,18 @@ def test_bad_data_files(tmp_path, damage, message):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
+
+
+def test_a_task_of_your_own_whose_batches_are_wrong_is_one_line(workspace, capsys, tmp_path_factory,
+                                                                 monkeypatch):  # fmt: skip
+    """`train` and `search` draw its batches before anything trains (`tasks.registry.check_batches`)."""
+    from test_config import BAD_BATCHES
+
+    own = tmp_path_factory.mktemp("own")
+    (own / "bad_batches.py").write_text(BAD_BATCHES)
+    monkeypatch.syspath_prepend(own)
+    message = "bad_batches:TooLong: train_batches gave inputs of shape (4, 6) and dtype int32, not "
+    check(*run_cli(capsys, "train", "lstm", "bad_batches:TooLong"), message)
+    check(*run_cli(capsys, "search", QUICK, "--set", 'tasks=["bad_batches:TooLong"]', "--out",
+                   workspace / "new"), f"tasks: {message}")  # fmt: skip
+    assert not (workspace / "new").exists()

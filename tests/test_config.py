@@ -193,6 +193,10 @@ class Copy(tasks.Generated):
     alphabet = "ab"
     budgets = QUICK
 
+    def generate(self, rng, n, seq_len):
+        ids = rng.integers(0, 2, size=(n, seq_len), dtype="int32")
+        return tasks.Batch(ids, ids, 1.0 + 0 * ids, 0.0 * ids)
+
 
 @dataclasses.dataclass
 class NotFrozen(tasks.Generated):
@@ -254,6 +258,95 @@ def test_a_task_of_your_own_is_checked(tmp_path, monkeypatch, text, message):
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+BAD_BATCHES = """
+import dataclasses
+
+import numpy as np
+
+import tasks
+
+
+def batch(n, steps, top=2, dtype=np.int32, mask_steps=None):
+    ids = np.full((n, steps), top, dtype)
+    mask = np.ones((n, mask_steps or steps), np.float32)
+    return tasks.Batch(ids, ids, mask, 0 * mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class Good(tasks.Generated):
+    name = "letters"
+    alphabet = "abc"
+    budgets = {"quick": tasks.Budget(steps=10, hidden=8, batch=4, seq_len=5)}
+
+    def generate(self, rng, n, seq_len):
+        return batch(n, seq_len)
+
+
+@dataclasses.dataclass(frozen=True)
+class TooLong(Good):
+    def generate(self, rng, n, seq_len):
+        return batch(n, seq_len + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutOfRange(Good):
+    def generate(self, rng, n, seq_len):
+        return batch(n, seq_len, top=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Floats(Good):
+    def generate(self, rng, n, seq_len):
+        return batch(n, seq_len, dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Raises(Good):
+    def generate(self, rng, n, seq_len):
+        raise KeyError("vocab")
+
+
+@dataclasses.dataclass(frozen=True)
+class NotABatch(Good):
+    def generate(self, rng, n, seq_len):
+        return tuple(batch(n, seq_len))
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSteps(Good):
+    def generate(self, rng, n, seq_len):
+        return batch(n, seq_len, mask_steps=seq_len + 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoValidation(Good):
+    def eval_batches(self, split, batch, seq_len, sequences):
+        return iter(())
+"""
+
+
+@pytest.mark.parametrize("name, message", [
+    ("TooLong", "train_batches gave inputs of shape (4, 6) and dtype int32, not integer token ids of "
+                "shape (4, 5)"),
+    ("OutOfRange", "train_batches gave inputs from 3 to 3, outside 0..2 (n_inputs is 3)"),
+    ("Floats", "train_batches gave inputs of shape (4, 5) and dtype float32, not integer token ids of "
+               "shape (4, 5)"),
+    ("Raises", "train_batches raised KeyError: 'vocab'"),
+    ("NotABatch", "train_batches must give tasks.Batch, got tuple"),
+    ("MaskSteps", "train_batches gave mask of shape (4, 7), not (4, 5) like the inputs' rows and steps"),
+    ("NoValidation", "eval_batches gave no batch"),
+])  # fmt: skip
+def test_a_task_of_your_own_gives_batches_the_trainer_reads(tmp_path, monkeypatch, name, message):
+    """One training and one validation batch are drawn when the config is checked: a wrong shape
+    would fail every trial, and an id out of range would train silently on a clamped one."""
+    monkeypatch.syspath_prepend(tmp_path)
+    (tmp_path / "bad_batches.py").write_text(BAD_BATCHES)
+    assert parse_config("tasks = ['bad_batches:Good']").tasks == ("bad_batches:Good",)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"tasks = ['bad_batches:{name}']")
+    assert str(caught.value) == f"config: tasks: bad_batches:{name}: {message}"
 
 
 def test_a_task_of_your_own_takes_its_budget_options_and_dotted_overrides(tmp_path, monkeypatch):

@@ -55,6 +55,8 @@ def test_every_documented_command_and_option_exists(monkeypatch, tmp_path):
     for name in ("hillclimb", "reverse", "charlm"):
         (tmp_path / f"{name}.py").write_text(readme_example(f"# {name}.py"))
         monkeypatch.delitem(sys.modules, name, raising=False)
+    # and charlm's corpus, as the README's `head -c 300000 tasks/data/ptb.train.txt` makes it
+    (tmp_path / "corpus.txt").write_bytes((ROOT / "tasks/data/ptb.train.txt").read_bytes()[:300_000])
     monkeypatch.syspath_prepend(tmp_path)
     parser, commands = _subparsers()
     wrong, seen = [], 0
