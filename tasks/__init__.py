@@ -1,4 +1,5 @@
-"""Tasks of Jozefowicz et al. (2015), the model around a cell, and the jitted trainer."""
+"""Tasks of Jozefowicz et al. (2015), the model around a cell, and the jitted trainer; a task of your
+own is a `Task` subclass named "MODULE:CLASS" (`task_class`)."""
 
 import importlib
 
