@@ -63,7 +63,8 @@ def search_tasks_of(frame: pd.DataFrame, reference: str = REFERENCE) -> list[str
     """The tasks of the Jozefowicz score in `frame`: those its search runs searched on (their
     configs' `tasks`, on each of which every strategy trains the reference cell outside the
     screen), the paper's first; without a search run (baselines runs, which also train music for
-    Table 2), the paper's search tasks the reference cell has trials on."""
+    Table 2), the paper's search tasks and the tasks of your own ("MODULE:CLASS") the reference
+    cell has trials on."""
     ref = frame[frame["cell_name"] == reference]
     if "strategy" in ref and "purpose" in ref:
         searched = ref[(ref["strategy"].astype(str) != "baselines") & (ref["purpose"].astype(str) != "screen")]
@@ -71,7 +72,7 @@ def search_tasks_of(frame: pd.DataFrame, reference: str = REFERENCE) -> list[str
         if present:
             return [t for t in SEARCH_TASKS if t in present] + sorted(present - set(SEARCH_TASKS))
     present = tasks_present(ref)
-    return [t for t in SEARCH_TASKS if t in present]
+    return [t for t in SEARCH_TASKS if t in present] + sorted(t for t in present if ":" in t)
 
 
 def tasks_present(frame: pd.DataFrame) -> set[str]:

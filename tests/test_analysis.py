@@ -534,6 +534,13 @@ def test_the_jozefowicz_score_is_over_the_tasks_a_search_searched(tmp_path):
     assert search_progress(frame)["jozefowicz"].tolist() == pytest.approx([1e-5])  # its run's GRU
     baselines = frame[frame["run"] == "baselines"]
     assert search_tasks_of(baselines) == ["arith", "xml", "ptb"]  # the paper's, not Table 2's music
+    # baselines on a task of your own (`cellsearch baselines --tasks reverse:Reverse arith`): it too
+    own = pd.DataFrame([trial(0, "gru", "reverse:Reverse", 0.6, strategy="baselines"),
+                        trial(1, "gru", "arith", 0.5, strategy="baselines"),
+                        trial(2, MUTANT, "reverse:Reverse", 0.3, strategy="baselines"),
+                        trial(3, MUTANT, "arith", 0.5, strategy="baselines")]).assign(purpose="baseline")
+    assert search_tasks_of(own) == ["arith", "reverse:Reverse"]
+    assert leaderboard(own).loc[mutant, "jozefowicz"] == pytest.approx(0.5)
 
 
 OTHER = "h_new = relu(W(x) + W(h))\n"
