@@ -274,6 +274,10 @@ class SearchConfig:
                 except ValueError as error:
                     fail("tasks", f"{task}: {error}")
 
+    def own_tasks(self) -> list[str]:
+        """The tasks of your own ("MODULE:CLASS") the run trains, the screening task included."""
+        return [t for t in dict.fromkeys((*self.tasks, self.jozefowicz.screen_task)) if t not in TASKS]
+
     def settings_grid(self) -> dict[str, tuple]:
         """The grid the trials' settings are drawn from: the paper's, with `grid`'s values."""
         return GRID | {name: tuple(values if name == "layers" else map(float, values))

@@ -364,8 +364,7 @@ def executor_for(config, workers: int | None = None, address: str | None = None,
     from tasks.usercode import class_source
 
     xla_flags = DETERMINISTIC_XLA_FLAGS if config.deterministic else ""
-    own = [task for task in (*config.tasks, config.jozefowicz.screen_task) if ":" in task]
-    sources = {task: class_source(task_class(task))["sha256"] for task in own}
+    sources = {task: class_source(task_class(task))["sha256"] for task in config.own_tasks()}
     return functools.partial(RayExecutor, workers=workers, address=address,
                              gpus_per_worker=gpus_per_worker, retries=config.retries,
                              xla_flags=xla_flags, task_sources=sources)  # fmt: skip

@@ -27,8 +27,7 @@ from results import RunStore, StoreError
 from results.store import crash_now, fault_point, fill_disk
 from search.config import ConfigError, SearchConfig, stored_config, to_dict, to_toml
 from search.strategies import STRATEGIES, CellRecord, Proposal, Strategy, strategy_class
-from tasks import HParams, TrialSpec
-from tasks.registry import is_builtin
+from tasks import HParams, TrialSpec, task_class
 from tasks.trainer import code_version, package_versions
 from tasks.usercode import class_source
 
@@ -87,9 +86,8 @@ def _sources_of(config: SearchConfig) -> dict:
     sources = {}
     if config.strategy not in STRATEGIES:
         sources["strategy_source"] = class_source(strategy_class(config.strategy))
-    for name, task in _tasks_of(config).items():
-        if not is_builtin(task):
-            sources.setdefault("task_sources", {})[name] = class_source(type(task))
+    if config.own_tasks():
+        sources["task_sources"] = {name: class_source(task_class(name)) for name in config.own_tasks()}
     return sources
 
 
