@@ -15,7 +15,9 @@ or as few as can be (`claim_core`), so that two searches on one machine, or a cl
 spread over the cores. A trial's numbers depend on its process's core count, so one core each
 makes a search's rows the same locally and on a cluster (each CPU worker's rows have
 `cpu_threads` 1). A worker whose cellsearch source differs from the driver's (a node installed
-from other code) is refused before it trains (`tasks.trainer.code_digest`). A worker trains on
+from other code) is refused before it trains (`tasks.trainer.code_digest`); so is one that cannot
+import a task of your own, or imports another file of it. On a cluster that module goes with the
+job (`ship`: Ray's `py_modules`), so the nodes need not have it. A worker trains on
 what it asked Ray for: without a GPU on its CPU core, even on a node with GPUs; with a share of
 one, within that share of its memory (`worker_environment`); one whose JAX has no GPU is
 refused. At most one trial per worker is in flight, preferably one whose program the worker holds
@@ -155,18 +157,18 @@ class TrialWorker:
 
         return code_digest(), code_version(), socket.gethostname()
 
-    def task_sources(self, names: list[str]) -> dict[str, str]:
-        """For each task of your own, the SHA-256 of its source as this worker imports it, or
-        "error: " and why it cannot."""
+    def task_sources(self, names: list[str]) -> dict[str, dict]:
+        """For each task of your own, its source as this worker imports it (`class_source`), or
+        {"error": why it cannot}."""
         from tasks import task_class
         from tasks.usercode import class_source
 
         found = {}
         for name in names:
             try:
-                found[name] = class_source(task_class(name))["sha256"]
+                found[name] = class_source(task_class(name))
             except ValueError as error:
-                found[name] = f"error: {error}"
+                found[name] = {"error": str(error)}
         return found
 
     def platform(self) -> str:
@@ -204,6 +206,17 @@ def worker_environment(gpus: float | None, environ: Mapping[str, str] = os.envir
             "XLA_PYTHON_CLIENT_PREALLOCATE"} & set(environ):  # fmt: skip
         return {}
     return {"XLA_CLIENT_MEM_FRACTION": f"{0.75 * gpus:.4g}"}
+
+
+def _named_as_driver(on_row: Callable[[int, dict], None], task_sources: Mapping[str, dict],
+                     trial_id: int, row: dict) -> None:  # fmt: skip
+    """`on_row` of `row` whose `task_source` names the driver's file where a worker trained from a
+    shipped copy with the same SHA-256 (every worker's is checked at its start)."""
+    source = row.get("task_source")
+    driver = next((s for s in task_sources.values() if source and s["class"] == source["class"]), None)
+    if driver and driver["sha256"] == source["sha256"]:
+        row = {**row, "task_source": dict(driver)}
+    on_row(trial_id, row)
 
 
 def _stored_row(result) -> dict:
@@ -351,7 +364,8 @@ def next_for_worker(shapes: Sequence[Hashable], held: Collection, busy: Collecti
 
 
 def executor_for(config, workers: int | None = None, address: str | None = None,
-                 gpus_per_worker: float = 0) -> Callable[[], "RayExecutor"]:  # fmt: skip
+                 gpus_per_worker: float = 0, ship_tasks: bool | None = None
+                 ) -> Callable[[], "RayExecutor"]:  # fmt: skip
     """The executor factory `search.run_search` takes, as `config` asks: its `retries`, and
     `DETERMINISTIC_XLA_FLAGS` where it sets `deterministic`.
 
@@ -359,15 +373,24 @@ def executor_for(config, workers: int | None = None, address: str | None = None,
       config: the run's `SearchConfig`.
       workers, address, gpus_per_worker: as `RayExecutor` takes them (`--workers`, `--address`,
         `--gpus-per-worker` of the command line).
+      ship_tasks: whether the module of each task of your own goes to the workers with the job
+        (`tasks.usercode.module_package`); None (`--ship-tasks` left out): when joining a cluster.
+
+    Raises:
+      ValueError: a task of your own that cannot be shipped, in one line.
     """
     from tasks import task_class
-    from tasks.usercode import class_source
+    from tasks.usercode import class_source, module_package
 
     xla_flags = DETERMINISTIC_XLA_FLAGS if config.deterministic else ""
-    sources = {task: class_source(task_class(task))["sha256"] for task in config.own_tasks()}
+    classes = {task: task_class(task) for task in config.own_tasks()}
+    if ship_tasks is None:
+        ship_tasks = ray_address(address) is not None
+    ship = sorted({str(module_package(cls)) for cls in classes.values()}) if ship_tasks else []
     return functools.partial(RayExecutor, workers=workers, address=address,
                              gpus_per_worker=gpus_per_worker, retries=config.retries,
-                             xla_flags=xla_flags, task_sources=sources)  # fmt: skip
+                             xla_flags=xla_flags, ship=ship,
+                             task_sources={task: class_source(cls) for task, cls in classes.items()})  # fmt: skip
 
 
 class RayExecutor:
@@ -386,17 +409,22 @@ class RayExecutor:
       start_timeout: seconds a replacement worker has to start before its slot is given up.
       worker: the actor class; `benchmarks/ray_execution.py` passes one whose trials do nothing,
         to measure what the driver, Ray and the store cost per trial.
-      task_sources: for each task of your own the search trains, the SHA-256 of its source as
-        the driver imports it; a worker that cannot import it, or imports other code, is
-        refused.
+      task_sources: for each task of your own the search trains, its source as the driver
+        imports it (`tasks.usercode.class_source`); a worker that cannot import it, or imports a
+        file with another SHA-256, is refused.
+      ship: files and package directories that go to every worker with the job (Ray's
+        `py_modules`, uploaded once): a task's module, where the cluster's nodes do not have it
+        (`executor_for`). The workers then import those copies, and the rows name the driver's
+        file, which they equal.
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None,
                  gpus_per_worker: float = 0, retries: int = 2, start_timeout: float = 60,
                  worker: type = TrialWorker, xla_flags: str = "",
-                 task_sources: Mapping[str, str] | None = None):  # fmt: skip
+                 task_sources: Mapping[str, dict] | None = None, ship: Sequence[str] = ()):  # fmt: skip
         self.workers = workers
         self.task_sources = dict(task_sources or {})
+        self.ship = list(ship)
         self.worker = worker
         self.start_timeout = start_timeout
         self.poll_seconds = 10.0  # how often a wait for results also checks for lost nodes
@@ -429,6 +457,13 @@ class RayExecutor:
         # dump); a caller's own handler (the CLI stops a search on SIGTERM as on Ctrl-C) is kept
         main_thread = threading.current_thread() is threading.main_thread()
         sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+        if joined and self.ship:
+            raise RuntimeError(
+                "this process has already joined a Ray (ray.init), so cellsearch cannot ship "
+                f"{', '.join(self.ship)} to its workers: pass runtime_env={{'py_modules': "
+                f"{self.ship}}} to your ray.init, or ship_tasks=False where every node has them")  # fmt: skip
+        # the job's runtime environment: Ray uploads local paths only for a whole job
+        job = {"runtime_env": {"py_modules": self.ship, "excludes": ["__pycache__/"]}} if self.ship else {}
         if self.address is None and not joined:
             cpus = len(os.sched_getaffinity(0))
             with warnings.catch_warnings():
@@ -436,10 +471,8 @@ class RayExecutor:
                 # processes with an exec right after, where no JAX thread can deadlock
                 warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
                 # address="local": always a new Ray of our own, never one found on the machine
-                ray.init(address="local", num_cpus=max(cpus, self.workers or 0),
-                         include_dashboard=False, _node_ip_address="127.0.0.1",
-                         logging_level="ERROR", log_to_driver=False)  # fmt: skip
-            self.connected = True
+                self._init(address="local", num_cpus=max(cpus, self.workers or 0),
+                           include_dashboard=False, _node_ip_address="127.0.0.1", **job)  # fmt: skip
             node_address = ray.util.get_node_ip_address()
             if node_address != "127.0.0.1":  # never a local Ray on the network
                 self.__exit__()
@@ -447,8 +480,7 @@ class RayExecutor:
                                    "stopped")  # fmt: skip
         elif not joined:
             check_reachable(self.address)
-            ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
-            self.connected = True
+            self._init(address=self.address, **job)
         if callable(sigterm):
             signal.signal(signal.SIGTERM, sigterm)
         if joined and self.given_address not in (None, "auto"):
@@ -486,6 +518,20 @@ class RayExecutor:
             raise
         return self
 
+    def _init(self, **options) -> None:
+        """`ray.init` with `options`; a failure to upload `self.ship` is one line."""
+        import ray
+        from ray.exceptions import RuntimeEnvSetupError
+
+        try:
+            ray.init(logging_level="ERROR", log_to_driver=False, **options)
+        except RuntimeEnvSetupError as error:  # Ray's own: a traceback's worth, the cause last
+            if ray.is_initialized():
+                ray.shutdown()
+            raise RuntimeError(f"shipping {', '.join(self.ship)} to the Ray workers failed: "
+                               f"{str(error).strip().splitlines()[-1]}") from None  # fmt: skip
+        self.connected = True
+
     def _check_workers(self, actors) -> None:
         """Refuses workers whose cellsearch source differs from the driver's (a node of a cluster
         installed from another commit, or, even on one machine, another checkout in the driver's
@@ -510,18 +556,24 @@ class RayExecutor:
             names = list(self.task_sources)
             imported = ray.get([actor.task_sources.remote(names) for actor in actors],
                                timeout=self.start_timeout)  # fmt: skip
+            how = (f"cellsearch ships {', '.join(self.ship)}: what the module imports from beside "
+                   "it must be inside its package, or installed on every node" if self.ship else
+                   "its module must be importable on every node: at the same path, installed "
+                   "there, or shipped with the job (--ship-tasks)")  # fmt: skip
             for found, (_, _, host) in zip(imported, codes):
-                for name, digest in self.task_sources.items():
-                    if found[name].startswith("error: "):
+                for name, source in self.task_sources.items():
+                    if "error" in found[name]:
+                        raise RuntimeError(f"a worker on {host} cannot import task {name} "
+                                           f"({found[name]['error']}); {how}")  # fmt: skip
+                    if found[name]["sha256"] != source["sha256"]:
                         raise RuntimeError(
-                            f"a worker on {host} cannot import task {name} "
-                            f"({found[name].removeprefix('error: ')}); its module must be "
-                            "importable on every node: at the same path, or installed there")  # fmt: skip
-                    if found[name] != digest:
-                        raise RuntimeError(
-                            f"a worker on {host} imports task {name} from other code (source "
-                            f"sha256 {found[name][:12]}) than this driver ({digest[:12]}); put "
-                            "the same file on every node")  # fmt: skip
+                            f"a worker on {host} imports task {name} from {found[name]['file']} "
+                            f"(sha256 {found[name]['sha256'][:12]}), other code than this "
+                            f"driver's {source['file']} ({source['sha256'][:12]}); "
+                            + ("Ray puts the driver's working directory first on its workers' "
+                               "path: start the search from a directory that has no other copy"
+                               if self.ship else "put the same file on every node, or ship it "
+                               "with the job (--ship-tasks)"))  # fmt: skip
         if self.gpus_per_worker:
             platforms = ray.get([actor.platform.remote() for actor in actors],
                                 timeout=self.start_timeout)  # fmt: skip
@@ -540,8 +592,11 @@ class RayExecutor:
         core = None if self.gpus_per_worker else "claim"
         from tasks.usercode import SEARCHED
 
+        # shipped modules are on the workers' path already; the driver's directories are not
+        # searched then, as on a node that lacks them
+        searched = [] if self.ship else list(SEARCHED)
         return self._remote.remote(core, str(compilation_cache_dir()), self.xla_flags,
-                                   self.cache_max_bytes, self.gpus_per_worker, list(SEARCHED))  # fmt: skip
+                                   self.cache_max_bytes, self.gpus_per_worker, searched)  # fmt: skip
 
     def _replacement(self, index: int):
         """A fresh actor for a dead one, or None when the cluster has no room for it (a node died):
@@ -609,6 +664,8 @@ class RayExecutor:
 
         from tasks import TrialResult
 
+        if self.ship:  # rows name the driver's file, not the copy in Ray's session directory
+            on_row = functools.partial(_named_as_driver, on_row, self.task_sources)
         pending = collections.deque((tid, spec, 0) for tid, spec in jobs)
         shapes = {tid: spec.program_shape() for tid, spec in jobs}
         idle = [i for i, actor in enumerate(self.actors) if actor is not None]

@@ -2,6 +2,7 @@
 
     cls = import_class("reverse:Reverse", Task, "tasks.Task")   # reverse.py, where you run
     class_source(cls)   # {"class": "reverse:Reverse", "file": ".../reverse.py", "sha256": ...}
+    module_package(cls)  # .../reverse.py: what ships the class to a cluster's workers
 
 MODULE is imported as Python imports it, with the current directory and then the config file's
 directory searched last: a module where the search is started, or beside its config, is found, and
@@ -85,6 +86,31 @@ def class_source(cls: type) -> dict:
     except (TypeError, OSError):
         path, digest = "", ""
     return {"class": f"{cls.__module__}:{cls.__qualname__}", "file": path, "sha256": digest}
+
+
+def module_package(cls: type) -> pathlib.Path:
+    """What carries `cls`'s module to another machine (Ray's `py_modules`): the module's .py file
+    where it is a top-level module, else the directory of its top-level package, with everything
+    inside it (data a task reads beside its code travels only this way).
+
+    Raises:
+      ValueError: one line naming the class, for a module without a .py file, or a package that
+        spans several directories (a namespace package).
+    """
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    top = sys.modules[cls.__module__.partition(".")[0]]
+    directories = list(getattr(top, "__path__", []))
+    if len(directories) > 1:
+        raise ValueError(f"{name}: package {top.__name__} spans {len(directories)} directories "
+                         f"({', '.join(directories)}); only a package in one directory can be "
+                         "shipped to the workers (give it an __init__.py)")  # fmt: skip
+    if directories:
+        return pathlib.Path(directories[0])
+    file = getattr(top, "__file__", None) or ""
+    if not file.endswith(".py"):
+        raise ValueError(f"{name}: module {top.__name__} has no .py file to ship to the workers "
+                         f"({file or 'none'})")  # fmt: skip
+    return pathlib.Path(file)
 
 
 def source_root(source: dict) -> str:

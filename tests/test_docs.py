@@ -10,6 +10,7 @@ import io
 import pathlib
 import re
 import shlex
+import shutil
 import sys
 
 import pytest
@@ -57,6 +58,13 @@ def test_every_documented_command_and_option_exists(monkeypatch, tmp_path):
         monkeypatch.delitem(sys.modules, name, raising=False)
     # and charlm's corpus, as the README's `head -c 300000 tasks/data/ptb.train.txt` makes it
     (tmp_path / "corpus.txt").write_bytes((ROOT / "tasks/data/ptb.train.txt").read_bytes()[:300_000])
+    # and the package `lab` the README moves charlm.py and its corpus into, for a cluster
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "__init__.py").write_text("")
+    for name in ("charlm.py", "corpus.txt"):
+        shutil.copy(tmp_path / name, tmp_path / "lab" / name)
+    for name in ("lab", "lab.charlm"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.syspath_prepend(tmp_path)
     parser, commands = _subparsers()
     wrong, seen = [], 0

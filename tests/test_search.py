@@ -23,8 +23,10 @@ from results import RunStore, load
 from search.config import ConfigError
 from search.loop import run_search
 from tasks import make_task
-from searchkit import (QUICK, TINY_BUDGET, borrowed, cellsearch, descendants, free_port, kill_session, ray_actors,
+from searchkit import (QUICK, TINY, TINY_BUDGET, borrowed, cellsearch, descendants, free_port, kill_session, ray_actors,
                        ray_head, readme_example, sequence, tiny, tiny_args, wait_for_rows)
+
+DATA = pathlib.Path(__file__).parents[1] / "tasks" / "data"
 
 
 
@@ -278,22 +280,134 @@ def test_workers_that_cannot_import_a_task_or_import_other_code_are_refused(ray_
     """Checked before a search trains, on the real workers: a module they cannot import, and one
     whose file differs from the driver's (here tasks/registry.py, named as a module, against a
     made-up digest)."""
-    monkeypatch.setattr(ray_workers, "task_sources", {"no_such_module_on_workers:Copy": "0" * 64})
+    from tasks.registry import Arith
+    from tasks.usercode import class_source
+
+    missing = {"class": "no_such_module_on_workers:Copy", "file": "/elsewhere/x.py", "sha256": "0" * 64}
+    monkeypatch.setattr(ray_workers, "task_sources", {"no_such_module_on_workers:Copy": missing})
     with pytest.raises(RuntimeError, match=r"a worker on .* cannot import task no_such_module_on_"
                        r"workers:Copy \(no_such_module_on_workers:Copy: importing no_such_module_on_"
                        r"workers failed: ModuleNotFoundError: .*\); its module must be importable on "
-                       "every node"):  # fmt: skip
+                       r"every node: at the same path, installed there, or shipped with the job "
+                       r"\(--ship-tasks\)$"):  # fmt: skip
         ray_workers._check_workers(ray_workers.actors)
-    monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": "0" * 64})
-    with pytest.raises(RuntimeError, match=r"a worker on .* imports task tasks.registry:Arith from "
-                                           r"other code \(source sha256 [0-9a-f]{12}\) than this "
-                                           r"driver \(000000000000\)"):  # fmt: skip
+    ours = class_source(Arith)
+    monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": {**ours, "sha256": "0" * 64}})
+    with pytest.raises(RuntimeError, match=rf"a worker on .* imports task tasks.registry:Arith from "
+                                           rf"{ours['file']} \(sha256 {ours['sha256'][:12]}\), other "
+                                           rf"code than this driver's {ours['file']} \(000000000000\)"):  # fmt: skip
         ray_workers._check_workers(ray_workers.actors)
-    from tasks.usercode import class_source
-    from tasks.registry import Arith
-
-    monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": class_source(Arith)["sha256"]})
+    monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": ours})
     ray_workers._check_workers(ray_workers.actors)  # the same file: accepted
+
+
+def own_tasks_experiment(directory: pathlib.Path) -> pathlib.Path:
+    """The README's two tasks of your own beside a config: reverse.py alone, and charlm.py in a
+    package `lab` with its corpus (PTB's first 20 kB) inside. Returns the config's path."""
+    lab = directory / "lab"
+    lab.mkdir(parents=True)
+    (directory / "reverse.py").write_text(readme_example("# reverse.py"))
+    (lab / "__init__.py").write_text("")
+    (lab / "charlm.py").write_text(readme_example("# charlm.py"))
+    (lab / "corpus.txt").write_bytes((DATA / "ptb.train.txt").read_bytes()[:20_000])
+    config = directory / "lab.toml"
+    config.write_text(QUICK.read_text())
+    return config
+
+
+OWN_TASKS = ("reverse:Reverse", "lab.charlm:CharLM")
+OWN_TINY = {"tasks": list(OWN_TASKS), "strategy": "baselines", "baselines.cells": ["lstm"],
+            **{f"budget.{task}.{key}": value for task in OWN_TASKS for key, value in TINY_BUDGET}}  # fmt: skip
+
+
+def test_tasks_of_your_own_ship_to_a_cluster_with_their_data(tmp_path):
+    """Joining a separately started Ray head, the driver ships reverse.py and the package `lab`
+    (its corpus inside) with the job; the workers import them from the copies Ray gave them, not
+    from the driver's directories, which they are not told of: as a node without them would. The
+    rows name the driver's files."""
+    from search.executor import local_ray_environment
+
+    config_path = own_tasks_experiment(tmp_path / "experiment")
+    env = os.environ | local_ray_environment()
+    with ray_head(cpus=1, env=env) as (address, _):
+        script = f"""
+import sys
+sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+import ray, search
+from search.executor import executor_for
+from searchkit import TINY, borrowed
+
+config = search.load_config({str(config_path)!r}, TINY | {OWN_TINY!r})
+with executor_for(config, address={address!r})() as executor:
+    for found in ray.get([actor.task_sources.remote(list({OWN_TASKS!r})) for actor in executor.actors]):
+        print(*(found[task]["file"] for task in {OWN_TASKS!r}))
+    search.run_search(config, {str(tmp_path / "run")!r}, borrowed(executor))
+"""
+        (tmp_path / "driver.py").write_text(script)
+        driver = subprocess.run([sys.executable, tmp_path / "driver.py"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert driver.returncode == 0, driver.stderr[-2000:]
+    for line in driver.stdout.splitlines():  # one line per worker
+        reverse, charlm = map(pathlib.Path, line.split())
+        assert "runtime_resources" in reverse.parts and reverse.name == "reverse.py"
+        assert "runtime_resources" in charlm.parts and charlm.parts[-2:] == ("lab", "charlm.py")
+    frame = load(tmp_path / "run")
+    assert set(frame["task"]) == set(OWN_TASKS) and set(frame["status"]) <= {"ok", "diverged"}
+    drivers = {row["class"]: row for row in RunStore(tmp_path / "run").metadata()["run"]["task_sources"].values()}
+    assert drivers["lab.charlm:CharLM"]["file"] == str(tmp_path / "experiment" / "lab" / "charlm.py")
+    assert all(row == drivers[row["class"]] for row in frame["task_source"])
+
+
+def test_a_package_too_large_to_ship_is_one_line_and_leaves_no_ray(tmp_path):
+    """Ray refuses a package over its message size (512 MiB), here made 100 bytes so that a small
+    one is over it; the driver says so in one line and stops the Ray it started."""
+    from search.executor import local_ray_environment
+
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "__init__.py").write_text("x = 1\n" * 100)
+    probe = ("import ray, ray._private.runtime_env.packaging as packaging\n"
+             "packaging.GCS_STORAGE_MAX_SIZE = 100\n"
+             "from search.executor import RayExecutor\n"
+             "try:\n"
+             f"    RayExecutor(workers=1, ship=[{str(tmp_path / 'lab')!r}]).__enter__()\n"
+             "except RuntimeError as error:\n"
+             "    print(error)\n"
+             "print(ray.is_initialized())\n")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe], env=os.environ | local_ray_environment(),
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    message, initialized = result.stdout.splitlines()[-2:]
+    assert message.startswith(f"shipping {tmp_path / 'lab'} to the Ray workers failed: Failed to "
+                              f"upload module {tmp_path / 'lab'} to the Ray cluster: Package size")  # fmt: skip
+    assert initialized == "False"
+
+
+def test_tasks_ship_by_default_when_joining_a_cluster(tmp_path, monkeypatch, ray_workers):
+    """`executor_for`'s choice, before any Ray: shipped when an address (or RAY_ADDRESS) is given,
+    or `ship_tasks` asks; a module alone as its file, one in a package as the package's directory.
+    A process that joined a Ray itself cannot ship (Ray uploads code only at `ray.init`)."""
+    from search.config import load_config
+    from search.executor import RayExecutor, executor_for
+    from tasks import usercode
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the experiment's directory is searched
+    monkeypatch.setattr(usercode, "SEARCHED", [])
+    for name in ("reverse", "lab", "lab.charlm"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    experiment = tmp_path / "experiment"
+    config = load_config(own_tasks_experiment(experiment), TINY | OWN_TINY)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    shipped = [str(experiment / "lab"), str(experiment / "reverse.py")]
+    assert executor_for(config).keywords["ship"] == []
+    assert executor_for(config, ship_tasks=True).keywords["ship"] == shipped
+    assert executor_for(config, address="10.0.0.5:6379").keywords["ship"] == shipped
+    assert executor_for(config, address="10.0.0.5:6379", ship_tasks=False).keywords["ship"] == []
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert executor_for(config).keywords["ship"] == shipped
+    with pytest.raises(RuntimeError, match=r"^this process has already joined a Ray \(ray.init\), so "
+                       rf"cellsearch cannot ship {shipped[0]}, {shipped[1]} to its workers: pass "
+                       r"runtime_env="):  # fmt: skip
+        RayExecutor(ship=shipped).__enter__()
 
 
 def test_search_from_python_starts_its_own_ray_or_uses_the_one_the_process_joined(tmp_path):
