@@ -1,4 +1,4 @@
-"""What shipping tasks of your own costs a search's start: a local Ray with its workers, ready to train.
+"""What shipping code costs a search's start: a local Ray with its workers, ready to train.
 
     python benchmarks/ship_start.py                    # 4 rounds, 2 workers
     python benchmarks/ship_start.py --rounds 2 --out /tmp/ship_start
@@ -6,10 +6,12 @@
 The README's two tasks of your own, `reverse.py` alone and `charlm.py` in a package `lab` with a
 300 kB corpus, are written to a temporary directory and imported as a search imports them. Each
 round starts a fresh local Ray (as `cellsearch search` does) twice, in alternating order: once with
-the workers told the driver's directories (the default on one machine), once with both modules
-shipped with the job (`--ship-tasks`, the default on a cluster: Ray zips and uploads them, and each
-worker's node unpacks them before the worker starts). Timed: `RayExecutor.__enter__`, from
-`ray.init` until every worker has started and imported both tasks (`_check_workers`).
+the workers importing cellsearch where it is installed and the tasks from the driver's directories
+(the default on one machine), once with cellsearch's five packages (its data inside) and both
+modules shipped with the job (`--ship`, the default on a cluster: Ray zips and uploads them, and
+each worker's node unpacks them before the worker starts). Timed: `RayExecutor.__enter__`, from
+`ray.init` until every worker has started, checked its code and imported both tasks
+(`_check_workers`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from search.executor import RayExecutor  # noqa: E402
 from searchkit import readme_example  # noqa: E402
 from tasks import task_class  # noqa: E402
+from tasks.executables import CODE_PACKAGES, package_directory  # noqa: E402
 from tasks.usercode import class_source, module_package, search_also  # noqa: E402
 
 TASKS = ("reverse:Reverse", "lab.charlm:CharLM")
@@ -63,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         search_also(tmp)
         classes = [task_class(name) for name in TASKS]
         sources = {name: class_source(cls) for name, cls in zip(TASKS, classes)}
-        ship = sorted({str(module_package(cls)) for cls in classes})
+        # what `search.executor_for` ships
+        ship = [str(package_directory(package)) for package in CODE_PACKAGES]
+        ship += sorted({str(module_package(cls)) for cls in classes})
         times = {"directories": [], "shipped": []}
         for index in range(args.rounds):
             order = ["directories", "shipped"][:: 1 if index % 2 == 0 else -1]
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [f"| {name} | {s['min']:.2f} | {s['median']:.2f} | {s['max']:.2f} |"
             for name, s in results["start_seconds"].items()]  # fmt: skip
     r = results["shipped_over_directories"]
-    table = ("| workers import the tasks from | start, s: min | median | max |\n|---|---|---|---|\n"
+    table = ("| workers import cellsearch and the tasks from | start, s: min | median | max |\n|---|---|---|---|\n"
              + "\n".join(rows) + f"\n\nShipped / directories, paired by round: {r['median']:.2f} "
              f"[{r['min']:.2f}, {r['max']:.2f}] ({args.workers} workers, {args.rounds} rounds).\n")  # fmt: skip
     write(results, args.out, table)

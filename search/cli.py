@@ -521,7 +521,7 @@ def _executor_factory(args: argparse.Namespace, config):
         print(f"cellsearch: warning: --workers {args.workers} is more than the {cpus} CPUs here: "
               "the workers share cores, so trials go no faster, and each is a JAX process of its "
               "own in memory", file=sys.stderr)  # fmt: skip
-    return executor_for(config, args.workers, args.address, args.gpus_per_worker, args.ship_tasks)
+    return executor_for(config, args.workers, args.address, args.gpus_per_worker, args.ship)
 
 
 def search_progress_bar(total: int, desc: str, quiet: bool = False, log_every: float = 60.0):
@@ -890,10 +890,11 @@ def _execution_arguments(parser: argparse.ArgumentParser, out: str = "runs/<conf
     parser.add_argument("--gpus-per-worker", type=float, default=0,
                         help="GPUs per worker actor (default 0: trials train on CPU cores, also "
                         "where there are GPUs; 0.5: two workers share a GPU)")  # fmt: skip
-    parser.add_argument("--ship-tasks", action=argparse.BooleanOptionalAction,
-                        help="send the module of each task of your own (its .py file, or its "
-                        "top-level package with everything in it) to the Ray workers with the "
-                        "job (default: when joining a cluster)")  # fmt: skip
+    parser.add_argument("--ship", action=argparse.BooleanOptionalAction,
+                        help="send cellsearch's code and each task of your own's module (its .py "
+                        "file, or its top-level package with everything in it) to the Ray workers "
+                        "with the job, so that nodes need only the dependencies (default: when "
+                        "joining a cluster)")  # fmt: skip
 
 
 def _installed_version() -> str:

@@ -16,8 +16,9 @@ spread over the cores. A trial's numbers depend on its process's core count, so 
 makes a search's rows the same locally and on a cluster (each CPU worker's rows have
 `cpu_threads` 1). A worker whose cellsearch source differs from the driver's (a node installed
 from other code) is refused before it trains (`tasks.trainer.code_digest`); so is one that cannot
-import a task of your own, or imports another file of it. On a cluster that module goes with the
-job (`ship`: Ray's `py_modules`), so the nodes need not have it. A worker trains on
+import a task of your own, or imports another file of it. On a cluster cellsearch's code and that
+module go with the job (`ship`: Ray's `py_modules`), so the nodes need only the dependencies. A
+worker trains on
 what it asked Ray for: without a GPU on its CPU core, even on a node with GPUs; with a share of
 one, within that share of its memory (`worker_environment`); one whose JAX has no GPU is
 refused. At most one trial per worker is in flight, preferably one whose program the worker holds
@@ -208,14 +209,16 @@ def worker_environment(gpus: float | None, environ: Mapping[str, str] = os.envir
     return {"XLA_CLIENT_MEM_FRACTION": f"{0.75 * gpus:.4g}"}
 
 
-def _named_as_driver(on_row: Callable[[int, dict], None], task_sources: Mapping[str, dict],
-                     trial_id: int, row: dict) -> None:  # fmt: skip
-    """`on_row` of `row` whose `task_source` names the driver's file where a worker trained from a
-    shipped copy with the same SHA-256 (every worker's is checked at its start)."""
+def _as_the_driver_names_it(on_row: Callable[[int, dict], None], code_version: str,
+                            task_sources: Mapping[str, dict], trial_id: int, row: dict) -> None:  # fmt: skip
+    """`on_row` of `row` as the driver names its code: a worker that trained from copies shipped
+    with the job has the driver's cellsearch source and task files (each worker's SHA-256s are
+    checked at its start), but its `code_version` and `task_source` name the copies."""
+    row = {**row, "code_version": code_version}
     source = row.get("task_source")
     driver = next((s for s in task_sources.values() if source and s["class"] == source["class"]), None)
     if driver and driver["sha256"] == source["sha256"]:
-        row = {**row, "task_source": dict(driver)}
+        row["task_source"] = dict(driver)
     on_row(trial_id, row)
 
 
@@ -364,7 +367,7 @@ def next_for_worker(shapes: Sequence[Hashable], held: Collection, busy: Collecti
 
 
 def executor_for(config, workers: int | None = None, address: str | None = None,
-                 gpus_per_worker: float = 0, ship_tasks: bool | None = None
+                 gpus_per_worker: float = 0, ship: bool | None = None
                  ) -> Callable[[], "RayExecutor"]:  # fmt: skip
     """The executor factory `search.run_search` takes, as `config` asks: its `retries`, and
     `DETERMINISTIC_XLA_FLAGS` where it sets `deterministic`.
@@ -373,23 +376,27 @@ def executor_for(config, workers: int | None = None, address: str | None = None,
       config: the run's `SearchConfig`.
       workers, address, gpus_per_worker: as `RayExecutor` takes them (`--workers`, `--address`,
         `--gpus-per-worker` of the command line).
-      ship_tasks: whether the module of each task of your own goes to the workers with the job
-        (`tasks.usercode.module_package`); None (`--ship-tasks` left out): when joining a cluster.
+      ship: whether cellsearch's code and the module of each task of your own go to the workers
+        with the job (`RayExecutor`'s `ship`); None (`--ship` left out): when joining a cluster.
 
     Raises:
       ValueError: a task of your own that cannot be shipped, in one line.
     """
     from tasks import task_class
+    from tasks.executables import CODE_PACKAGES, package_directory
     from tasks.usercode import class_source, module_package
 
     xla_flags = DETERMINISTIC_XLA_FLAGS if config.deterministic else ""
     classes = {task: task_class(task) for task in config.own_tasks()}
-    if ship_tasks is None:
-        ship_tasks = ray_address(address) is not None
-    ship = sorted({str(module_package(cls)) for cls in classes.values()}) if ship_tasks else []
+    if ship is None:
+        ship = ray_address(address) is not None
+    paths = []
+    if ship:
+        paths = [str(package_directory(package)) for package in CODE_PACKAGES]
+        paths += sorted({str(module_package(cls)) for cls in classes.values()} - set(paths))
     return functools.partial(RayExecutor, workers=workers, address=address,
                              gpus_per_worker=gpus_per_worker, retries=config.retries,
-                             xla_flags=xla_flags, ship=ship,
+                             xla_flags=xla_flags, ship=paths,
                              task_sources={task: class_source(cls) for task, cls in classes.items()})  # fmt: skip
 
 
@@ -413,9 +420,10 @@ class RayExecutor:
         imports it (`tasks.usercode.class_source`); a worker that cannot import it, or imports a
         file with another SHA-256, is refused.
       ship: files and package directories that go to every worker with the job (Ray's
-        `py_modules`, uploaded once): a task's module, where the cluster's nodes do not have it
-        (`executor_for`). The workers then import those copies, and the rows name the driver's
-        file, which they equal.
+        `py_modules`, uploaded once): cellsearch's packages and the modules of tasks of your own
+        (`executor_for`), so that the cluster's nodes need only the dependencies. The workers
+        import those copies first; their rows name the driver's code version and files, which
+        the copies equal (checked at each worker's start).
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None,
@@ -461,7 +469,7 @@ class RayExecutor:
             raise RuntimeError(
                 "this process has already joined a Ray (ray.init), so cellsearch cannot ship "
                 f"{', '.join(self.ship)} to its workers: pass runtime_env={{'py_modules': "
-                f"{self.ship}}} to your ray.init, or ship_tasks=False where every node has them")  # fmt: skip
+                f"{self.ship}}} to your ray.init, or ship=False where every node has them")  # fmt: skip
         # the job's runtime environment: Ray uploads local paths only for a whole job
         job = {"runtime_env": {"py_modules": self.ship, "excludes": ["__pycache__/"]}} if self.ship else {}
         if self.address is None and not joined:
@@ -513,6 +521,12 @@ class RayExecutor:
             raise RuntimeError(f"the Ray cluster could not start {self.workers} workers in "
                                f"{self.start_timeout:g} s (it has {has}); ask for fewer with "
                                "--workers") from None
+        except ray.exceptions.RayActorError as error:  # its process could not even start
+            self.__exit__()
+            cause = [line for line in str(error).splitlines() if line.strip()][-1].strip()
+            raise RuntimeError(f"a Ray worker could not start ({cause}); every node needs "
+                               "cellsearch's dependencies installed, and without --ship its code "
+                               "too") from None  # fmt: skip
         except RuntimeError:
             self.__exit__()
             raise
@@ -549,17 +563,18 @@ class RayExecutor:
                 raise RuntimeError(
                     f"a worker on {host} runs other cellsearch code ({version}, source "
                     f"{digest[:12]}) than this driver ({code_version()}, source {ours[:12]}); "
-                    "install the same code on every node, and run cellsearch from a directory "
-                    "without another copy of it (Ray puts the driver's working directory on its "
-                    "workers' path)")  # fmt: skip
+                    + ("" if self.ship else "ship the driver's with the job (--ship) or install "
+                       "the same code on every node, and ")
+                    + "run cellsearch from a directory without another copy of it (Ray puts the "
+                    "driver's working directory first on its workers' path)")  # fmt: skip
         if self.task_sources:
             names = list(self.task_sources)
             imported = ray.get([actor.task_sources.remote(names) for actor in actors],
                                timeout=self.start_timeout)  # fmt: skip
-            how = (f"cellsearch ships {', '.join(self.ship)}: what the module imports from beside "
-                   "it must be inside its package, or installed on every node" if self.ship else
+            how = ("its module was shipped with the job: what it imports from beside it must be "
+                   "inside its package, or installed on every node" if self.ship else
                    "its module must be importable on every node: at the same path, installed "
-                   "there, or shipped with the job (--ship-tasks)")  # fmt: skip
+                   "there, or shipped with the job (--ship)")  # fmt: skip
             for found, (_, _, host) in zip(imported, codes):
                 for name, source in self.task_sources.items():
                     if "error" in found[name]:
@@ -573,7 +588,7 @@ class RayExecutor:
                             + ("Ray puts the driver's working directory first on its workers' "
                                "path: start the search from a directory that has no other copy"
                                if self.ship else "put the same file on every node, or ship it "
-                               "with the job (--ship-tasks)"))  # fmt: skip
+                               "with the job (--ship)"))  # fmt: skip
         if self.gpus_per_worker:
             platforms = ray.get([actor.platform.remote() for actor in actors],
                                 timeout=self.start_timeout)  # fmt: skip
@@ -664,8 +679,10 @@ class RayExecutor:
 
         from tasks import TrialResult
 
-        if self.ship:  # rows name the driver's file, not the copy in Ray's session directory
-            on_row = functools.partial(_named_as_driver, on_row, self.task_sources)
+        if self.ship:  # rows name the driver's code and files, not the copies in Ray's session directory
+            from tasks.trainer import code_version
+
+            on_row = functools.partial(_as_the_driver_names_it, on_row, code_version(), self.task_sources)
         pending = collections.deque((tid, spec, 0) for tid, spec in jobs)
         shapes = {tid: spec.program_shape() for tid, spec in jobs}
         idle = [i for i, actor in enumerate(self.actors) if actor is not None]

@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import pathlib
@@ -357,12 +358,20 @@ def _jax_config() -> list:
     return sorted((name, repr(value)) for name, value in jax.config.values.items())
 
 
+CODE_PACKAGES = ("cells", "tasks", "search", "results", "analysis")  # cellsearch's code, in order
+
+
+def package_directory(package: str) -> pathlib.Path:
+    """Where Python imports cellsearch's `package` from: beside the others where cellsearch is
+    installed, in a directory of its own where Ray shipped it with a job (`search.executor`)."""
+    return pathlib.Path(next(iter(importlib.util.find_spec(package).submodule_search_locations)))
+
+
 def source_digest(*packages: str) -> str:
     """A sha256 of the Python source of cellsearch's `packages` (names, then contents, in order)."""
     digest = hashlib.sha256()
     for package in packages:
-        root = pathlib.Path(__file__).parent.parent / package
-        for path in sorted(root.glob("*.py")):
+        for path in sorted(package_directory(package).glob("*.py")):
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

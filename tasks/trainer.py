@@ -36,8 +36,8 @@ import optax
 from flax import nnx
 
 from cells import BASELINES, CellError, Graph, baseline, compile_cell, parse
-from tasks.executables import (ExecutableStore, cpu_model, package_versions, persistent_cache_hits,
-                               source_digest, trim_cache)
+from tasks.executables import (CODE_PACKAGES, ExecutableStore, cpu_model, package_versions,
+                               persistent_cache_hits, source_digest, trim_cache)
 from tasks.hparams import Budget, HParams, check_types, preset
 from tasks.model import RNNModel, argmax_hits, step_losses, zero_carry
 from tasks.registry import STATS, Task, is_builtin, make_task
@@ -737,7 +737,7 @@ def code_version() -> str:
 def code_digest() -> str:
     """A sha256 of all of cellsearch's Python source: equal exactly when two installs run the same
     code (a search's workers must; `search.executor` checks it)."""
-    return source_digest("cells", "tasks", "search", "results", "analysis")
+    return source_digest(*CODE_PACKAGES)
 
 
 def provenance(task: Task) -> dict:

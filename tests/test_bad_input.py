@@ -201,7 +201,7 @@ def test_a_task_of_your_own_whose_batches_are_wrong_is_one_line(workspace, capsy
 
 def test_a_task_in_a_package_of_two_directories_cannot_be_shipped(workspace, capsys, tmp_path_factory,
                                                                   monkeypatch):  # fmt: skip
-    """`--ship-tasks` sends a task's top-level package whole; a namespace package spread over two
+    """`--ship` sends a task's top-level package whole; a namespace package spread over two
     directories has no one directory to send, which is said before a run directory is made."""
     from searchkit import readme_example
 
@@ -212,7 +212,7 @@ def test_a_task_in_a_package_of_two_directories_cannot_be_shipped(workspace, cap
     (halves[0] / "spread" / "reverse.py").write_text(readme_example("# reverse.py"))
     monkeypatch.delitem(sys.modules, "spread", raising=False)
     monkeypatch.delitem(sys.modules, "spread.reverse", raising=False)
-    check(*run_cli(capsys, "search", QUICK, "--set", 'tasks=["spread.reverse:Reverse"]', "--ship-tasks",
+    check(*run_cli(capsys, "search", QUICK, "--set", 'tasks=["spread.reverse:Reverse"]', "--ship",
                    "--out", workspace / "new"),
           "spread.reverse:Reverse: package spread spans 2 directories (")  # fmt: skip
     assert not (workspace / "new").exists()

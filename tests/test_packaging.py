@@ -88,6 +88,15 @@ def test_code_version_of_a_checkout_is_its_commit():
     assert code_version() in (commit, commit + "+dirty")
 
 
+def other_install(tmp_path: pathlib.Path) -> pathlib.Path:
+    """cellsearch as a wheel installs it, with one comment more than this checkout's code."""
+    other = tmp_path / "other-install"
+    build(other, tmp_path)
+    with open(other / "analysis" / "__init__.py", "a") as source:
+        source.write("# one line that the driver's copy does not have\n")
+    return other
+
+
 @pytest.mark.parametrize("where", ["a cluster node", "the working directory"])
 def test_workers_with_other_code_are_refused(tmp_path, where):
     """Workers that import other cellsearch code (here: one comment added) would train rows that
@@ -96,16 +105,15 @@ def test_workers_with_other_code_are_refused(tmp_path, where):
     workers' path). The search stops with one line before any trial, naming both."""
     from search.executor import local_ray_environment
 
-    other = tmp_path / "other-install"
-    build(other, tmp_path)
-    with open(other / "analysis" / "__init__.py", "a") as source:
-        source.write("# one line that the driver's copy does not have\n")
+    other = other_install(tmp_path)
     env = os.environ | local_ray_environment()
     search = ["search", str(QUICK), "--out", str(tmp_path / "run"), *tiny_args(max_trials=2), "--quiet"]
     run = functools.partial(subprocess.run, env=env, capture_output=True, text=True, timeout=300)
-    if where == "a cluster node":  # the head's workers import cellsearch from `other`
+    if where == "a cluster node":  # the head's workers import cellsearch from `other`; and the
+        # driver does not send its own (--no-ship)
         with ray_head(cpus=1, env=env | {"PYTHONPATH": str(other)}) as (address, _):
-            result = run([sys.executable, "-m", "search.cli", *search, "--address", address], cwd=tmp_path)
+            result = run([sys.executable, "-m", "search.cli", *search, "--address", address, "--no-ship"],
+                         cwd=tmp_path)  # fmt: skip
     else:  # the installed command, as a user runs it, from inside `other`: a local Ray
         result = run([str(pathlib.Path(sys.executable).parent / "cellsearch"), *search], cwd=other)
     from results import RunStore
@@ -117,3 +125,28 @@ def test_workers_with_other_code_are_refused(tmp_path, where):
             and f"source {code_digest()[:12]})" in result.stderr)  # fmt: skip
     assert "install the same code on every node, and run cellsearch from a directory" in result.stderr
     RunStore(tmp_path / "run").check_new()  # no trial ran, and no run was left behind
+
+
+def test_a_cluster_node_with_other_code_trains_the_code_the_driver_ships(tmp_path):
+    """The node of the test above, joined without --no-ship: the driver's cellsearch goes with the
+    job, PTB's files inside it, and comes first on its workers' path, so they train this
+    checkout's code on the data it ships, and the rows name its version."""
+    from search.executor import local_ray_environment
+    from tasks import make_task
+    from tasks.trainer import code_version
+
+    other = other_install(tmp_path)
+    env = os.environ | local_ray_environment()
+    with ray_head(cpus=1, env=env | {"PYTHONPATH": str(other)}) as (address, _):
+        result = subprocess.run([sys.executable, "-m", "search.cli", "search", str(QUICK), "--out",
+                                 str(tmp_path / "run"), *tiny_args(max_trials=2), "--quiet",
+                                 "--set", "strategy=baselines", "--set", 'tasks=["ptb"]',
+                                 "--address", address], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    from results import load
+
+    rows = load(tmp_path / "run")
+    assert len(rows) == 2 and set(rows["code_version"]) == {code_version()}
+    assert set(rows["task"]) == {"ptb"} and set(rows["status"]) == {"ok"}
+    assert set(rows["data_checksum"]) == {make_task("ptb").data_checksum()}

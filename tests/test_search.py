@@ -289,7 +289,7 @@ def test_workers_that_cannot_import_a_task_or_import_other_code_are_refused(ray_
                        r"workers:Copy \(no_such_module_on_workers:Copy: importing no_such_module_on_"
                        r"workers failed: ModuleNotFoundError: .*\); its module must be importable on "
                        r"every node: at the same path, installed there, or shipped with the job "
-                       r"\(--ship-tasks\)$"):  # fmt: skip
+                       r"\(--ship\)$"):  # fmt: skip
         ray_workers._check_workers(ray_workers.actors)
     ours = class_source(Arith)
     monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": {**ours, "sha256": "0" * 64}})
@@ -322,10 +322,10 @@ OWN_TINY = {"tasks": list(OWN_TASKS), "strategy": "baselines", "baselines.cells"
 
 
 def test_tasks_of_your_own_ship_to_a_cluster_with_their_data(tmp_path):
-    """Joining a separately started Ray head, the driver ships reverse.py and the package `lab`
-    (its corpus inside) with the job; the workers import them from the copies Ray gave them, not
-    from the driver's directories, which they are not told of: as a node without them would. The
-    rows name the driver's files."""
+    """Joining a separately started Ray head, the driver ships cellsearch's code, reverse.py and
+    the package `lab` (its corpus inside) with the job; the workers import them from the copies
+    Ray gave them, not from the driver's directories, which they are not told of: as a node
+    without them would. The rows name the driver's code version and files."""
     from search.executor import local_ray_environment
 
     config_path = own_tasks_experiment(tmp_path / "experiment")
@@ -342,14 +342,19 @@ config = search.load_config({str(config_path)!r}, TINY | {OWN_TINY!r})
 with executor_for(config, address={address!r})() as executor:
     for found in ray.get([actor.task_sources.remote(list({OWN_TASKS!r})) for actor in executor.actors]):
         print(*(found[task]["file"] for task in {OWN_TASKS!r}))
+    where = lambda worker: __import__("tasks").__file__  # its cellsearch, from there
+    print(*ray.get([actor.__ray_call__.remote(where) for actor in executor.actors]))
     search.run_search(config, {str(tmp_path / "run")!r}, borrowed(executor))
 """
         (tmp_path / "driver.py").write_text(script)
         driver = subprocess.run([sys.executable, tmp_path / "driver.py"], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
     assert driver.returncode == 0, driver.stderr[-2000:]
-    (line,) = driver.stdout.splitlines()  # the files its one worker imported
+    from tasks.trainer import code_version
+
+    line, package = driver.stdout.splitlines()  # its one worker's: the files it imported
     reverse, charlm = map(pathlib.Path, line.split())
+    assert "runtime_resources" in pathlib.Path(package).parts and package.endswith("tasks/__init__.py")
     assert "runtime_resources" in reverse.parts and reverse.name == "reverse.py"
     assert "runtime_resources" in charlm.parts and charlm.parts[-2:] == ("lab", "charlm.py")
     frame = load(tmp_path / "run")
@@ -357,39 +362,59 @@ with executor_for(config, address={address!r})() as executor:
     drivers = {row["class"]: row for row in RunStore(tmp_path / "run").metadata()["run"]["task_sources"].values()}
     assert drivers["lab.charlm:CharLM"]["file"] == str(tmp_path / "experiment" / "lab" / "charlm.py")
     assert all(row == drivers[row["class"]] for row in frame["task_source"])
+    assert set(frame["code_version"]) == {code_version()}  # the driver's name for the same code
+
+
+def failed_start(executor: str, before: str = "") -> tuple[str, str]:
+    """What a fresh process prints that runs `before`, then starts `RayExecutor(executor)`: the
+    RuntimeError it raised, and whether Ray is still up after it."""
+    from search.executor import local_ray_environment
+
+    probe = (f"import ray\nfrom search.executor import RayExecutor, TrialWorker\n{before}\n"
+             f"try:\n    RayExecutor({executor}).__enter__()\nexcept RuntimeError as error:\n"
+             "    print(error)\nprint(ray.is_initialized())\n")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe], env=os.environ | local_ray_environment(),
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    message, up = result.stdout.splitlines()[-2:]
+    return message, up
 
 
 def test_a_package_too_large_to_ship_is_one_line_and_leaves_no_ray(tmp_path):
     """Ray refuses a package over its message size (512 MiB), here made 100 bytes so that a small
     one is over it; the driver says so in one line and stops the Ray it started."""
-    from search.executor import local_ray_environment
-
     (tmp_path / "lab").mkdir()
     (tmp_path / "lab" / "__init__.py").write_text("x = 1\n" * 100)
-    probe = ("import ray, ray._private.runtime_env.packaging as packaging\n"
-             "packaging.GCS_STORAGE_MAX_SIZE = 100\n"
-             "from search.executor import RayExecutor\n"
-             "try:\n"
-             f"    RayExecutor(workers=1, ship=[{str(tmp_path / 'lab')!r}]).__enter__()\n"
-             "except RuntimeError as error:\n"
-             "    print(error)\n"
-             "print(ray.is_initialized())\n")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", probe], env=os.environ | local_ray_environment(),
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    message, initialized = result.stdout.splitlines()[-2:]
+    message, up = failed_start(f"workers=1, ship=[{str(tmp_path / 'lab')!r}]",
+                               "import ray._private.runtime_env.packaging as packaging\n"
+                               "packaging.GCS_STORAGE_MAX_SIZE = 100")  # fmt: skip
     assert message.startswith(f"shipping {tmp_path / 'lab'} to the Ray workers failed: Failed to "
                               f"upload module {tmp_path / 'lab'} to the Ray cluster: Package size")  # fmt: skip
-    assert initialized == "False"
+    assert up == "False"
+
+
+def test_a_worker_that_cannot_start_is_one_line():
+    """A node without cellsearch's dependencies: its worker dies importing them, before any
+    trial (here a worker class of the script's, sent by value, fails as a missing jax would)."""
+    message, up = failed_start("workers=1, worker=WithoutJax",
+                               "class WithoutJax(TrialWorker):\n"
+                               "    def __init__(self, *args):\n"
+                               "        raise ModuleNotFoundError(\"No module named 'jax'\")")  # fmt: skip
+    assert message == ("a Ray worker could not start (ModuleNotFoundError: No module named 'jax'); "
+                       "every node needs cellsearch's dependencies installed, and without --ship "
+                       "its code too")  # fmt: skip
+    assert up == "False"
 
 
 def test_tasks_ship_by_default_when_joining_a_cluster(tmp_path, monkeypatch, ray_workers):
     """`executor_for`'s choice, before any Ray: shipped when an address (or RAY_ADDRESS) is given,
-    or `ship_tasks` asks; a module alone as its file, one in a package as the package's directory.
-    A process that joined a Ray itself cannot ship (Ray uploads code only at `ray.init`)."""
+    or `ship` asks: cellsearch's five packages, and a task's module alone as its file, one in a
+    package as the package's directory. A process that joined a Ray itself cannot ship (Ray
+    uploads code only at `ray.init`)."""
     from search.config import load_config
     from search.executor import RayExecutor, executor_for
     from tasks import usercode
+    from tasks.executables import CODE_PACKAGES
 
     monkeypatch.setattr(sys, "path", list(sys.path))  # the experiment's directory is searched
     monkeypatch.setattr(usercode, "SEARCHED", [])
@@ -398,11 +423,12 @@ def test_tasks_ship_by_default_when_joining_a_cluster(tmp_path, monkeypatch, ray
     experiment = tmp_path / "experiment"
     config = load_config(own_tasks_experiment(experiment), TINY | OWN_TINY)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    shipped = [str(experiment / "lab"), str(experiment / "reverse.py")]
+    code = [str(pathlib.Path(__file__).parents[1] / package) for package in CODE_PACKAGES]
+    shipped = [*code, str(experiment / "lab"), str(experiment / "reverse.py")]
     assert executor_for(config).keywords["ship"] == []
-    assert executor_for(config, ship_tasks=True).keywords["ship"] == shipped
+    assert executor_for(config, ship=True).keywords["ship"] == shipped
     assert executor_for(config, address="10.0.0.5:6379").keywords["ship"] == shipped
-    assert executor_for(config, address="10.0.0.5:6379", ship_tasks=False).keywords["ship"] == []
+    assert executor_for(config, address="10.0.0.5:6379", ship=False).keywords["ship"] == []
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert executor_for(config).keywords["ship"] == shipped
     with pytest.raises(RuntimeError, match=r"^this process has already joined a Ray \(ray.init\), so "
