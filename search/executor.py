@@ -470,8 +470,9 @@ class RayExecutor:
                 "this process has already joined a Ray (ray.init), so cellsearch cannot ship "
                 f"{', '.join(self.ship)} to its workers: pass runtime_env={{'py_modules': "
                 f"{self.ship}}} to your ray.init, or ship=False where every node has them")  # fmt: skip
-        # the job's runtime environment: Ray uploads local paths only for a whole job
-        job = {"runtime_env": {"py_modules": self.ship, "excludes": ["__pycache__/"]}} if self.ship else {}
+        # the job's runtime environment (Ray uploads local paths only for a whole job); one field
+        # alone, which a `ray job submit` environment that leaves it out merges with
+        job = {"runtime_env": {"py_modules": self.ship}} if self.ship else {}
         if self.address is None and not joined:
             cpus = len(os.sched_getaffinity(0))
             with warnings.catch_warnings():
