@@ -268,11 +268,10 @@ class SearchConfig:
                 spec.validate()
             except (TypeError, ValueError) as error:
                 fail(f"budget/task_options of {task}", str(error).splitlines()[0])
-            if task not in TASKS:  # your own: its batches have the form the trainer reads
-                try:
-                    check_batches(spec.make_task(), spec.budget.batch, spec.budget.seq_len)
-                except ValueError as error:
-                    fail("tasks", f"{task}: {error}")
+            try:  # a task of your own: its batches have the form the trainer reads
+                check_batches(spec)
+            except ValueError as error:
+                fail("tasks", f"{task}: {error}")
 
     def own_tasks(self) -> list[str]:
         """The tasks of your own ("MODULE:CLASS") the run trains, the screening task included."""

@@ -369,19 +369,23 @@ def task_class(name: str, near=None) -> type[Task]:
     return cls
 
 
-def check_batches(task: Task, batch: int, seq_len: int) -> None:
-    """Draws a training and a validation batch of `task` and checks their form, as a search does
-    once for a task of your own before any trial: a wrong shape would fail every trial, and a
-    token id out of range would train silently on another (a JAX gather clamps it).
+def check_batches(spec) -> None:
+    """For a trial of a task of your own, draws a training and a validation batch and checks their
+    form, as `train` and a search's config do once before any trial: a wrong shape would fail
+    every trial, and a token id out of range would train silently on another (a JAX gather
+    clamps it). The built-in tasks are left alone: their tests check them.
 
     Args:
-      task: the task, made with its options.
-      batch, seq_len: the budget's batch and BPTT length.
+      spec: the `tasks.TrialSpec` (its task made with its options, its budget's batch and BPTT
+        length).
 
     Raises:
       ValueError: one line naming the method and the first problem.
     """
-    steps = task.sequence_length(seq_len)
+    if spec.task in TASKS:
+        return
+    task, batch = spec.make_task(), spec.budget.batch
+    steps = task.sequence_length(spec.budget.seq_len)
     draws = (("train_batches", lambda: task.train_batches(batch, steps, 0)),
              ("eval_batches", lambda: task.eval_batches("valid", batch, steps, 1)))  # fmt: skip
     for method, batches in draws:

@@ -144,12 +144,19 @@ raise_here = False
      "regularized_evolution, random, nasbench_nlp_random, baselines; or MODULE:CLASS"),
 ])  # fmt: skip
 def test_a_strategy_of_your_own_and_its_options_are_checked(tmp_path, monkeypatch, text, message):
+    modules = {"my_strategies.py": MY_STRATEGIES, "broken_strategies.py": "def f(:\n"}
+    assert message in refusal(tmp_path, monkeypatch, modules, text)
+
+
+def refusal(tmp_path, monkeypatch, modules: dict[str, str], text: str) -> str:
+    """The one-line ConfigError of config `text`, with `modules` (file name -> source) importable."""
     monkeypatch.syspath_prepend(tmp_path)
-    (tmp_path / "my_strategies.py").write_text(MY_STRATEGIES)
-    (tmp_path / "broken_strategies.py").write_text("def f(:\n")
+    for name, source in modules.items():
+        (tmp_path / name).write_text(source)
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
-    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
 
 
 def test_a_strategy_of_your_own_gets_its_options_over_its_defaults(tmp_path, monkeypatch):
@@ -253,11 +260,7 @@ class NotATask:
      "memorize, arith, xml, ptb, jsb, nottingham, musedata, piano; and the config's tasks of your own)"),
 ])  # fmt: skip
 def test_a_task_of_your_own_is_checked(tmp_path, monkeypatch, text, message):
-    monkeypatch.syspath_prepend(tmp_path)
-    (tmp_path / "my_tasks.py").write_text(MY_TASKS)
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text)
-    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert message in refusal(tmp_path, monkeypatch, {"my_tasks.py": MY_TASKS}, text)
 
 
 BAD_BATCHES = """
@@ -341,12 +344,10 @@ class NoValidation(Good):
 def test_a_task_of_your_own_gives_batches_the_trainer_reads(tmp_path, monkeypatch, name, message):
     """One training and one validation batch are drawn when the config is checked: a wrong shape
     would fail every trial, and an id out of range would train silently on a clamped one."""
-    monkeypatch.syspath_prepend(tmp_path)
-    (tmp_path / "bad_batches.py").write_text(BAD_BATCHES)
+    text = f"tasks = ['bad_batches:{name}']"
+    refused = refusal(tmp_path, monkeypatch, {"bad_batches.py": BAD_BATCHES}, text)
+    assert refused == f"config: tasks: bad_batches:{name}: {message}"
     assert parse_config("tasks = ['bad_batches:Good']").tasks == ("bad_batches:Good",)
-    with pytest.raises(ConfigError) as caught:
-        parse_config(f"tasks = ['bad_batches:{name}']")
-    assert str(caught.value) == f"config: tasks: bad_batches:{name}: {message}"
 
 
 def test_a_task_of_your_own_takes_its_budget_options_and_dotted_overrides(tmp_path, monkeypatch):
