@@ -582,13 +582,17 @@ class RayExecutor:
                         raise RuntimeError(f"a worker on {host} cannot import task {name} "
                                            f"({found[name]['error']}); {how}")  # fmt: skip
                     if found[name]["sha256"] != source["sha256"]:
+                        where = found[name].get("package") or found[name]["file"]
                         raise RuntimeError(
-                            f"a worker on {host} imports task {name} from {found[name]['file']} "
-                            f"(sha256 {found[name]['sha256'][:12]}), other code than this "
-                            f"driver's {source['file']} ({source['sha256'][:12]}); "
+                            f"a worker on {host} imports task {name} from {where} (sha256 "
+                            f"{found[name]['sha256'][:12]}), other code than this driver's "
+                            f"{source.get('package') or source['file']} ({source['sha256'][:12]}"
+                            + (", over the package's .py files" if "package" in source else "")
+                            + "); "
                             + ("Ray puts the driver's working directory first on its workers' "
-                               "path: start the search from a directory that has no other copy"
-                               if self.ship else "put the same file on every node, or ship it "
+                               "path: start the search from a directory that has no other copy, "
+                               "and let no .gitignore or .rayignore leave out a .py file"
+                               if self.ship else "put the same code on every node, or ship it "
                                "with the job (--ship)"))  # fmt: skip
         if self.gpus_per_worker:
             platforms = ray.get([actor.platform.remote() for actor in actors],

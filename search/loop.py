@@ -149,7 +149,8 @@ def _warn_if_code_changed(store: RunStore, config: SearchConfig) -> None:
               for name, source in now.get("task_sources", {}).items()]  # fmt: skip
     for before, after in pairs:
         if before.get("sha256") and after.get("sha256") and after["sha256"] != before["sha256"]:
-            warnings.warn(f"{store.path}: {after['file']} changed since the run was made (sha256 "
+            code = after.get("package") or after["file"]  # a package: any of its .py files
+            warnings.warn(f"{store.path}: {code} changed since the run was made (sha256 "
                           f"{before['sha256'][:12]} -> {after['sha256'][:12]}); its trials from "
                           "here on follow the new code", stacklevel=2)  # fmt: skip
 

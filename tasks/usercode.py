@@ -2,6 +2,7 @@
 
     cls = import_class("reverse:Reverse", Task, "tasks.Task")   # reverse.py, where you run
     class_source(cls)   # {"class": "reverse:Reverse", "file": ".../reverse.py", "sha256": ...}
+                        # (in a package, the sha256 covers the package's .py files)
     module_package(cls)  # .../reverse.py: what ships the class to a cluster's workers
 
 MODULE is imported as Python imports it, with the current directory and then the config file's
@@ -78,14 +79,41 @@ def import_class(name: str, base: type, base_name: str, near: str | os.PathLike 
 
 def class_source(cls: type) -> dict:
     """What a run records of a class of your own, since cellsearch's `code_version` does not cover
-    it: its name, source file and the file's SHA-256 (file and digest empty where Python has no
-    file, a class defined in a notebook)."""
+    it: its name, its source file, and the SHA-256 of the code that ships with it
+    (`module_package`). For a top-level module that is the file's own SHA-256; for a module inside
+    a package it covers every .py file of the top-level package (relative paths and contents), so
+    that a helper module the class imports from beside it is covered too, and `package` names the
+    package's directory. File and digest are empty where Python has no file (a class defined in a
+    notebook)."""
     try:
         path = inspect.getsourcefile(cls) or ""
-        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if path else ""
-    except (TypeError, OSError):
-        path, digest = "", ""
-    return {"class": f"{cls.__module__}:{cls.__qualname__}", "file": path, "sha256": digest}
+    except TypeError:
+        path = ""
+    record = {"class": f"{cls.__module__}:{cls.__qualname__}", "file": path, "sha256": ""}
+    try:
+        shipped = module_package(cls) if path else None
+    except ValueError:  # a namespace package: its file alone, as a top-level module's
+        shipped = pathlib.Path(path)
+    try:
+        if shipped is not None and shipped.is_dir():
+            record["sha256"] = _package_digest(shipped)
+            record["package"] = str(shipped)
+        elif path:
+            record["sha256"] = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    except OSError:
+        record["file"], record["sha256"] = "", ""
+    return record
+
+
+def _package_digest(directory: pathlib.Path) -> str:
+    """A SHA-256 of every .py file under `directory` (relative paths, then contents, in order),
+    bytecode caches left out."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*.py")):
+        relative = path.relative_to(directory)
+        if "__pycache__" not in relative.parts and path.is_file():
+            digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def module_package(cls: type) -> pathlib.Path:

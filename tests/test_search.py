@@ -278,8 +278,8 @@ def test_a_task_of_your_own_is_searched_resumed_and_rerun(tmp_path):
 
 def test_workers_that_cannot_import_a_task_or_import_other_code_are_refused(ray_workers, monkeypatch):
     """Checked before a search trains, on the real workers: a module they cannot import, and one
-    whose file differs from the driver's (here tasks/registry.py, named as a module, against a
-    made-up digest)."""
+    whose code differs from the driver's (here tasks/registry.py, named as a module, so the
+    package tasks/, against a made-up digest)."""
     from tasks.registry import Arith
     from tasks.usercode import class_source
 
@@ -293,10 +293,12 @@ def test_workers_that_cannot_import_a_task_or_import_other_code_are_refused(ray_
         ray_workers._check_workers(ray_workers.actors)
     ours = class_source(Arith)
     monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": {**ours, "sha256": "0" * 64}})
-    file = re.escape(ours["file"])
+    package = re.escape(ours["package"])  # tasks/: a module in a package, by all of its code
     with pytest.raises(RuntimeError, match=rf"a worker on .* imports task tasks.registry:Arith from "
-                                           rf"{file} \(sha256 {ours['sha256'][:12]}\), other code "
-                                           rf"than this driver's {file} \(000000000000\)"):  # fmt: skip
+                                           rf"{package} \(sha256 {ours['sha256'][:12]}\), other code "
+                                           rf"than this driver's {package} \(000000000000, over the "
+                                           r"package's .py files\); put the same code on every "
+                                           r"node, or ship it with the job \(--ship\)$"):  # fmt: skip
         ray_workers._check_workers(ray_workers.actors)
     monkeypatch.setattr(ray_workers, "task_sources", {"tasks.registry:Arith": ours})
     ray_workers._check_workers(ray_workers.actors)  # the same file: accepted

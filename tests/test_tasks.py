@@ -294,3 +294,48 @@ def test_the_readme_task_on_a_file_of_ones_own_learns_it(tmp_path, monkeypatch):
     assert result.valid["bits_per_char"] < unigram_bits - 1.0, result.valid  # 2.9 on the Zen 3 host
     assert result.row()["data_checksum"] == "sha256:" + hashlib.sha256(corpus).hexdigest()
     sys.modules.pop("charlm", None)
+
+
+def test_a_task_is_recorded_by_all_the_code_that_ships_with_it(tmp_path, monkeypatch):
+    """A top-level module's record is its file's SHA-256; a module in a package is recorded by
+    every .py file of the package (what ships with it to a cluster), so an edit to a helper module
+    it imports from beside it changes the record, and data or bytecode beside it do not."""
+    import hashlib
+    import sys
+
+    from searchkit import readme_example
+    from tasks import task_class
+    from tasks.usercode import class_source
+
+    lab = tmp_path / "lab"
+    (lab / "text").mkdir(parents=True)
+    (lab / "__init__.py").write_text("")
+    (lab / "charlm.py").write_text(readme_example("# charlm.py"))
+    (lab / "text" / "__init__.py").write_text("")
+    (lab / "text" / "clean.py").write_text("LOWER = True\n")  # a helper in a subpackage
+    (tmp_path / "reverse.py").write_text(readme_example("# reverse.py"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("lab", "lab.charlm", "reverse"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+    alone = class_source(task_class("reverse:Reverse"))
+    file = tmp_path / "reverse.py"
+    assert alone == {"class": "reverse:Reverse", "file": str(file),
+                     "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}  # fmt: skip
+    charlm = task_class("lab.charlm:CharLM")
+    before = class_source(charlm)
+    assert before["file"] == str(lab / "charlm.py") and before["package"] == str(lab)
+    assert before["sha256"] != hashlib.sha256((lab / "charlm.py").read_bytes()).hexdigest()
+    (lab / "corpus.txt").write_text("data, which its data_checksum covers\n")
+    (lab / "text" / "__pycache__").mkdir()
+    (lab / "text" / "__pycache__" / "stale.py").write_text("X = 1\n")
+    assert class_source(charlm) == before
+    (lab / "text" / "clean.py").write_text("LOWER = False\n")
+    assert class_source(charlm)["sha256"] != before["sha256"]
+    (lab / "text" / "clean.py").write_text("LOWER = True\n")
+    assert class_source(charlm) == before
+    (lab / "text" / "clean.py").rename(lab / "text" / "tidy.py")  # a name is code too
+    assert class_source(charlm)["sha256"] != before["sha256"]
+    for name in ("lab", "lab.charlm", "reverse"):
+        sys.modules.pop(name, None)
