@@ -87,7 +87,7 @@ def class_source(cls: type) -> dict:
     notebook)."""
     try:
         path = inspect.getsourcefile(cls) or ""
-    except TypeError:
+    except (TypeError, OSError):
         path = ""
     record = {"class": f"{cls.__module__}:{cls.__qualname__}", "file": path, "sha256": ""}
     try:
@@ -109,10 +109,10 @@ def _package_digest(directory: pathlib.Path) -> str:
     """A SHA-256 of every .py file under `directory` (relative paths, then contents, in order),
     bytecode caches left out."""
     digest = hashlib.sha256()
-    for path in sorted(directory.rglob("*.py")):
-        relative = path.relative_to(directory)
-        if "__pycache__" not in relative.parts and path.is_file():
-            digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    files = sorted((path.relative_to(directory).as_posix(), path) for path in directory.rglob("*.py"))
+    for relative, path in files:  # by relative path: the same order wherever the package lies
+        if "__pycache__" not in relative.split("/") and path.is_file():
+            digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
