@@ -128,6 +128,8 @@ class Budget:
     batch: int
     seq_len: int = 0  # BPTT length (ptb, xml, music); 0 for memorize and arith, which fix their own
     steps_per_call: int = 10  # optimisation steps per jitted call: keeps Python out of the loop
+    # (the trainer runs whole calls: `steps` rounds up to a multiple, and the learning rate
+    # schedule takes effect at the first call at or after its step)
     eval_sequences: int = 1000  # synthetic: generated; music: first N per split; ptb: first N
     # chunks of batch x seq_len tokens (0 = the whole split, for music and ptb)
     lr_decay: float = 1.0  # multiply the learning rate by this ...
@@ -163,9 +165,14 @@ class Preset(NamedTuple):
 # 13 epochs, uniform init 0.1, clip 5, no dropout. One epoch of PTB train at batch 20 x 20 steps is
 # 2,324 steps. Our init is U[-s/sqrt(H), s/sqrt(H)], so s = 0.1 * sqrt(200) gives U[-0.1, 0.1].
 PTB_EPOCH_STEPS = 2324
+# The trainer runs whole calls of `steps_per_call` steps and sets the learning rate once per call,
+# so the budgets that count epochs run 28 steps per call, which divides an epoch (2,324 = 83 x 28):
+# exactly 13 epochs, and each halving on an epoch's first step (at 20 they ran 8 steps more and
+# halved up to 16 steps late).
+PTB_STEPS_PER_CALL = 28
 ZAREMBA_SMALL = Preset(
     Budget(
-        steps=13 * PTB_EPOCH_STEPS, hidden=200, batch=20, seq_len=20, steps_per_call=20,
+        steps=13 * PTB_EPOCH_STEPS, hidden=200, batch=20, seq_len=20, steps_per_call=PTB_STEPS_PER_CALL,
         eval_sequences=0, lr_decay=0.5, lr_decay_start=4 * PTB_EPOCH_STEPS, lr_decay_every=PTB_EPOCH_STEPS,
     ),
     {},
@@ -194,7 +201,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "arith": Preset(Budget(steps=3000, hidden=64, batch=32), {"max_digits": 5}),
         "xml": Preset(Budget(steps=3000, hidden=64, batch=32, seq_len=60), {}),
         "ptb": Preset(Budget(steps=3 * PTB_EPOCH_STEPS, hidden=100, batch=20, seq_len=20,
-                             steps_per_call=20, eval_sequences=0), {}),
+                             steps_per_call=PTB_STEPS_PER_CALL, eval_sequences=0), {}),
         **{name: Preset(Budget(steps=2000, hidden=64, batch=16, seq_len=100, eval_sequences=0), {})
            for name in ("jsb", "nottingham", "musedata", "piano")},
     },
@@ -205,7 +212,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "arith": Preset(Budget(steps=20000, hidden=128, batch=32), {}),
         "xml": Preset(Budget(steps=20000, hidden=128, batch=32, seq_len=100), {}),
         "ptb": Preset(Budget(steps=13 * PTB_EPOCH_STEPS, hidden=200, batch=20, seq_len=20,
-                             steps_per_call=20, eval_sequences=0, lr_decay=0.5,
+                             steps_per_call=PTB_STEPS_PER_CALL, eval_sequences=0, lr_decay=0.5,
                              lr_decay_start=4 * PTB_EPOCH_STEPS,
                              lr_decay_every=PTB_EPOCH_STEPS), {}),
         **{name: Preset(Budget(steps=10000, hidden=128, batch=16, seq_len=100, eval_sequences=0), {})

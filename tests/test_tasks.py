@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tasks import TASKS, Budget, DataError, HParams, make_task
+from tasks import PRESETS, TASKS, Budget, DataError, HParams, make_task
 from tasks import datasets
 from tasks.synthetic import ArithOptions, arith_example, solve_arith_prompt, xml_stream, XmlOptions
 
@@ -339,3 +339,14 @@ def test_a_task_is_recorded_by_all_the_code_that_ships_with_it(tmp_path, monkeyp
     assert class_source(charlm)["sha256"] != before["sha256"]
     for name in ("lab", "lab.charlm", "reverse"):
         sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("preset_name, task", [(p, t) for p, tasks in PRESETS.items() for t in tasks])
+def test_every_preset_budget_runs_in_whole_calls(preset_name, task):
+    """The trainer runs whole calls of `steps_per_call` steps and sets the learning rate once per
+    call: a preset's steps and its schedule's steps are multiples of it, so that it trains exactly
+    its budget (Zaremba's 13 epochs, 30,212 steps) and halves the rate on an epoch's first step."""
+    budget = PRESETS[preset_name][task].budget
+    k = budget.steps_per_call
+    assert budget.steps % k == 0 and budget.lr_decay_start % k == 0, (budget.steps, k)
+    assert budget.lr_decay_every % k == 0, (budget.lr_decay_every, k)
