@@ -73,11 +73,24 @@ def make_spec(config: SearchConfig, proposal: Proposal, trial: int, name: str | 
         raise ConfigError(f"budget/task options for {proposal.task}: {error}") from None
 
 
+def _run_tasks(config: SearchConfig) -> list[str]:
+    """The run's tasks, the screening task included, sorted."""
+    return sorted({*config.tasks, config.jozefowicz.screen_task})
+
+
 def _tasks_of(config: SearchConfig) -> dict:
-    """The run's tasks by name, the screening task included, as made with the run's options."""
+    """The run's tasks by name, as made with the run's options."""
     return {task: TrialSpec.from_preset("lstm", task, config.preset,
                                         task_options=config.task_options.get(task)).make_task()
-            for task in sorted({*config.tasks, config.jozefowicz.screen_task})}  # fmt: skip
+            for task in _run_tasks(config)}  # fmt: skip
+
+
+def _budgets_of(config: SearchConfig) -> dict:
+    """Each task's budget as the run's preset and `[budget]` overrides resolve it with this code
+    (a config names its preset, and a preset's budgets may change between versions)."""
+    return {task: dataclasses.asdict(TrialSpec.from_preset(
+                "lstm", task, config.preset, budget_overrides=config.budget.get(task)).budget)
+            for task in _run_tasks(config)}  # fmt: skip
 
 
 def _sources_of(config: SearchConfig) -> dict:
@@ -104,6 +117,7 @@ def run_toml(config: SearchConfig) -> str:
         "code_version": code_version(),
         "versions": {k: v or "" for k, v in versions.items()},
         "data_checksums": checksums,
+        "budgets": _budgets_of(config),
         **_sources_of(config),
     }
     return to_toml({"config": to_dict(config), "run": meta})
@@ -135,6 +149,18 @@ def check_resumable(store: RunStore, config: SearchConfig) -> None:
                 f"cannot resume {store.path}: the data of task '{name}' changed ({before} -> "
                 f"{now}), so its new trials would see other data than its stored ones (use a new "
                 "--out, or the cellsearch version that wrote the run)"
+            )
+    stored_budgets = run.get("budgets", {})  # (runs before session 38 did not store them)
+    for name, now in _budgets_of(config).items():
+        before = stored_budgets.get(name)
+        if before is not None and before != now:
+            changed = [f"{key} {before.get(key)} -> {value}" for key, value in now.items()
+                       if before.get(key) != value]  # fmt: skip
+            raise ConfigError(
+                f"cannot resume {store.path}: the budget of task '{name}' at preset "
+                f"'{config.preset}' changed since the run was made ({', '.join(changed)}), so its "
+                "new trials would train otherwise than its stored ones (use a new --out, or the "
+                "cellsearch version that wrote the run)"
             )
 
 

@@ -1,5 +1,6 @@
 """The search on a real local Ray: strategies, the store, exact resume, killed workers and drivers."""
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,7 +23,7 @@ import pytest
 from results import RunStore, load
 from search.config import ConfigError
 from search.loop import run_search
-from tasks import make_task
+from tasks import TrialSpec, make_task
 from searchkit import (QUICK, TINY, TINY_BUDGET, borrowed, cellsearch, descendants, free_port, kill_session, ray_actors,
                        ray_head, readme_example, sequence, tiny, tiny_args, wait_for_rows)
 
@@ -584,6 +585,26 @@ def test_resume_refuses_a_run_whose_data_changed(tmp_path, ray_workers):
     assert now in config.read_text()
     config.write_text(config.read_text().replace(now, before))
     with pytest.raises(ConfigError, match=f"data of task 'arith' changed \\({before} -> {now}\\)"):
+        run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))
+    assert len(load(tmp_path / "run")) == 2  # nothing was run or lost
+
+
+def test_resume_refuses_a_run_whose_preset_budget_changed(tmp_path, ray_workers):
+    """A config names its preset, and a preset's budgets may change between versions (the PTB
+    budgets' steps per call did in session 38): run.toml keeps each task's resolved budget, and a
+    resume that would train new trials under another one is refused in one line."""
+    run_search(tiny(max_trials=2), tmp_path / "run", borrowed(ray_workers))
+    config = tmp_path / "run" / "run.toml"
+    stored = RunStore(tmp_path / "run").metadata()["run"]["budgets"]
+    arith = TrialSpec.from_preset("lstm", "arith", "quick", budget_overrides=tiny().budget["arith"])
+    assert stored["arith"] == dataclasses.asdict(arith.budget) and set(stored) == {*tiny().tasks, "memorize"}
+    text = config.read_text()
+    section = text.index("[run.budgets.arith]")
+    line = text.index("steps_per_call = 10", section)
+    config.write_text(text[:line] + "steps_per_call = 20" + text[line + len("steps_per_call = 10"):])
+    with pytest.raises(ConfigError, match=r"cannot resume .*: the budget of task 'arith' at preset "
+                                          r"'quick' changed since the run was made \(steps_per_call "
+                                          r"20 -> 10\), so its new trials"):  # fmt: skip
         run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))
     assert len(load(tmp_path / "run")) == 2  # nothing was run or lost
 
