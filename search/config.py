@@ -14,6 +14,7 @@ import os
 import pathlib
 import tomllib
 import typing
+import warnings
 
 from tasks import GRID, PRESETS, TASKS, preset, task_class
 from tasks.registry import check_batches
@@ -268,6 +269,8 @@ class SearchConfig:
                 spec.validate()
             except (TypeError, ValueError) as error:
                 fail(f"budget/task_options of {task}", str(error).splitlines()[0])
+            if spec.budget.uneven_calls():
+                warnings.warn(f"{source}: budget of {task}: {spec.budget.uneven_calls()}", stacklevel=2)
             try:  # a task of your own: its batches have the form the trainer reads
                 check_batches(spec)
             except ValueError as error:

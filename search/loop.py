@@ -27,7 +27,7 @@ from results import RunStore, StoreError
 from results.store import crash_now, fault_point, fill_disk
 from search.config import ConfigError, SearchConfig, stored_config, to_dict, to_toml
 from search.strategies import STRATEGIES, CellRecord, Proposal, Strategy, strategy_class
-from tasks import HParams, TrialSpec, task_class
+from tasks import Budget, HParams, TrialSpec, task_class
 from tasks.trainer import code_version, package_versions
 from tasks.usercode import class_source
 
@@ -150,7 +150,13 @@ def check_resumable(store: RunStore, config: SearchConfig) -> None:
                 f"{now}), so its new trials would see other data than its stored ones (use a new "
                 "--out, or the cellsearch version that wrote the run)"
             )
-    stored_budgets = run.get("budgets", {})  # (runs before session 38 did not store them)
+    stored_budgets = run.get("budgets")
+    if stored_budgets is None:  # a run made before session 38: the budgets its rows trained with
+        stored_budgets = {}
+        names = [f"budget_{field.name}" for field in dataclasses.fields(Budget)]
+        for row in store.trials():
+            if row["task"] not in stored_budgets and all(name in row for name in names):
+                stored_budgets[row["task"]] = {name.removeprefix("budget_"): row[name] for name in names}
     for name, now in _budgets_of(config).items():
         before = stored_budgets.get(name)
         if before is not None and before != now:

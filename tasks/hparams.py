@@ -142,6 +142,21 @@ class Budget:
             return lr
         return lr * self.lr_decay ** (1 + (step - self.lr_decay_start) // self.lr_decay_every)
 
+    def uneven_calls(self) -> str:
+        """What of this budget falls inside a call, where the trainer runs whole calls of
+        `steps_per_call` steps and sets the learning rate once per call ("" if nothing does): a
+        valid budget, but one that does not train as written."""
+        k = self.steps_per_call
+        named = ["steps"] + (["lr_decay_start", "lr_decay_every"] if self.lr_decay_every > 0 else [])
+        uneven = [f"{name} {getattr(self, name)}" for name in named if getattr(self, name) % k]
+        if not uneven:
+            return ""
+        verb = "is not a multiple" if len(uneven) == 1 else "are not multiples"
+        return (f"{' and '.join(uneven)} {verb} of steps_per_call {k}: the trainer runs "
+                f"whole calls, so it trains {-(-self.steps // k) * k} steps"
+                + (" and changes the learning rate on the first call at or after each step the "
+                   "schedule names" if self.lr_decay_every > 0 else ""))  # fmt: skip
+
     def validate(self) -> None:
         check_types(self)
         if self.seq_len < 0:

@@ -338,6 +338,18 @@ def test_train_deterministic_adds_the_xla_flag_and_changes_nothing_on_a_cpu():
     assert exact["score"] == plain["score"] and exact["train_loss"] == plain["train_loss"]
 
 
+def test_train_of_a_budget_in_part_of_a_call_says_what_it_trains():
+    result = cellsearch("train", "lstm", "arith", "--set", "steps=25", "--set", "hidden=8",
+                        "--set", "task.max_digits=2", "--set", "lr_decay=0.5", "--set",
+                        "lr_decay_every=15", "--quiet", "--cores", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("cellsearch: warning: arith: steps 25 and lr_decay_every 15 are not "
+                             "multiples of steps_per_call 10: the trainer runs whole calls, so it "
+                             "trains 30 steps and changes the learning rate on the first call at "
+                             "or after each step the schedule names\n")  # fmt: skip
+    row = json.loads(result.stdout)
+    assert (row["budget_steps"], row["steps_done"]) == (25, 30)  # the row says both
+
 def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
     out = tmp_path / "rows.jsonl"
     result = cellsearch("train", "gru", "arith", "--settings", "3", "--set", "steps=20", "--set",

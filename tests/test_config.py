@@ -38,6 +38,18 @@ def test_overrides_use_dotted_keys():
     assert config.budget == {"arith": {"steps": 10}}
 
 
+
+def test_a_budget_that_is_not_whole_calls_is_named_in_a_warning(recwarn):
+    """A valid budget that does not train as written (the trainer runs whole calls): the config
+    loads, with one warning naming the task, the numbers and what trains instead; whole calls say
+    nothing."""
+    load_config("quick", {"budget.arith.steps": 250, "budget.ptb.steps": 100})
+    assert not recwarn.list
+    with pytest.warns(UserWarning, match=r"^quick: budget of ptb: steps 1000 is not a multiple of "
+                                         r"steps_per_call 28: the trainer runs whole calls, so it "
+                                         r"trains 1008 steps$"):  # fmt: skip
+        load_config("quick", {"budget.ptb.steps": 1000, "budget.ptb.steps_per_call": 28})
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -361,12 +373,12 @@ def test_a_task_of_your_own_takes_its_budget_options_and_dotted_overrides(tmp_pa
     (tmp_path / "pkg" / "my_tasks.py").write_text(MY_TASKS)
     (tmp_path / "search.toml").write_text("tasks = ['pkg.my_tasks:Copy', 'arith']\n"
                                           "[task_options.'pkg.my_tasks:Copy']\nsymbols = 3\n")
-    config = load_config(tmp_path / "search.toml", {"budget.pkg.my_tasks:Copy.steps": 7})
-    assert config.budget == {"pkg.my_tasks:Copy": {"steps": 7}}
+    config = load_config(tmp_path / "search.toml", {"budget.pkg.my_tasks:Copy.steps": 70})
+    assert config.budget == {"pkg.my_tasks:Copy": {"steps": 70}}
     assert parse_config(to_toml(to_dict(config))) == config  # as run.toml keeps it
     spec = TrialSpec.from_preset("gru", "pkg.my_tasks:Copy", "quick", None, 0,
                                  config.budget["pkg.my_tasks:Copy"], config.task_options["pkg.my_tasks:Copy"])
-    assert (spec.budget.steps, spec.budget.hidden, spec.task_options) == (7, 8, (("symbols", 3),))
+    assert (spec.budget.steps, spec.budget.hidden, spec.task_options) == (70, 8, (("symbols", 3),))
     assert spec.make_task().symbols == 3
     for name in ("pkg", "pkg.my_tasks"):
         sys.modules.pop(name, None)

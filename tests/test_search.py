@@ -602,11 +602,22 @@ def test_resume_refuses_a_run_whose_preset_budget_changed(tmp_path, ray_workers)
     section = text.index("[run.budgets.arith]")
     line = text.index("steps_per_call = 10", section)
     config.write_text(text[:line] + "steps_per_call = 20" + text[line + len("steps_per_call = 10"):])
-    with pytest.raises(ConfigError, match=r"cannot resume .*: the budget of task 'arith' at preset "
-                                          r"'quick' changed since the run was made \(steps_per_call "
-                                          r"20 -> 10\), so its new trials"):  # fmt: skip
+    refused = r"cannot resume .*: the budget of task 'arith' at preset 'quick' changed since the run " \
+              r"was made \(steps_per_call 20 -> 10\), so its new trials"
+    with pytest.raises(ConfigError, match=refused):
         run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))
-    assert len(load(tmp_path / "run")) == 2  # nothing was run or lost
+    # a run made before run.toml kept budgets: the budgets its rows trained with
+    config.write_text(re.sub(r"\[run\.budgets\.[^]]+\]\n(?:[^[\n].*\n)*", "", text))
+    assert "budgets" not in RunStore(tmp_path / "run").metadata()["run"]
+    run_search(tiny(max_trials=3), tmp_path / "run", borrowed(ray_workers))  # the same: resumed
+    trials = tmp_path / "run" / "trials.jsonl"
+    rows = [json.loads(line) for line in trials.read_text().splitlines()]
+    assert len(rows) == 3 and "arith" in {row["task"] for row in rows}
+    trials.write_text("".join(json.dumps(row | {"budget_steps_per_call": 20} if row["task"] == "arith"
+                                         else row) + "\n" for row in rows))  # fmt: skip
+    with pytest.raises(ConfigError, match=refused):
+        run_search(tiny(max_trials=4), tmp_path / "run", borrowed(ray_workers))
+    assert len(load(tmp_path / "run")) == 3  # nothing was run or lost
 
 
 def test_resume_refuses_a_config_that_changes_the_search(tmp_path, ray_workers):
