@@ -147,15 +147,17 @@ class Budget:
         `steps_per_call` steps and sets the learning rate once per call ("" if nothing does): a
         valid budget, but one that does not train as written."""
         k = self.steps_per_call
-        named = ["steps"] + (["lr_decay_start", "lr_decay_every"] if self.lr_decay_every > 0 else [])
-        uneven = [f"{name} {getattr(self, name)}" for name in named if getattr(self, name) % k]
+        schedule = ["lr_decay_start", "lr_decay_every"] if self.lr_decay_every > 0 else []
+        uneven = [name for name in ["steps", *schedule] if getattr(self, name) % k]
         if not uneven:
             return ""
+        does = ([f"trains {-(-self.steps // k) * k} steps"] if "steps" in uneven else []) + (
+            ["changes the learning rate on the first call at or after each step the schedule "
+             "names"] if set(uneven) & set(schedule) else [])  # fmt: skip
+        named = " and ".join(f"{name} {getattr(self, name)}" for name in uneven)
         verb = "is not a multiple" if len(uneven) == 1 else "are not multiples"
-        return (f"{' and '.join(uneven)} {verb} of steps_per_call {k}: the trainer runs "
-                f"whole calls, so it trains {-(-self.steps // k) * k} steps"
-                + (" and changes the learning rate on the first call at or after each step the "
-                   "schedule names" if self.lr_decay_every > 0 else ""))  # fmt: skip
+        return (f"{named} {verb} of steps_per_call {k}: the trainer runs whole calls, so it "
+                + " and ".join(does))
 
     def validate(self) -> None:
         check_types(self)

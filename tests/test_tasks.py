@@ -350,3 +350,16 @@ def test_every_preset_budget_runs_in_whole_calls(preset_name, task):
     k = budget.steps_per_call
     assert budget.steps % k == 0 and budget.lr_decay_start % k == 0, (budget.steps, k)
     assert budget.lr_decay_every % k == 0, (budget.lr_decay_every, k)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"steps": 30}, ""),
+    ({"steps": 25}, "steps 25 is not a multiple of steps_per_call 10: the trainer runs whole calls, "
+                    "so it trains 30 steps"),
+    ({"steps": 30, "lr_decay_every": 15}, "lr_decay_every 15 is not a multiple of steps_per_call 10: "
+     "the trainer runs whole calls, so it changes the learning rate on the first call at or after "
+     "each step the schedule names"),
+    ({"steps": 30, "lr_decay_start": 5, "lr_decay_every": 0}, ""),  # no schedule: its start is idle
+])  # fmt: skip
+def test_a_budget_says_what_of_it_falls_inside_a_call(overrides, message):
+    assert Budget(**{"hidden": 8, "batch": 4, "lr_decay": 0.5, **overrides}).uneven_calls() == message
