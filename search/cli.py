@@ -270,8 +270,8 @@ def trial_spec_from_args(cell: str, task: str, preset_name: str, seed: int, over
         spec.validate()
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-    if spec.budget.uneven_calls():
-        warnings.warn(f"{task}: {spec.budget.uneven_calls()}", stacklevel=2)
+    if uneven := spec.budget.uneven_calls():
+        warnings.warn(f"{task}: {uneven}", stacklevel=2)
     try:  # a task of your own: its batches have the form the trainer reads
         check_batches(spec)
     except ValueError as error:

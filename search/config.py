@@ -269,8 +269,8 @@ class SearchConfig:
                 spec.validate()
             except (TypeError, ValueError) as error:
                 fail(f"budget/task_options of {task}", str(error).splitlines()[0])
-            if spec.budget.uneven_calls():
-                warnings.warn(f"{source}: budget of {task}: {spec.budget.uneven_calls()}", stacklevel=2)
+            if uneven := spec.budget.uneven_calls():
+                warnings.warn(f"{source}: budget of {task}: {uneven}", stacklevel=2)
             try:  # a task of your own: its batches have the form the trainer reads
                 check_batches(spec)
             except ValueError as error:
