@@ -11,7 +11,7 @@
 #     bash benchmarks/gpu_search_check.sh --prepare .dev    # about 2 minutes (xz)
 #     echo /.dev/ >> .git/info/exclude
 #
-# then on the machine (carry .dev), about 3 minutes on an H200:
+# then on the machine (carry .dev), about 1.5 minutes on an H200 (session 39):
 #
 #     bash benchmarks/gpu_search_check.sh .dev OUT_DIR
 set -u
@@ -63,7 +63,10 @@ EOF
 }
 search cpu-workers --workers 4 | tee "$out/cpu_workers.log"
 search half-gpu --gpus-per-worker 0.5 | tee "$out/half_gpu.log"
-search vmapped --gpus-per-worker 1 --set vmap_settings=4 | tee "$out/vmapped.log"
+# a group is the pending trials of one program shape (cell, task, budget, layers): the baselines
+# strategy at 4 settings per task and one layer count gives every group its 4
+search vmapped --gpus-per-worker 1 --set vmap_settings=4 --set strategy=baselines \
+  --set settings_per_task=4 --set 'grid.layers=[1]' | tee "$out/vmapped.log"
 echo "== two workers sharing the GPU: device, JAX's memory limit, XLA_CLIENT_MEM_FRACTION"
 timeout 90 python3 - <<'EOF' 2>&1 | tail -3 | tee "$out/shared_memory.log"
 import os

@@ -112,16 +112,29 @@ class RNNModel(nnx.Module):
             new_carry.append(layer_carry)
             x_proj = None
         hs = _dropout(xs, dropout, keys[-1])
-        # The readout as ONE 2-D matmul, (T*B, H + 1) @ (H + 1, n_outputs): the bias is the
-        # kernel's last row, against a column of ones. Added after the matmul, the bias cost XLA's
-        # CPU backend two passes over the logits, one to add it and one to sum its gradient; PTB's
-        # train step is 1.23x faster at H = 32 and 1.07-1.14x at H = 200 without them
-        # (benchmarks/README.md, "The readout's bias"). 2-D: faster than the same on 3-D arrays.
+        # The readout as ONE 2-D matmul: faster than the same on 3-D arrays.
         flat = hs.reshape(-1, hs.shape[-1])
-        ones = jnp.ones((flat.shape[0], 1), flat.dtype)
-        kernel = jnp.concatenate([self.readout.kernel[...], self.readout.bias[...][None]], 0)
-        logits = dense(jnp.concatenate([flat, ones], 1), kernel)
+        if bias_in_readout_matmul():
+            ones = jnp.ones((flat.shape[0], 1), flat.dtype)
+            kernel = jnp.concatenate([self.readout.kernel[...], self.readout.bias[...][None]], 0)
+            logits = dense(jnp.concatenate([flat, ones], 1), kernel)
+        else:
+            logits = self.readout(flat)
         return new_carry, logits.reshape(*hs.shape[:2], -1)
+
+
+def bias_in_readout_matmul() -> bool:
+    """Whether the readout adds its bias inside its matmul, as the kernel's last row against a
+    column of ones: on a CPU only.
+
+    Added after the matmul, the bias cost XLA's CPU backend two passes over the logits, one to add
+    it and one to sum its gradient; PTB's train step is 1.23x faster at H = 32 and 1.07-1.14x at
+    H = 200 without them (benchmarks/README.md, "The readout's bias"). On an H200 the same change
+    made 20 vmapped PTB settings 15-16% slower and one trial 5% (the (H + 1)-long contraction;
+    benchmarks/README.md, "K settings as one vmapped program on a GPU"), so elsewhere the bias is
+    added after the matmul, as flax's `Linear` does.
+    """
+    return jax.default_backend() == "cpu"
 
 
 def _dropout(x, rate, key):

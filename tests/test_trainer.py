@@ -14,6 +14,7 @@ from flax import nnx
 
 from cells import baseline, compile_cell
 from tasks import TASKS, Budget, HParams, TrialSpec, sample_settings, train_settings, train_trial
+import tasks.model
 from tasks.model import RNNModel, argmax_hits, softmax_cross_entropy, zero_carry
 from tasks.registry import STATS
 from tasks.trainer import _eval_totals, clip_by_global_norm, compiler_options, global_norm, program
@@ -261,10 +262,13 @@ def test_softmax_cross_entropy_equals_optax_in_value_and_gradient(shape):
                                rtol=1e-5, atol=1e-7)  # fmt: skip
 
 
-def test_readout_is_hidden_state_times_kernel_plus_bias_with_plain_gradients():
-    # The readout adds its bias inside its matmul (the kernel's last row against a column of ones);
-    # it must still compute hs @ kernel + bias and give both their plain gradients. With an
-    # identity kernel and no bias the logits ARE the hidden states, which gives the reference.
+@pytest.mark.parametrize("bias_in_matmul", [True, False], ids=["bias_in_matmul", "bias_after"])
+def test_readout_is_hidden_state_times_kernel_plus_bias_with_plain_gradients(bias_in_matmul, monkeypatch):
+    # On a CPU the readout adds its bias inside its matmul (the kernel's last row against a column
+    # of ones), elsewhere after it; both must compute hs @ kernel + bias and give both their plain
+    # gradients. With an identity kernel and no bias the logits ARE the hidden states, which gives
+    # the reference.
+    monkeypatch.setattr(tasks.model, "bias_in_readout_matmul", lambda: bias_in_matmul)
     hidden, steps, batch = 8, 5, 3
     inputs = jax.random.randint(jax.random.key(2), (batch, steps), 0, 11)
     weights = jax.random.normal(jax.random.key(3), (steps, batch, hidden))  # a cotangent
