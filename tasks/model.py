@@ -130,9 +130,9 @@ def bias_in_readout_matmul() -> bool:
     Added after the matmul, the bias cost XLA's CPU backend two passes over the logits, one to add
     it and one to sum its gradient; PTB's train step is 1.23x faster at H = 32 and 1.07-1.14x at
     H = 200 without them (benchmarks/README.md, "The readout's bias"). On an H200 the same change
-    made 20 vmapped PTB settings 15-16% slower and one trial 5% (the (H + 1)-long contraction;
-    benchmarks/README.md, "K settings as one vmapped program on a GPU"), so elsewhere the bias is
-    added after the matmul, as flax's `Linear` does.
+    made 20 vmapped PTB settings 15-16% slower and one trial 5% (not profiled; the contraction
+    H + 1 long is one guess; benchmarks/README.md, "K settings as one vmapped program on a GPU"),
+    so elsewhere the bias is added after the matmul, as flax's `Linear` does.
     """
     return jax.default_backend() == "cpu"
 
