@@ -631,7 +631,20 @@ def _run_search(config, args: argparse.Namespace, out: str | None = None, execut
     best = f"{summary.best[0]} (Jozefowicz score {summary.best[1]:.4f})" if summary.best else "none"
     print(f"{out}: {summary.trials} trials ({summary.ran} run now, {summary.replayed} from the "
           f"store) in {summary.rounds} rounds; best cell: {best}")  # fmt: skip
+    if config.vmap_settings > 1 and summary.ran:
+        print(grouping_line(summary, config.vmap_settings))
     return 0
+
+
+def grouping_line(summary, vmap_settings: int) -> str:
+    """What `vmap_settings` did for the trials a search ran now, in one line: a group forms only
+    from pending trials of one program shape, so a config can ask for groups and get none."""
+    line = (f"{summary.grouped} of {summary.ran} trials run now trained as lanes of vmapped groups "
+            f"(vmap_settings {vmap_settings})")  # fmt: skip
+    if summary.grouped == 0:
+        line += ("; no two pending trials shared a cell, task, budget and layer count: more "
+                 "settings_per_task or fewer grid.layers make groups")  # fmt: skip
+    return line
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ class SearchSummary:
     replayed: int = 0
     rounds: int = 0
     best: tuple[str, float] | None = None
+    grouped: int = 0  # of `ran`, the trials trained as lanes of a vmapped group (`vmap_settings`)
 
 
 def _utc_now() -> str:
@@ -288,6 +289,7 @@ def _run_locked(store: RunStore, config: SearchConfig, executor_factory: Callabl
                         crash_now()
                     rows[trial] = full
                     summary.ran += 1
+                    summary.grouped += full.get("vmapped_settings", 1) > 1
                     failures += full.get("status") != "ok"
                     if progress:
                         progress(Progress(len(stored) + summary.ran, config.max_trials, failures,

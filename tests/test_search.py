@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 
 from results import RunStore, load
+from search.cli import grouping_line
 from search.config import ConfigError
-from search.loop import run_search
+from search.loop import SearchSummary, run_search
 from tasks import TrialSpec, make_task
 from searchkit import (QUICK, TINY, TINY_BUDGET, borrowed, cellsearch, descendants, free_port, kill_session, ray_actors,
                        ray_head, readme_example, sequence, tiny, tiny_args, wait_for_rows)
@@ -561,12 +562,19 @@ def test_resume_continues_exactly_and_replays_without_training(tmp_path, ray_wor
 def test_settings_grouped_into_one_program_change_no_trial(tmp_path, ray_workers):
     # one layer count: a cell's 4 settings on a task are one program shape, one group of 4
     shape = {"strategy": "baselines", "settings_per_task": 4, "max_trials": 24, "grid.layers": [1]}
-    run_search(tiny(**shape), tmp_path / "plain", borrowed(ray_workers))
-    run_search(tiny(**shape, vmap_settings=4), tmp_path / "grouped", borrowed(ray_workers))
+    assert run_search(tiny(**shape), tmp_path / "plain", borrowed(ray_workers)).grouped == 0
+    summary = run_search(tiny(**shape, vmap_settings=4), tmp_path / "grouped", borrowed(ray_workers))
     assert sequence(tmp_path / "grouped") == sequence(tmp_path / "plain")
     plain, grouped = (load(tmp_path / run).set_index("trial").sort_index() for run in ("plain", "grouped"))
     assert len(grouped) == 24 and grouped.index.is_unique
     assert (grouped["vmapped_settings"] == 4).sum() >= 12  # trials did share programs
+    assert summary.grouped == (grouped["vmapped_settings"] > 1).sum()
+    assert grouping_line(summary, 4).startswith(f"{summary.grouped} of 24 trials run now trained as "
+                                                "lanes of vmapped groups (vmap_settings 4)")  # fmt: skip
+    # a config whose trials never share a program is told why it got no groups
+    assert grouping_line(SearchSummary(ran=8), 4) == (
+        "0 of 8 trials run now trained as lanes of vmapped groups (vmap_settings 4); no two pending trials "
+        "shared a cell, task, budget and layer count: more settings_per_task or fewer grid.layers make groups")
     assert (grouped["status"] == plain["status"]).all()
     # A trial that ends worse than guessing uniformly has blown up (lr 5 on ptb); its chaotic
     # trajectory amplifies the vmapped program's different float rounding, so compare the others.
