@@ -151,9 +151,11 @@ class Budget:
         uneven = [name for name in ["steps", *schedule] if getattr(self, name) % k]
         if not uneven:
             return ""
-        does = ([f"trains {-(-self.steps // k) * k} steps"] if "steps" in uneven else []) + (
-            ["changes the learning rate on the first call at or after each step the schedule "
-             "names"] if set(uneven) & set(schedule) else [])  # fmt: skip
+        does = []
+        if "steps" in uneven:
+            does.append(f"trains {-(-self.steps // k) * k} steps")
+        if set(uneven) & set(schedule):
+            does.append("changes the learning rate on the first call at or after each step the schedule names")
         named = " and ".join(f"{name} {getattr(self, name)}" for name in uneven)
         verb = "is not a multiple" if len(uneven) == 1 else "are not multiples"
         return (f"{named} {verb} of steps_per_call {k}: the trainer runs whole calls, so it "

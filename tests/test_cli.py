@@ -350,6 +350,7 @@ def test_train_of_a_budget_in_part_of_a_call_says_what_it_trains():
     row = json.loads(result.stdout)
     assert (row["budget_steps"], row["steps_done"]) == (25, 30)  # the row says both
 
+
 def test_train_settings_trains_k_grid_settings_as_one_program(tmp_path):
     out = tmp_path / "rows.jsonl"
     result = cellsearch("train", "gru", "arith", "--settings", "3", "--set", "steps=20", "--set",

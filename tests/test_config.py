@@ -38,7 +38,6 @@ def test_overrides_use_dotted_keys():
     assert config.budget == {"arith": {"steps": 10}}
 
 
-
 def test_a_budget_that_is_not_whole_calls_is_named_in_a_warning(recwarn):
     """A valid budget that does not train as written (the trainer runs whole calls): the config
     loads, with one warning naming the task, the numbers and what trains instead; whole calls say
@@ -49,6 +48,7 @@ def test_a_budget_that_is_not_whole_calls_is_named_in_a_warning(recwarn):
                                          r"steps_per_call 28: the trainer runs whole calls, so it "
                                          r"trains 1008 steps$"):  # fmt: skip
         load_config("quick", {"budget.ptb.steps": 1000, "budget.ptb.steps_per_call": 28})
+
 
 @pytest.mark.parametrize(
     "text, message",
