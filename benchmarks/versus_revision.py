@@ -36,6 +36,11 @@ from common import extract_revision, machine, summary, write  # noqa: E402
 sys.path.remove(str(ROOT / "benchmarks"))  # benchmarks/results would shadow the results package
 PACKAGES = ("cells", "tasks")
 _IMPORT = re.compile(r"^(\s*)(from|import) (cells|tasks)\b", re.MULTILINE)
+# a module named in a string, as the packages' lazy imports name theirs (`importlib.import_module(
+# "cells.compile")`): left alone, the base's `cells_base.compile_cell` was the working tree's, and
+# comparisons of changes to `cells/compile.py` or `cells/scan.py` ran one code twice (from 64b354b
+# until session 40; benchmarks/README.md)
+_MODULE_STRING = re.compile(r"([\"'])(cells|tasks)(\.\w)")
 
 
 def import_revision(revision: str, into: pathlib.Path) -> dict:
@@ -49,7 +54,8 @@ def import_revision(revision: str, into: pathlib.Path) -> dict:
         source, target = into / package, into / f"{package}_base"
         source.rename(target)
         for path in target.rglob("*.py"):
-            path.write_text(_IMPORT.sub(r"\1\2 \3_base", path.read_text()))
+            text = _IMPORT.sub(r"\1\2 \3_base", path.read_text())
+            path.write_text(_MODULE_STRING.sub(r"\1\2_base\3", text))
     (into / "tasks_base" / "data").symlink_to(ROOT / "tasks" / "data")  # the same data files
     sys.path.insert(0, str(into))
     return {"cells": importlib.import_module("cells_base"),
@@ -57,15 +63,19 @@ def import_revision(revision: str, into: pathlib.Path) -> dict:
             "trainer": importlib.import_module("tasks_base.trainer"), "commit": commit}  # fmt: skip
 
 
-def contender(trainer, cell: str, task_name: str, preset: str, chunk=None):
+def contender(trainer, cell: str, task_name: str, preset: str, chunk=None, hidden=None):
     """One jitted train call and one eval call of `trainer`'s Program on `chunk` (default: its own
     task's first batches), as functions; a function generating one call's batches; the first
-    call's losses; the shapes; and its own first batches."""
+    call's losses; the shapes; and its own first batches. `hidden` replaces the preset's H."""
+    import dataclasses
+
     import jax
     import numpy as np
 
     spec = trainer.TrialSpec.from_preset(cell, task_name, preset)
     task, budget = spec.make_task(), spec.budget
+    if hidden is not None:
+        budget = dataclasses.replace(budget, hidden=hidden)
     seq_len = task.sequence_length(budget.seq_len)
     k = budget.steps_per_call
     prog = trainer.Program(spec.graph(), task, 1, budget.hidden, budget.batch, seq_len, k, False)
@@ -99,6 +109,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cells", nargs="+", default=["lstm"])
     parser.add_argument("--tasks", nargs="+", default=["ptb", "arith", "jsb"])
     parser.add_argument("--preset", default="quick")
+    parser.add_argument("--hidden", type=int, help="H instead of the preset's, for both versions")
     parser.add_argument("--calls", type=int, default=3, help="jitted train calls per round")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/results/versus_revision")
@@ -111,8 +122,11 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="cellsearch-base-") as tmp:
         base = import_revision(args.base, pathlib.Path(tmp))
         results = {"machine": machine(), "base": base["commit"], "preset": args.preset,
-                   "rounds": args.rounds, "calls": args.calls, "runs": {}}  # fmt: skip
-        lines = [f"Base {base['commit'][:12]} against the working tree; preset `{args.preset}`.", "",
+                   "hidden": args.hidden, "rounds": args.rounds, "calls": args.calls,
+                   "runs": {}}  # fmt: skip
+        width = f", H = {args.hidden}" if args.hidden else ""
+        lines = [f"Base {base['commit'][:12]} against the working tree; "
+                 f"preset `{args.preset}`{width}.", "",
                  "| cell | task | H, B x T, outputs | ms/step base (min / median / max) | now | "
                  "base / now (paired, median [min, max]) | losses agree (max rel. diff) | "
                  "eval ms/batch base / now (median) | eval base / now (paired) | "
@@ -124,7 +138,7 @@ def main(argv=None) -> None:
                 for name, trainer in (("now", now_trainer), ("base", base["trainer"])):
                     # both programs train on the working tree's batches, so their losses compare
                     runners[name], generators[name], losses[name], shape, own = contender(
-                        trainer, cell, task_name, args.preset, chunk)  # fmt: skip
+                        trainer, cell, task_name, args.preset, chunk, args.hidden)  # fmt: skip
                     chunk = own if chunk is None else chunk
                 runners = {name: runners[name] for name in ("base", "now")}
                 times = {name: [] for name in runners}

@@ -103,7 +103,9 @@ class CompiledCell:
         values = self.values(params, carry, x)
         return self.outputs(values, carry)
 
-    def values(self, params: Params, carry: Carry, x: jax.Array, x_proj=None) -> dict[int, Any]:
+    def values(
+        self, params: Params, carry: Carry, x: jax.Array, x_proj=None, feature_major: bool = False
+    ) -> dict[int, Any]:
         """Every node's value for one step, keyed by node index (shared sub-expressions alias).
 
         Args:
@@ -112,10 +114,13 @@ class CompiledCell:
           x: the input, (..., H).
           x_proj: optional precomputed output of the fused matmul on x, (..., k*H), used instead of
             computing `x @ kernel + bias` (see `unroll`).
+          feature_major: every value is (H, B) instead, features first, as `cells.scan`'s loops
+            hold them on the CPU; each kernel in `params` is then transposed, (k*H, H), and a
+            fused output is `kernel @ a + bias[:, None]`.
         """
         h, c = carry
         graph = self.graph
-        hidden = h.shape[-1]
+        hidden = h.shape[0 if feature_major else -1]
         values: dict[int, Any] = {}
         fused: dict[str, jax.Array] = {}
         matmul_of = {i: m for m in self.matmuls for i in m.nodes}
@@ -133,10 +138,16 @@ class CompiledCell:
                     if x_proj is not None and matmul.key == self.x_matmul:
                         fused[matmul.key] = x_proj
                     else:
-                        p = params[matmul.key]
-                        fused[matmul.key] = values[matmul.operand] @ p["kernel"] + p["bias"]
+                        p, a = params[matmul.key], values[matmul.operand]
+                        fused[matmul.key] = (
+                            p["kernel"] @ a + p["bias"][:, None]
+                            if feature_major
+                            else a @ p["kernel"] + p["bias"]
+                        )
                 block = matmul.nodes.index(i)
-                values[i] = fused[matmul.key][..., block * hidden : (block + 1) * hidden]
+                block = slice(block * hidden, (block + 1) * hidden)
+                fused_value = fused[matmul.key]
+                values[i] = fused_value[block] if feature_major else fused_value[..., block]
             elif node.op in _UNARY:
                 values[i] = _UNARY[node.op](values[node.inputs[0]])
             else:

@@ -28,6 +28,25 @@ def weight_gradient(a: jax.Array, g: jax.Array) -> jax.Array:
     return jax.lax.optimization_barrier(a.T) @ g
 
 
+def weight_gradient_features_first(a_t: jax.Array, g_t: jax.Array) -> jax.Array:
+    """`weight_gradient` from both operands held features first, `a_t @ g_t^T`.
+
+    Both are laid out behind an optimization barrier first: they come as transposes of (T, F, B)
+    sequences (`cells.scan`'s loops on the CPU), which XLA would otherwise fold into the dot as
+    one that contracts two dimensions of each. The dot then contracts both operands' last
+    dimension, a form XLA's CPU backend runs as fast as `weight_gradient`'s (benchmarks/README.md).
+
+    Args:
+      a_t: the matmul's left operand, transposed, (K, N).
+      g_t: the gradient of its output, transposed, (M, N).
+
+    Returns:
+      (K, M).
+    """
+    a_t, g_t = jax.lax.optimization_barrier((a_t, g_t))
+    return jax.lax.dot_general(a_t, g_t, (((1,), (1,)), ((), ())))
+
+
 @jax.custom_vjp
 def dense(a: jax.Array, kernel: jax.Array) -> jax.Array:
     """`a @ kernel` for a 2-D `a`, differentiated with `weight_gradient`.

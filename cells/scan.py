@@ -10,7 +10,14 @@ gradients are that one product's. The backward rules below cover every op of the
 language, so this works for any graph; tests compare it with autodiff of `unroll_autodiff`.
 An output gradient that is other matmuls' side by side (the LSTM's on x and on h are the same, as
 both feed `W x + W h` per gate; the GRU's on x is its two recurrent matmuls') is not stacked again
-but assembled after the loop, and the reverse loop reads kernels transposed before it.
+but assembled after the loop, and the reverse loop reads kernels transposed before it (batch first).
+
+On a CPU from H = 384 on, the loops hold every value features first, (H, B) (`loops_feature_major`):
+the forward loop multiplies the (k*H, H) transposed kernel by the (H, B) state, the backward loop
+the kernel itself by the (k*H, B) output gradient. XLA's CPU backend ran such small products up to
+1.45x faster that way round. `unroll` keeps (..., H) outside and transposes the sequences on the
+way in and out; each weight gradient is then a dot of two (F, T*B) arrays on their last dimension
+(`cells.dense.weight_gradient_features_first`).
 
 The forward pass saves, per step, what the backward rules read (the outputs of tanh, sigmoid, relu
 and leaky_relu, the inputs of `mul`, and each matmul's operand) unless the backward can recompute
@@ -106,39 +113,89 @@ def unroll(cell, params, carry, xs, x_proj=None):
         params = {k: v for k, v in params.items() if k != cell.x_matmul}
         if not cell.reads_x_outside_matmul:
             xs = None
-    return _unroll(cell, params, carry, xs, x_proj)
+    batch_shape, hidden = carry[0].shape[:-1], carry[0].shape[-1]
+    if not loops_feature_major(hidden):
+        return _unroll(cell, False, params, carry, xs, x_proj)
+
+    def features_first(a):  # (T, ..., F) -> (T, F, N); JAX differentiates these transposes
+        return None if a is None else jnp.swapaxes(a.reshape(a.shape[0], -1, a.shape[-1]), 1, 2)
+
+    def batch_first(a):  # (F, N) -> (..., F)
+        return a.T.reshape(*batch_shape, a.shape[0])
+
+    carry = tuple(a.reshape(-1, hidden).T for a in carry)
+    final, hs = _unroll(cell, True, params, carry, features_first(xs), features_first(x_proj))
+    hs = jnp.swapaxes(hs, 1, 2).reshape(hs.shape[0], *batch_shape, hidden)
+    return tuple(batch_first(a) for a in final), hs
 
 
-def _forward(cell, plan: _Plan, params, carry, xs, x_proj):
-    def body(carry, inputs):
+# From this width on, `unroll`'s loops hold values features first on a CPU (`loops_feature_major`).
+FEATURES_FIRST_FROM_HIDDEN = 384
+
+
+def loops_feature_major(hidden: int) -> bool:
+    """Whether `unroll`'s loops hold each value features first, (H, B), rather than (B, H).
+
+    On XLA's CPU backend a loop's per-step product ran 1.1-1.45x faster as (k*H, H) @ (H, B) than
+    as (B, H) @ (H, k*H) at B = 32, H = 128-512 (160 against 112 GFLOP/s at the LSTM's H = 512).
+    What that costs is transposing the sequences in and out of the loops. The trainer's train
+    steps, paired against batch first (paper preset, 10 steps per call): at H = 512 1.01-1.16x,
+    at H = 384 0.97-1.10x, at H = 256 0.92-1.03x, at H = 128 and 200 0.91-0.98x
+    (benchmarks/README.md, "Features first in the loops (session 40)"). Other backends are
+    unmeasured (`benchmarks/loop_layout.py` measures them) and stay batch first.
+
+    Args:
+      hidden: H.
+
+    Returns:
+      True on the CPU backend from H = `FEATURES_FIRST_FROM_HIDDEN` on.
+    """
+    return jax.default_backend() == "cpu" and hidden >= FEATURES_FIRST_FROM_HIDDEN
+
+
+def _forward(cell, plan: _Plan, params, carry, xs, x_proj, feature_major):
+    # features first, the kernels are transposed once and carried through the loop, for the
+    # reason the backward pass carries its transposes (below)
+    kernels = {k: p["kernel"].T for k, p in params.items()} if feature_major else {}
+
+    def body(state, inputs):
+        carry, kernels = state
         x, x_proj_t = inputs
-        values = cell.values(params, carry, x, x_proj_t)
+        step_params = params
+        if kernels:
+            step_params = {k: {**p, "kernel": kernels[k]} for k, p in params.items()}
+        values = cell.values(step_params, carry, x, x_proj_t, feature_major)
         new = cell.outputs(values, carry)
         saved = {i: values[i] for i in plan.saved}
         c_prev = carry[1] if "c" in plan.source else None
-        return new, (new[0], saved, c_prev)
+        return (new, kernels), (new[0], saved, c_prev)
 
     steps = (xs if xs is not None else x_proj).shape[0]
-    final, (hs, saved, c_prev) = jax.lax.scan(body, carry, (xs, x_proj), length=steps)
+    state = (carry, kernels)
+    (final, _), (hs, saved, c_prev) = jax.lax.scan(body, state, (xs, x_proj), length=steps)
     return (final, hs), (saved, c_prev)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _unroll(cell, params, carry, xs, x_proj):
-    return _forward(cell, _plan(cell), params, carry, xs, x_proj)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _unroll(cell, feature_major, params, carry, xs, x_proj):
+    return _forward(cell, _plan(cell), params, carry, xs, x_proj, feature_major)[0]
 
 
-def _unroll_fwd(cell, params, carry, xs, x_proj):
-    (final, hs), (saved, c_prev) = _forward(cell, _plan(cell), params, carry, xs, x_proj)
+def _unroll_fwd(cell, feature_major, params, carry, xs, x_proj):
+    plan = _plan(cell)
+    (final, hs), (saved, c_prev) = _forward(cell, plan, params, carry, xs, x_proj, feature_major)
     return (final, hs), (params, carry, xs, hs, saved, c_prev)
 
 
-def _unroll_bwd(cell, residuals, cotangents):
+def _unroll_bwd(cell, feature_major, residuals, cotangents):
     params, (h0, _), xs, hs, saved, c_prev = residuals
     (g_h_final, g_c_final), g_hs = cotangents
     plan = _plan(cell)
     graph = cell.graph
-    hidden = h0.shape[-1]
+    # where a value's features lie: in the loop, (H, B) or (B, H); stacked over time, (T, H, B)
+    # or (T, B, H)
+    feature, stacked_feature = (0, 1) if feature_major else (-1, -1)
+    hidden = h0.shape[feature]
     h_prev = jnp.concatenate([h0[None], hs[:-1]])
     x_key = cell.x_matmul
     x_node = plan.source.get("x")
@@ -147,12 +204,15 @@ def _unroll_bwd(cell, residuals, cotangents):
     reading = {i: [m for m in looped if m.operand == i] for i in plan.nodes}
 
     assembled = _assembled_output_gradients(cell, plan, [m.key for m in looped])
-    # each looped kernel transposed ONCE and carried through the loop: left to itself, XLA folds
-    # the transpose into every step's matmul, which then ran 10-15% slower on the CPU
-    kernels_t = {m.key: params[m.key]["kernel"].T for m in looped}
+    # batch first, each looped kernel transposed ONCE and carried through the loop: left to
+    # itself, XLA folds the transpose into every step's matmul, which then ran 10-15% slower on
+    # the CPU. Features first, the step's product is the kernel itself times the gradient.
+    kernels = {m.key: params[m.key]["kernel"] for m in looped}
+    if not feature_major:
+        kernels = {key: kernel.T for key, kernel in kernels.items()}
 
     def body(state, inputs):
-        (g_h_next, g_c_next), kernels_t = state
+        (g_h_next, g_c_next), kernels = state
         x, h, c, values_saved, g_h_out = inputs
         values = dict(values_saved)
         for name, value in (("x", x), ("h", h), ("c", c)):
@@ -174,8 +234,9 @@ def _unroll_bwd(cell, residuals, cotangents):
         g_matmul = {}
         for i in reversed(plan.nodes):
             for m in reading[i]:  # all of m's W nodes come later, so their gradients are final
-                g_matmul[m.key] = jnp.concatenate([grads.get(j, zeros) for j in m.nodes], -1)
-                add(i, g_matmul[m.key] @ kernels_t[m.key])
+                g_matmul[m.key] = jnp.concatenate([grads.get(j, zeros) for j in m.nodes], feature)
+                g_out, kernel = g_matmul[m.key], kernels[m.key]
+                add(i, kernel @ g_out if feature_major else g_out @ kernel)
             if i not in grads:
                 continue
             g, op, args = grads[i], graph.nodes[i].op, plan.inputs[i]
@@ -192,19 +253,20 @@ def _unroll_bwd(cell, residuals, cotangents):
                 add(args[1], g * values[args[0]])
         if x_key is not None:
             x_matmul = next(m for m in cell.matmuls if m.key == x_key)
-            g_matmul[x_key] = jnp.concatenate([grads.get(j, zeros) for j in x_matmul.nodes], -1)
+            g_x = [grads.get(j, zeros) for j in x_matmul.nodes]
+            g_matmul[x_key] = jnp.concatenate(g_x, feature)
         g_h = grads.get(plan.source.get("h"), zeros)
         g_c = grads.get(plan.source.get("c"), zeros) if cell.has_memory else g_c_next
         g_x = grads.get(x_node) if cell.reads_x_outside_matmul else None
         distinct = {k: g for k, g in g_matmul.items() if k not in assembled}
-        return ((g_h, g_c), kernels_t), (distinct, g_x)
+        return ((g_h, g_c), kernels), (distinct, g_x)
 
     ((g_h0, g_c0), _), (g_matmul, g_xs) = jax.lax.scan(
-        body, ((g_h_final, g_c_final), kernels_t), (xs, h_prev, c_prev, saved, g_hs), reverse=True,
+        body, ((g_h_final, g_c_final), kernels), (xs, h_prev, c_prev, saved, g_hs), reverse=True,
         length=hs.shape[0],
     )  # fmt: skip
     for key, pieces in assembled.items():
-        g_matmul[key] = jnp.concatenate([g_matmul[piece] for piece in pieces], -1)
+        g_matmul[key] = jnp.concatenate([g_matmul[piece] for piece in pieces], stacked_feature)
     sequences = {"x": xs, "h": h_prev, "c": c_prev}
     operand_seq = {**saved, **{i: sequences[name] for name, i in plan.source.items()}}
     for i in plan.nodes:  # recomputed operands, as whole sequences, for the weight gradients
@@ -214,9 +276,14 @@ def _unroll_bwd(cell, residuals, cotangents):
     for m in cell.matmuls:
         if m.key not in params:  # the x matmul: its output came in as x_proj
             continue
-        a = operand_seq[m.operand].reshape(-1, hidden)
-        g = g_matmul[m.key].reshape(-1, g_matmul[m.key].shape[-1])
-        g_params[m.key] = {"kernel": dense.weight_gradient(a, g), "bias": g.sum(0)}
+        a, g = operand_seq[m.operand], g_matmul[m.key]
+        if feature_major:  # (T, F, B) -> (F, T*B)
+            a_t, g_t = (jnp.swapaxes(v, 0, 1).reshape(v.shape[1], -1) for v in (a, g))
+            g_params[m.key] = {"kernel": dense.weight_gradient_features_first(a_t, g_t),
+                               "bias": g_t.sum(1)}  # fmt: skip
+        else:
+            a, g = a.reshape(-1, hidden), g.reshape(-1, g.shape[-1])
+            g_params[m.key] = {"kernel": dense.weight_gradient(a, g), "bias": g.sum(0)}
     g_x_proj = g_matmul[x_key] if x_key is not None else None
     if g_xs is None and xs is not None:
         g_xs = jnp.zeros_like(xs)

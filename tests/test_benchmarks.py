@@ -2,6 +2,7 @@
 store_scale.py writes, and how preset_costs.py prices a reproduction (the timing itself is not
 tested)."""
 
+import inspect
 import pathlib
 import sys
 
@@ -104,3 +105,20 @@ def test_preset_costs_reads_a_stored_runs_preset_task_shares_and_trial_seconds()
     assert sum(shares.values()) == pytest.approx(1.0)
     ptb = frame[frame["task"] == "ptb"]
     assert seconds["ptb"] == pytest.approx((ptb["train_seconds"] + ptb["eval_seconds"]).mean())
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="extracts a revision with git")
+def test_versus_revision_runs_the_base_revisions_own_compiler_and_trainer(tmp_path, monkeypatch):
+    # the packages import their compiler and trainer lazily, naming the module in a string; the
+    # base's names must lead to the base revision's files, not to the working tree's
+    monkeypatch.setattr(sys, "path", [str(ROOT / "benchmarks"), *sys.path])
+    before = set(sys.modules)
+    from versus_revision import import_revision
+
+    try:
+        base = import_revision("HEAD", tmp_path)
+        for lazy in (base["cells"].compile_cell, base["tasks"].TrialSpec):
+            assert pathlib.Path(inspect.getfile(lazy)).is_relative_to(tmp_path)
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]

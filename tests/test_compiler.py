@@ -317,6 +317,16 @@ def test_cell_without_memory_passes_c_through():
 
 
 # ------------------------------------------------------------------ the hand-written backward pass
+@pytest.fixture(params=["batch first", "features first"])
+def loop_layout(request, monkeypatch):
+    """Runs a test with `unroll`'s loops holding values (B, H) and again (H, B), whatever H is."""
+    import cells.scan
+
+    features_first = request.param == "features first"
+    monkeypatch.setattr(cells.scan, "loops_feature_major", lambda hidden: features_first)
+    return request.param
+
+
 def unroll_loss(unroll, weights):
     """A loss that reads every output of an unroll (all hs, final h and c) with fixed weights."""
 
@@ -339,7 +349,7 @@ def assert_gradients_match(cell, rtol, dtype=jnp.float32, steps=T):
 
 
 @pytest.mark.parametrize("name", list(BASELINES))
-def test_hand_written_backward_pass_equals_autodiff(name):
+def test_hand_written_backward_pass_equals_autodiff(name, loop_layout):
     cell = compile_cell(baseline(name))
     assert_gradients_match(cell, rtol=2e-5)
     (h1, c1), hs1 = cell.unroll(random_params(cell), random_inputs()[1:], random_inputs()[0])
@@ -347,7 +357,7 @@ def test_hand_written_backward_pass_equals_autodiff(name):
     close(hs1, hs2), close(c1, c2)
 
 
-def test_hand_written_backward_pass_covers_every_op_of_mutants():
+def test_hand_written_backward_pass_covers_every_op_of_mutants(loop_layout):
     from search.mutation import ACTIVATIONS_WITH_LEAKY_RELU, mutate
 
     rng = np.random.default_rng(0)
@@ -378,7 +388,7 @@ def test_hand_written_backward_pass_covers_every_op_of_mutants():
     ("h_new = tanh(W(x) + W(h) + W(h))", {}),  # blocks do not pair up
     ("h_new = tanh(W(x) + W(h)) * x", {"x": ("h",)}),  # x's gradient also from inside the loop
 ])  # fmt: skip
-def test_backward_pass_stacks_each_matmul_output_gradient_once(text, assembled):
+def test_backward_pass_stacks_each_matmul_output_gradient_once(text, assembled, loop_layout):
     from cells.scan import _assembled_output_gradients, _plan
 
     cell = compile_cell(parse(text))
@@ -402,7 +412,7 @@ def test_forward_pass_saves_only_what_the_backward_cannot_recompute():
     assert len(lstm.saved) == 5 and lstm.recomputed == ()  # its gates and tanh(c_new)
 
 
-def test_precomputed_x_projection_gets_the_gradient_of_the_x_matmul():
+def test_precomputed_x_projection_gets_the_gradient_of_the_x_matmul(loop_layout):
     cell = compile_cell(baseline("lstm"))
     xs, h, c = random_inputs()
     params = random_params(cell)
@@ -431,7 +441,7 @@ def _loop_matmuls(jaxpr) -> list[int]:
 
 
 @pytest.mark.parametrize("name, in_loop", [("lstm", 1), ("gru", 2), ("mut1", 2)])
-def test_unroll_runs_the_x_matmul_before_the_loop(name, in_loop):
+def test_unroll_runs_the_x_matmul_before_the_loop(name, in_loop, loop_layout):
     # the forward loop does only the matmuls that read the state; the x matmul is ONE product
     # over every step before it, and the backward loop multiplies by the same kernels' transposes
     cell = compile_cell(baseline(name))
@@ -440,6 +450,48 @@ def test_unroll_runs_the_x_matmul_before_the_loop(name, in_loop):
     jaxpr = jax.make_jaxpr(jax.grad(unroll_loss(cell.unroll, weights)))(random_params(cell), h, c, xs)
     assert _loop_matmuls(jaxpr.jaxpr) == [in_loop, in_loop]  # forward, backward
     assert len(cell.matmuls) == in_loop + 1
+
+
+def test_features_first_loops_multiply_each_kernel_by_the_state(monkeypatch):
+    import cells.scan
+
+    monkeypatch.setattr(cells.scan, "loops_feature_major", lambda hidden: True)
+    cell = compile_cell(baseline("lstm"))
+    xs, h, c = random_inputs()
+    weights = list(random_inputs(seed=5))
+    jaxpr = jax.make_jaxpr(jax.grad(unroll_loss(cell.unroll, weights)))(random_params(cell), h, c, xs)
+    shapes = [[tuple(v.aval.shape) for v in e.invars]
+              for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == "scan"
+              for e in eqn.params["jaxpr"].jaxpr.eqns if e.primitive.name == "dot_general"]  # fmt: skip
+    assert shapes == [[(4 * H, H), (H, B)], [(H, 4 * H), (4 * H, B)]]  # forward: W^T h; backward: W g
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU backend's choice")
+def test_wide_loops_run_features_first_on_a_cpu_and_stay_so_compiled():
+    from cells.scan import FEATURES_FIRST_FROM_HIDDEN, loops_feature_major
+
+    wide = FEATURES_FIRST_FROM_HIDDEN
+    assert loops_feature_major(wide) and not loops_feature_major(wide - 1)
+    cell = compile_cell(baseline("lstm"))
+    params, carry = cell.init(jax.random.key(0), wide), cell.initial_carry((2,), wide)
+    xs = jnp.ones((4, 2, wide))
+    grad = jax.grad(lambda params: cell.unroll(params, carry, xs)[1].sum())
+    compiled = jax.jit(grad).lower(params).compile().as_text()
+    # XLA must not move the transposes into the loops: their products stay (4H, B), not (B, 4H)
+    assert f"f32[{4 * wide},2]" in compiled and f"f32[2,{4 * wide}]" not in compiled
+
+
+@pytest.mark.parametrize("batch_shape", [(), (2, B)])
+def test_unroll_keeps_any_batch_shape_in_either_layout(batch_shape, loop_layout):
+    cell = compile_cell(baseline("lstm"))
+    params = random_params(cell)
+    keys = jax.random.split(jax.random.key(3), 3)
+    xs = jax.random.normal(keys[0], (6, *batch_shape, H))
+    carry = tuple(jax.random.normal(k, (*batch_shape, H)) * 0.5 for k in keys[1:])
+    (h1, c1), hs1 = cell.unroll(params, carry, xs)
+    (h2, c2), hs2 = cell.unroll_autodiff(params, carry, xs)
+    assert hs1.shape == (6, *batch_shape, H) and h1.shape == c1.shape == (*batch_shape, H)
+    close(hs1, hs2), close(h1, h2), close(c1, c2)
 
 
 def test_dense_gradients_equal_autodiff_of_the_matmul():
@@ -467,3 +519,14 @@ def test_weight_gradient_is_a_dot_on_the_operand_laid_out_transposed():
     ours = jax.jit(weight_gradient).lower(a, g).compile().as_text()
     assert "lhs_contracting_dims={0}" in plain
     assert "lhs_contracting_dims={0}" not in ours and "transpose" in ours
+
+
+def test_weight_gradient_features_first_is_a_times_g_transposed_from_laid_out_operands():
+    from cells.dense import weight_gradient_features_first
+
+    seq = jax.random.normal(jax.random.key(0), (5, 8, 3))  # (T, F, B), as the loops stack values
+    g_seq = jax.random.normal(jax.random.key(1), (5, 12, 3))
+    a_t, g_t = (jnp.swapaxes(v, 0, 1).reshape(v.shape[1], -1) for v in (seq, g_seq))
+    close(weight_gradient_features_first(a_t, g_t), a_t @ g_t.T)
+    compiled = jax.jit(weight_gradient_features_first).lower(a_t, g_t).compile().as_text()
+    assert "lhs_contracting_dims={1}, rhs_contracting_dims={1}" in compiled
