@@ -71,5 +71,13 @@ def extract_revision(revision: str, paths: tuple[str, ...], into: pathlib.Path,
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *paths, *excluded],
                              check=True, capture_output=True).stdout  # fmt: skip
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 on
+            tar.extractall(into, filter="data")
+        else:  # before it, extractall has no filter: allow plain files and folders inside `into`
+            members = tar.getmembers()
+            for member in members:
+                parts = pathlib.PurePosixPath(member.name).parts
+                if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in parts:
+                    raise ValueError(f"git archive of {revision}: unexpected member {member.name!r}")
+            tar.extractall(into, members=members)
     return commit

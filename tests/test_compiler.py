@@ -443,7 +443,8 @@ def _loop_matmuls(jaxpr) -> list[int]:
 @pytest.mark.parametrize("name, in_loop", [("lstm", 1), ("gru", 2), ("mut1", 2)])
 def test_unroll_runs_the_x_matmul_before_the_loop(name, in_loop, loop_layout):
     # the forward loop does only the matmuls that read the state; the x matmul is ONE product
-    # over every step before it, and the backward loop multiplies by the same kernels' transposes
+    # over every step before it, and the backward loop multiplies by the same kernels (or, batch
+    # first, their transposes)
     cell = compile_cell(baseline(name))
     xs, h, c = random_inputs()
     weights = list(random_inputs(seed=5))
