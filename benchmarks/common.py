@@ -76,8 +76,9 @@ def extract_revision(revision: str, paths: tuple[str, ...], into: pathlib.Path,
         else:  # before it, extractall has no filter: allow plain files and folders inside `into`
             members = tar.getmembers()
             for member in members:
-                parts = pathlib.PurePosixPath(member.name).parts
-                if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in parts:
-                    raise ValueError(f"git archive of {revision}: unexpected member {member.name!r}")
+                path = pathlib.PurePosixPath(member.name)
+                plain = member.isfile() or member.isdir()
+                if not plain or path.is_absolute() or ".." in path.parts:
+                    raise ValueError(f"git archive of {revision}: unexpected {member.name!r}")
             tar.extractall(into, members=members)
     return commit

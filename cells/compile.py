@@ -144,9 +144,8 @@ class CompiledCell:
                             if feature_major
                             else a @ p["kernel"] + p["bias"]
                         )
-                block = matmul.nodes.index(i)
-                block = slice(block * hidden, (block + 1) * hidden)
-                fused_value = fused[matmul.key]
+                start = matmul.nodes.index(i) * hidden
+                fused_value, block = fused[matmul.key], slice(start, start + hidden)
                 values[i] = fused_value[block] if feature_major else fused_value[..., block]
             elif node.op in _UNARY:
                 values[i] = _UNARY[node.op](values[node.inputs[0]])

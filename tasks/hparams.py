@@ -155,7 +155,8 @@ class Budget:
         if "steps" in uneven:
             does.append(f"trains {-(-self.steps // k) * k} steps")
         if set(uneven) & set(schedule):
-            does.append("changes the learning rate on the first call at or after each step the schedule names")
+            does.append("changes the learning rate on the first call at or after each step the "
+                        "schedule names")
         named = " and ".join(f"{name} {getattr(self, name)}" for name in uneven)
         verb = "is not a multiple" if len(uneven) == 1 else "are not multiples"
         return (f"{named} {verb} of steps_per_call {k}: the trainer runs whole calls, so it "
